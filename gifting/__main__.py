@@ -1,0 +1,3 @@
+from gifting.cli import main
+
+raise SystemExit(main())

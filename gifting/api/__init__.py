@@ -1,0 +1,28 @@
+"""The HTTP API (aiohttp): one application, routes grouped by what they serve."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from aiohttp import web
+
+from gifting.api import ops, wallet
+from gifting.api.common import MAX_BODY, SETTINGS, error_middleware
+from gifting.provider import PaymentProvider
+from gifting.settings import Settings
+from wallet.service import Wallet
+
+
+def create_app(settings: Settings, *, pool: Any, redis: Any, wallet_service: Wallet,
+               provider: PaymentProvider, extra: dict[Any, Any] | None = None) -> web.Application:
+    app = web.Application(client_max_size=MAX_BODY, middlewares=[error_middleware])
+    app[SETTINGS] = settings
+    app[ops.POOL] = pool
+    app[ops.REDIS] = redis
+    app[wallet.WALLET] = wallet_service
+    app[wallet.PROVIDER] = provider
+    for key, value in (extra or {}).items():
+        app[key] = value
+    app.add_routes(ops.routes)
+    app.add_routes(wallet.routes)
+    return app

@@ -1,0 +1,52 @@
+"""HTTP: liveness, readiness, metrics."""
+
+from __future__ import annotations
+
+import asyncio
+from typing import Any
+
+import asyncpg
+from aiohttp import web
+from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
+
+POOL: web.AppKey[asyncpg.Pool] = web.AppKey("pool", asyncpg.Pool)
+REDIS: web.AppKey[Any] = web.AppKey("redis", object)
+
+routes = web.RouteTableDef()
+
+
+@routes.get("/healthz")
+async def healthz(request: web.Request) -> web.Response:
+    return web.json_response({"status": "ok"})
+
+
+@routes.get("/readyz")
+async def readyz(request: web.Request) -> web.Response:
+    checks: dict[str, str] = {}
+
+    async def pg() -> None:
+        await request.app[POOL].fetchval("SELECT 1")
+
+    async def rd() -> None:
+        redis = request.app.get(REDIS)
+        if redis is not None:
+            await redis.ping()
+
+    for name, probe in (("postgres", pg), ("redis", rd)):
+        try:
+            async with asyncio.timeout(2):
+                await probe()
+            checks[name] = "ok"
+        except Exception as e:
+            checks[name] = f"error: {type(e).__name__}"
+    ready = all(v == "ok" for v in checks.values())
+    return web.json_response({"status": "ready" if ready else "unavailable", "checks": checks},
+                             status=200 if ready else 503)
+
+
+@routes.get("/metrics")
+async def metrics(request: web.Request) -> web.Response:
+    resp = web.Response(body=generate_latest())
+    resp.content_type = CONTENT_TYPE_LATEST.split(";")[0]
+    resp.charset = "utf-8"
+    return resp

@@ -1,0 +1,77 @@
+"""Wiring: one place that opens and closes every resource a process needs.
+
+``Runtime`` starts embedded servers when the settings name none, opens the
+Postgres pool and the Redis client, applies migrations when asked, and builds
+the wallet and the room services on top. Closing happens in reverse order.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+from typing import Any
+
+import asyncpg
+
+from gifting.embedded import EmbeddedServices
+from gifting.migrate import migrate
+from gifting.settings import Settings
+from gifting.stores import open_pool, open_redis
+from wallet.service import Wallet
+
+log = logging.getLogger("gifting.runtime")
+
+
+class Runtime:
+    def __init__(self, settings: Settings, *, need_redis: bool = True, apply_migrations: bool = True,
+                 pool_size: int | None = None) -> None:
+        self.settings = settings
+        self.need_redis = need_redis
+        self.apply_migrations = apply_migrations
+        self.pool_size = pool_size or settings.db_pool_size
+        self.embedded: EmbeddedServices | None = None
+        self.pool: asyncpg.Pool
+        self.redis: Any = None
+        self.wallet: Wallet
+        self._stack = contextlib.AsyncExitStack()
+
+    async def __aenter__(self) -> Runtime:
+        try:
+            await self._open()
+        except BaseException:
+            await self._stack.aclose()
+            raise
+        return self
+
+    async def __aexit__(self, *exc: object) -> None:
+        await self._stack.aclose()
+
+    async def _open(self) -> None:
+        s = self.settings
+        want_pg = s.database_url is None
+        want_redis = self.need_redis and s.redis_url is None
+        if want_pg or want_redis:
+            self.embedded = EmbeddedServices(s.data_dir, postgres=want_pg, redis=want_redis)
+            urls = await asyncio.to_thread(self.embedded.start)
+            self._stack.callback(self.embedded.stop)
+            s = s.replace(
+                database_url=s.database_url or urls.database_url,
+                redis_url=s.redis_url or urls.redis_url,
+            )
+            self.settings = s
+        assert s.database_url is not None
+        if self.apply_migrations:
+            conn = await asyncpg.connect(s.database_url)
+            try:
+                applied = await migrate(conn)
+                if applied:
+                    log.info("applied migrations %s", ", ".join(applied))
+            finally:
+                await conn.close()
+        self.pool = await open_pool(s.database_url, max_size=self.pool_size)
+        self._stack.push_async_callback(self.pool.close)
+        if self.need_redis and s.redis_url:
+            self.redis = open_redis(s.redis_url)
+            self._stack.push_async_callback(self.redis.aclose)
+        self.wallet = Wallet(self.pool)

@@ -1,0 +1,59 @@
+"""``gifting serve``: runs the HTTP API and/or the WebSocket gateway until told to stop."""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+
+from aiohttp import web
+
+from gifting.api import create_app
+from gifting.provider import ExternalProvider, PaymentProvider, SandboxProvider
+from gifting.runtime import Runtime
+from gifting.settings import Settings
+
+log = logging.getLogger("gifting.server")
+
+
+def build_app(rt: Runtime, provider: PaymentProvider) -> web.Application:
+    return create_app(rt.settings, pool=rt.pool, redis=rt.redis, wallet_service=rt.wallet, provider=provider)
+
+
+def make_provider(settings: Settings) -> PaymentProvider:
+    choice = settings.payment_provider or ("sandbox" if settings.dev_mode else "external")
+    if choice == "sandbox":
+        assert settings.webhook_secret
+        host = "127.0.0.1" if settings.http_host in ("0.0.0.0", "::", "") else settings.http_host
+        return SandboxProvider(f"http://{host}:{settings.http_port}/v1/payments/webhook",
+                               settings.webhook_secret)
+    if choice == "external":
+        return ExternalProvider()
+    raise ValueError(f"unknown payment provider {choice!r}")
+
+
+async def serve(settings: Settings, *, role: str, stop: asyncio.Event, demo: bool = False) -> None:
+    settings = settings.with_dev_secrets()
+    async with Runtime(settings) as rt:
+        settings = rt.settings
+        runners: list[web.AppRunner] = []
+        provider = make_provider(settings)
+        try:
+            if role in ("all", "api"):
+                app = build_app(rt, provider)
+                runner = web.AppRunner(app, access_log=None, shutdown_timeout=10)
+                await runner.setup()
+                await web.TCPSite(runner, settings.http_host, settings.http_port).start()
+                runners.append(runner)
+                log.info("HTTP API on http://%s:%d", settings.http_host, settings.http_port)
+            if settings.dev_mode:
+                log.warning("development secrets from %s/secrets (never use in production)",
+                            settings.data_dir)
+            print(f"gifting: serving role={role} http://{settings.http_host}:{settings.http_port} "
+                  f"database={'embedded' if rt.embedded and rt.embedded.pg else 'external'}",
+                  flush=True)
+            await stop.wait()
+            log.info("shutting down")
+        finally:
+            for runner in reversed(runners):
+                await runner.cleanup()
+            await provider.close()

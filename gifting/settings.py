@@ -1,0 +1,115 @@
+"""Settings: one frozen object built from the environment (and flags) at start.
+
+Nothing in this project reads the environment at import time; every process
+builds a ``Settings`` once in ``gifting.cli`` and passes it down.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import os
+import secrets
+from collections.abc import Mapping
+from dataclasses import dataclass
+from pathlib import Path
+
+
+class SettingsError(ValueError):
+    """A setting has a value the service cannot run with."""
+
+
+def _int(env: Mapping[str, str], name: str, default: int) -> int:
+    raw = env.get(name)
+    if raw is None or raw == "":
+        return default
+    try:
+        return int(raw)
+    except ValueError:
+        raise SettingsError(f"{name} must be an integer, got {raw!r}") from None
+
+
+@dataclass(frozen=True)
+class Settings:
+    database_url: str | None = None
+    redis_url: str | None = None
+    data_dir: Path = Path(".gifting")
+    http_host: str = "127.0.0.1"
+    http_port: int = 8080
+    ws_host: str = "127.0.0.1"
+    ws_port: int = 8081
+    jwt_secret: str | None = None
+    webhook_secret: str | None = None
+    # Prefix inside every Redis hash tag, so several deployments (or test runs)
+    # can share one Redis without touching each other's keys.
+    redis_prefix: str = ""
+    # Micro-batcher: how long the first gift of a batch waits for company, and
+    # how many gifts one batch may carry.
+    batch_window_ms: float = 2.0
+    batch_max: int = 1000
+    batch_lanes: int = 4
+    db_pool_size: int = 16
+    # Coins' cash value for payouts, in micro-units of the payout currency per coin
+    # (TikTok-like: a creator's "diamond" is worth about half a cent; a coin ~1.06 cents).
+    coin_value_micros: int = 10_600
+    payout_threshold_minor: int = 1_000
+    # "sandbox": a built-in provider completes purchases by sending this service a
+    # signed webhook (development, demo); "external": a real provider does.
+    # Unset: sandbox when running with development secrets, else external.
+    payment_provider: str = ""
+    dev_mode: bool = False
+
+    @classmethod
+    def from_env(cls, env: Mapping[str, str] | None = None) -> Settings:
+        env = os.environ if env is None else env
+        return cls(
+            database_url=env.get("GIFTING_DATABASE_URL") or None,
+            redis_url=env.get("GIFTING_REDIS_URL") or None,
+            data_dir=Path(env.get("GIFTING_DATA_DIR") or ".gifting"),
+            http_host=env.get("GIFTING_HTTP_HOST") or "127.0.0.1",
+            http_port=_int(env, "GIFTING_HTTP_PORT", 8080),
+            ws_host=env.get("GIFTING_WS_HOST") or "127.0.0.1",
+            ws_port=_int(env, "GIFTING_WS_PORT", 8081),
+            jwt_secret=env.get("GIFTING_JWT_SECRET") or None,
+            webhook_secret=env.get("GIFTING_WEBHOOK_SECRET") or None,
+            redis_prefix=env.get("GIFTING_REDIS_PREFIX") or "",
+            batch_window_ms=float(env.get("GIFTING_BATCH_WINDOW_MS") or 2.0),
+            batch_max=_int(env, "GIFTING_BATCH_MAX", 1000),
+            batch_lanes=_int(env, "GIFTING_BATCH_LANES", 4),
+            db_pool_size=_int(env, "GIFTING_DB_POOL_SIZE", 16),
+            coin_value_micros=_int(env, "GIFTING_COIN_VALUE_MICROS", 10_600),
+            payout_threshold_minor=_int(env, "GIFTING_PAYOUT_THRESHOLD", 1_000),
+            payment_provider=env.get("GIFTING_PAYMENT_PROVIDER") or "",
+        )
+
+    def replace(self, **changes: object) -> Settings:
+        return dataclasses.replace(self, **changes)  # type: ignore[arg-type]
+
+    def with_dev_secrets(self) -> Settings:
+        """Fill missing secrets from the data dir, generating them once (development only)."""
+        changes: dict[str, object] = {}
+        for field, filename in (("jwt_secret", "jwt_secret"), ("webhook_secret", "webhook_secret")):
+            if getattr(self, field):
+                continue
+            changes[field] = _dev_secret(self.data_dir / "secrets" / filename)
+            changes["dev_mode"] = True
+        return self.replace(**changes) if changes else self
+
+
+def _dev_secret(path: Path) -> str:
+    if path.exists():
+        return path.read_text().strip()
+    path.parent.mkdir(parents=True, exist_ok=True, mode=0o700)
+    value = secrets.token_urlsafe(32)
+    # Write aside, then link into place: link fails if the name exists, so two
+    # processes starting at once agree on one secret and never read half a file.
+    tmp = path.with_name(f".{path.name}.{os.getpid()}")
+    fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+    with os.fdopen(fd, "w") as f:
+        f.write(value + "\n")
+    try:
+        os.link(tmp, path)
+    except FileExistsError:
+        value = path.read_text().strip()
+    finally:
+        tmp.unlink()
+    return value

@@ -1,0 +1,154 @@
+"""The wallet's exception tree. Every error carries the contract's code.
+
+    WalletError
+    ├── InvalidRequest            422 (invalid values)
+    │   ├── InvalidCount          422 invalid_count
+    │   └── AmountMismatch        422 amount_mismatch
+    ├── NotFound                  404
+    │   ├── UnknownPack           404 unknown_pack
+    │   ├── UnknownGift           404 unknown_gift
+    │   ├── UnknownStream         404 unknown_stream
+    │   └── UnknownPurchase       404 unknown_purchase
+    ├── InsufficientFunds         402 insufficient_funds
+    ├── Forbidden                 403
+    │   ├── WalletInDebt          403 wallet_in_debt
+    │   ├── SelfGift              403 self_gift
+    │   └── NotStreamOwner        403 forbidden
+    ├── Conflict                  409
+    │   ├── IdempotencyConflict   409 idempotency_conflict
+    │   ├── StreamNotLive         409 stream_not_live
+    │   ├── AlreadyLive           409 already_live
+    │   └── HistoryIsSettled      409 history_is_settled
+    └── Unavailable               503 unavailable (shutting down, store unreachable)
+
+Driver errors never leave this package untranslated where they carry meaning
+(a unique violation on an idempotency key becomes IdempotencyConflict or a replay).
+"""
+
+from __future__ import annotations
+
+
+class WalletError(Exception):
+    code = "wallet_error"
+    status = 500
+
+    def __init__(self, message: str | None = None) -> None:
+        super().__init__(message or self.__doc__ or self.code)
+
+    @property
+    def message(self) -> str:
+        return str(self.args[0])
+
+
+class InvalidRequest(WalletError):
+    """The request has an invalid value."""
+
+    code = "invalid_request"
+    status = 422
+
+
+class InvalidCount(InvalidRequest):
+    """count must be an integer from 1 to 999."""
+
+    code = "invalid_count"
+
+
+class AmountMismatch(InvalidRequest):
+    """The payment's amount or currency differs from the purchase."""
+
+    code = "amount_mismatch"
+
+
+class NotFound(WalletError):
+    code = "not_found"
+    status = 404
+
+
+class UnknownPack(NotFound):
+    """No such coin pack."""
+
+    code = "unknown_pack"
+
+
+class UnknownGift(NotFound):
+    """No such gift in the catalog."""
+
+    code = "unknown_gift"
+
+
+class UnknownStream(NotFound):
+    """No such stream."""
+
+    code = "unknown_stream"
+
+
+class UnknownPurchase(NotFound):
+    """No such purchase."""
+
+    code = "unknown_purchase"
+
+
+class InsufficientFunds(WalletError):
+    """Not enough coins for this gift."""
+
+    code = "insufficient_funds"
+    status = 402
+
+
+class Forbidden(WalletError):
+    code = "forbidden"
+    status = 403
+
+
+class WalletInDebt(Forbidden):
+    """The wallet is negative after a chargeback; buy coins to send gifts again."""
+
+    code = "wallet_in_debt"
+
+
+class SelfGift(Forbidden):
+    """A creator cannot send gifts to their own stream."""
+
+    code = "self_gift"
+
+
+class NotStreamOwner(Forbidden):
+    """Only the stream's creator or an admin may do that."""
+
+    code = "forbidden"
+
+
+class Conflict(WalletError):
+    code = "conflict"
+    status = 409
+
+
+class IdempotencyConflict(Conflict):
+    """This idempotency key was already used for a different request."""
+
+    code = "idempotency_conflict"
+
+
+class StreamNotLive(Conflict):
+    """The stream has ended."""
+
+    code = "stream_not_live"
+
+
+class AlreadyLive(Conflict):
+    """The creator already has a live stream."""
+
+    code = "already_live"
+
+
+class HistoryIsSettled(Conflict):
+    """That date is at or before a cutoff already settled."""
+
+    code = "history_is_settled"
+
+
+class Unavailable(WalletError):
+    """The wallet cannot take this request now; retry with the same idempotency key."""
+
+    code = "unavailable"
+    status = 503
