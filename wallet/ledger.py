@@ -158,9 +158,11 @@ def decode_cursor(cursor: str) -> tuple[datetime, int, int, int]:
         raw = base64.urlsafe_b64decode(cursor + "=" * (-len(cursor) % 4)).decode()
         ts, src, id1, id2 = raw.split("|")
         parsed = datetime.fromisoformat(ts)
-        if parsed.tzinfo is None:
+        values = int(src), int(id1), int(id2)
+        # Postgres would refuse out-of-range numbers with a driver error (a 500).
+        if parsed.tzinfo is None or values[0] not in (0, 1) or not all(0 <= v < 2**63 for v in values[1:]):
             raise ValueError
-        return parsed, int(src), int(id1), int(id2)
+        return parsed, *values
     except (ValueError, UnicodeDecodeError):
         raise ValueError("invalid cursor") from None
 
