@@ -49,7 +49,8 @@ CREATE TABLE settlement_runs (
 -- changed inside the run). Remainders are in 1e-8 of a minor unit (a cent):
 -- for each party, carry_in + exact share = cash * 1e8 + carry_out.
 CREATE TABLE settlement_lines (
-    run_id            bigint NOT NULL REFERENCES settlement_runs (id),
+    -- deferred: a run's row is written last, with its summary, in the same transaction
+    run_id            bigint NOT NULL REFERENCES settlement_runs (id) DEFERRABLE INITIALLY DEFERRED,
     creator_id        text NOT NULL,
     agency_id         text NOT NULL DEFAULT '',
     gifts             bigint NOT NULL CHECK (gifts > 0),
