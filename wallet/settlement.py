@@ -336,11 +336,13 @@ class Settlement:
             "paid": money(row["paid"], CURRENCY),
         }
 
-    async def creator_lines(self, creator_id: str, limit: int,
-                            before_run: int | None) -> tuple[list[dict[str, Any]], int | None]:
-        rows = await self.pool.fetch(SQL_CREATOR_LINES, creator_id, limit + 1, before_run)
+    async def creator_lines(self, creator_id: str, limit: int, after: tuple[int, str] | None = None,
+                            ) -> tuple[list[dict[str, Any]], tuple[int, str] | None]:
+        """A creator's lines, newest run first; ``after`` is the last (run_id, agency_id) seen."""
+        run_id, agency_id = after if after is not None else (None, "")
+        rows = await self.pool.fetch(SQL_CREATOR_LINES, creator_id, limit + 1, run_id, agency_id)
         items = [line_json(r) for r in rows[:limit]]
-        more = rows[limit - 1]["run_id"] if len(rows) > limit else None
+        more = (rows[limit - 1]["run_id"], rows[limit - 1]["agency_id"]) if len(rows) > limit else None
         return items, more
 
     # ---- payouts -------------------------------------------------------------
@@ -411,7 +413,8 @@ l.creator_carry_out, l.agency_carry_out, l.platform_carry_out
 """
 SQL_CREATOR_LINES = f"""
 SELECT {SQL_LINE_FIELDS} FROM settlement_lines l JOIN settlement_runs r ON r.id = l.run_id
- WHERE l.creator_id = $1 AND ($3::bigint IS NULL OR l.run_id < $3)
+ WHERE l.creator_id = $1
+   AND ($3::bigint IS NULL OR l.run_id < $3 OR (l.run_id = $3 AND l.agency_id > $4))
  ORDER BY l.run_id DESC, l.agency_id
  LIMIT $2
 """
