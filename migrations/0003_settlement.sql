@@ -71,6 +71,17 @@ CREATE TABLE settlement_lines (
 );
 CREATE INDEX settlement_lines_creator ON settlement_lines (creator_id, run_id DESC, agency_id DESC);
 
+-- Scratch for a run (refilled under the settlement lock, read only by that run):
+-- each creator's policy ranges. A regular table, unlike a temp table, lets the
+-- run's aggregate scan gifts in parallel; unlogged, it writes no WAL.
+CREATE UNLOGGED TABLE settlement_policy_ranges (
+    account      bigint NOT NULL,
+    seg          int NOT NULL,
+    policy_id    bigint NOT NULL,
+    valid_from   timestamptz NOT NULL,
+    valid_until  timestamptz NOT NULL
+);
+
 -- Payouts: a batch key marks one list paid once (ledger cause 'payout:<key>').
 CREATE TABLE payout_batches (
     key            text PRIMARY KEY CHECK (length(key) BETWEEN 1 AND 128),

@@ -73,36 +73,38 @@ SELECT cutoff, xid_horizon::text AS xid_horizon FROM settlement_runs ORDER BY cu
 SQL_NEW_RUN = "SELECT nextval(pg_get_serial_sequence('settlement_runs', 'id')) AS id, now() AS at"
 SQL_HORIZON = "SELECT pg_snapshot_xmin(pg_current_snapshot())::text"
 
-# The aggregate: one row per (creator account, policy in force). CREATE TABLE AS
-# runs in parallel where INSERT ... SELECT would not; the policy ranges are a
-# subquery over real tables (a temp table would force the plan into one process).
+# Each creator's policy ranges, numbered per creator (seg 1, 2, ...; 0 = no policy:
+# the default). Newest row wins for one effective_from.
+SQL_FILL_RANGES = """
+INSERT INTO settlement_policy_ranges (account, seg, policy_id, valid_from, valid_until)
+SELECT a.id, row_number() OVER w, p.id, p.effective_from,
+       coalesce(lead(p.effective_from) OVER w, 'infinity'::timestamptz)
+  FROM (SELECT DISTINCT ON (creator_id, effective_from) id, creator_id, effective_from
+          FROM split_policies WHERE effective_from < $1 ORDER BY creator_id, effective_from, id DESC) p
+  JOIN accounts a ON a.kind = 'creator_unsettled' AND a.owner = p.creator_id AND a.asset = 'COIN'
+WINDOW w AS (PARTITION BY p.creator_id ORDER BY p.effective_from)
+"""
+# The aggregate: one row per (creator account, policy segment). CREATE TABLE AS
+# runs in parallel where INSERT ... SELECT would not; grouping by the small
+# per-creator segment number (not the policy id) keeps the planner's group
+# estimate small enough for a parallel partial hash aggregate.
 SQL_AGGREGATE = """
 CREATE TEMP TABLE settle_agg ON COMMIT DROP AS
-WITH policies AS (
-    SELECT DISTINCT ON (creator_id, effective_from) id, creator_id, effective_from
-      FROM split_policies ORDER BY creator_id, effective_from, id DESC
-), ranges AS (
-    SELECT a.id AS account, p.id AS policy_id, p.effective_from AS valid_from,
-           coalesce(lead(p.effective_from) OVER (PARTITION BY p.creator_id ORDER BY p.effective_from),
-                    'infinity'::timestamptz) AS valid_until
-      FROM policies p
-      JOIN accounts a ON a.kind = 'creator_unsettled' AND a.owner = p.creator_id AND a.asset = 'COIN'
-)
-SELECT g.creator_account, r.policy_id, count(*)::bigint AS gifts, sum(g.coins)::bigint AS coins
+SELECT g.creator_account, coalesce(r.seg, 0) AS seg, count(*)::bigint AS gifts, sum(g.coins)::bigint AS coins
   FROM gifts g
-  LEFT JOIN ranges r ON r.account = g.creator_account
-                    AND g.created_at >= r.valid_from AND g.created_at < r.valid_until
+  LEFT JOIN settlement_policy_ranges r ON r.account = g.creator_account
+                                      AND g.created_at >= r.valid_from AND g.created_at < r.valid_until
  WHERE g.created_at < $1 AND g.xid < $2::text::xid8
    AND NOT (g.created_at < $3 AND g.xid < $4::text::xid8)
- GROUP BY g.creator_account, r.policy_id
+ GROUP BY 1, 2
 """
 SQL_AGG_ROWS = """
 SELECT s.creator_account, a.owner AS creator_id, s.gifts, s.coins,
        p.creator_bps, p.agency_id, p.agency_bps
   FROM settle_agg s
   JOIN accounts a ON a.id = s.creator_account
-  LEFT JOIN split_policies p ON p.id = s.policy_id
- ORDER BY a.owner, p.agency_id NULLS FIRST
+  LEFT JOIN settlement_policy_ranges r ON r.account = s.creator_account AND r.seg = s.seg
+  LEFT JOIN split_policies p ON p.id = r.policy_id
 """
 # Carries: the last line of each creator (creator's and platform's fractions),
 # and the last line of each (creator, agency) pair (the agency's).
@@ -129,7 +131,8 @@ INSERT INTO settlement_lines (run_id, creator_id, agency_id, gifts, gross_coins,
     creator_carry_in, agency_carry_in, platform_carry_in,
     creator_carry_out, agency_carry_out, platform_carry_out)
 SELECT $1, * FROM unnest($2::text[], $3::text[], $4::bigint[], $5::bigint[],
-    $6::numeric[], $7::numeric[], $8::numeric[], $9::bigint[], $10::bigint[], $11::bigint[], $12::bigint[],
+    $6::text[]::numeric[], $7::text[]::numeric[], $8::text[]::numeric[],
+    $9::bigint[], $10::bigint[], $11::bigint[], $12::bigint[],
     $13::bigint[], $14::bigint[], $15::bigint[], $16::bigint[], $17::bigint[], $18::bigint[])
 """
 SQL_ENSURE_ACCOUNTS = """
@@ -200,9 +203,14 @@ class Settlement:
             t = mark("lock", t0)
             await step("locked", cutoff=rfc3339(cutoff), xid_horizon=horizon)
 
+            await conn.execute("TRUNCATE settlement_policy_ranges")
+            await conn.execute(SQL_FILL_RANGES, cutoff)
+            await conn.execute("ANALYZE settlement_policy_ranges")
+            t = mark("ranges", t)
             await conn.execute(SQL_AGGREGATE, cutoff, str(horizon), prev_cutoff, str(prev_horizon))
-            rows = await conn.fetch(SQL_AGG_ROWS)
             t = mark("aggregate", t)
+            rows = await conn.fetch(SQL_AGG_ROWS)
+            t = mark("fetch", t)
             await step("aggregated", rows=len(rows))
 
             lines, accounts = await self._compute(conn, rows)
@@ -256,9 +264,12 @@ class Settlement:
         """Lines for the aggregated rows (per creator, not per gift), and creator accounts."""
         segments: dict[str, list[Segment]] = {}
         accounts: dict[str, int] = {}
+        policies: dict[tuple[Any, Any, Any], Policy] = {}
         for r in rows:
-            policy = Policy() if r["creator_bps"] is None else \
-                Policy(r["creator_bps"], r["agency_id"], r["agency_bps"])
+            key = (r["creator_bps"], r["agency_id"], r["agency_bps"])
+            policy = policies.get(key)
+            if policy is None:
+                policy = policies[key] = Policy() if key[0] is None else Policy(*key)
             segments.setdefault(r["creator_id"], []).append(Segment(r["gifts"], r["coins"], policy))
             accounts[r["creator_id"]] = r["creator_account"]
         creators = sorted(segments)
@@ -277,8 +288,12 @@ class Settlement:
                            asset: str) -> dict[str, int]:
         if not owners:
             return {}
-        await conn.execute(SQL_ENSURE_ACCOUNTS, kind, owners, asset)
-        return {r["owner"]: r["id"] for r in await conn.fetch(SQL_ACCOUNT_IDS, kind, owners, asset)}
+        found = {r["owner"]: r["id"] for r in await conn.fetch(SQL_ACCOUNT_IDS, kind, owners, asset)}
+        missing = [o for o in owners if o not in found]
+        if missing:
+            await conn.execute(SQL_ENSURE_ACCOUNTS, kind, missing, asset)
+            found.update({r["owner"]: r["id"] for r in await conn.fetch(SQL_ACCOUNT_IDS, kind, missing, asset)})
+        return found
 
     async def _post(self, conn: asyncpg.Connection, run_id: int, lines: list[Line],
                     unsettled: dict[str, int]) -> None:
@@ -433,8 +448,9 @@ def _line_columns(lines: list[Line]) -> list[list[Any]]:
     return [
         [ln.creator_id for ln in lines], [ln.agency_id for ln in lines],
         [ln.gifts for ln in lines], [ln.gross_coins for ln in lines],
-        [ln.exact.creator for ln in lines], [ln.exact.agency for ln in lines],
-        [ln.exact.platform for ln in lines],
+        # exact shares can exceed 64 bits: sent as text, stored as numeric
+        [str(ln.exact.creator) for ln in lines], [str(ln.exact.agency) for ln in lines],
+        [str(ln.exact.platform) for ln in lines],
         [ln.cash.creator for ln in lines], [ln.cash.agency for ln in lines],
         [ln.cash.platform for ln in lines], [ln.gross_cash for ln in lines],
         [ln.carry_in.creator for ln in lines], [ln.carry_in.agency for ln in lines],
