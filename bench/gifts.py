@@ -76,9 +76,9 @@ async def seed(dsn: str, viewers: int, poor: int, creators: int) -> tuple[list[s
 
 
 async def run_ours(dsn: str, concurrency: int, seconds: float, rich: list[str], poor: list[str],
-                   streams: list[int], window_ms: float, lanes: int) -> dict[str, Any]:
-    pool = await open_pool(dsn, max_size=max(8, lanes + 4))
-    gifts = GiftService(pool, window_ms=window_ms, lanes=lanes)
+                   streams: list[int], window_ms: float, lanes: int, depth: int = 2) -> dict[str, Any]:
+    pool = await open_pool(dsn, max_size=max(8, lanes * depth + 4))
+    gifts = GiftService(pool, window_ms=window_ms, lanes=lanes, depth=depth)
     await gifts.start()
     latencies: list[float] = []
     outcomes: dict[str, int] = {}
@@ -216,7 +216,8 @@ async def main() -> None:
     ap.add_argument("--viewers", type=int, default=2000)
     ap.add_argument("--creators", type=int, default=21)
     ap.add_argument("--window-ms", type=float, default=2.0)
-    ap.add_argument("--lanes", type=int, default=4)
+    ap.add_argument("--lanes", type=int, default=1)
+    ap.add_argument("--depth", type=int, default=2)
     args = ap.parse_args()
 
     embedded = None
@@ -239,7 +240,8 @@ async def main() -> None:
               f"in {time.perf_counter() - t0:.1f}s", file=sys.stderr)
         rows = []
         for c in [int(x) for x in args.concurrency.split(",")]:
-            rows.append(await run_ours(dsn, c, args.seconds, rich, poor, streams, args.window_ms, args.lanes))
+            rows.append(await run_ours(dsn, c, args.seconds, rich, poor, streams, args.window_ms, args.lanes,
+                                        args.depth))
         naive = await run_naive(dsn, 64, args.seconds, rich, streams)
         rows.append(naive)
         await prepare_pgbench(dsn)

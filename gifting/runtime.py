@@ -85,7 +85,7 @@ class Runtime:
         self.wallet = Wallet(self.pool)
         self.streams = Streams(self.pool, self.wallet.ledger)
         self.gifts = GiftService(self.pool, window_ms=s.batch_window_ms, max_batch=s.batch_max,
-                                 lanes=s.batch_lanes)
+                                 lanes=s.batch_lanes, depth=s.batch_depth)
         if self.redis is not None:
             assert s.redis_url
             hot = HotState(self.redis, self.pool, self.gifts.events_since, prefix=s.redis_prefix,
