@@ -194,7 +194,7 @@ def test_wallet_matches_a_reference_model_and_the_audit_passes_after_every_step(
     WalletMachine.servers = servers
     WalletMachine.template = template_db
     WalletMachine.TestCase.settings = settings(
-        max_examples=15, stateful_step_count=25, deadline=None,
+        max_examples=12, stateful_step_count=25, deadline=None,
         suppress_health_check=[HealthCheck.too_slow, HealthCheck.filter_too_much],
     )
     runner = WalletMachine.TestCase("runTest")
