@@ -61,6 +61,22 @@ def servers(tmp_path_factory: pytest.TempPathFactory) -> Iterator[dict[str, str]
 
 
 @pytest.fixture(scope="session")
+def redis_cluster_url(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
+    """A real Redis Cluster (three masters): GIFTING_TEST_REDIS_CLUSTER_URL, or a local one."""
+    url = os.environ.get("GIFTING_TEST_REDIS_CLUSTER_URL")
+    if url:
+        yield url
+        return
+    from gifting.embedded import EmbeddedRedisCluster
+
+    cluster = EmbeddedRedisCluster(tmp_path_factory.mktemp("cluster"))
+    try:
+        yield cluster.start()
+    finally:
+        cluster.stop()
+
+
+@pytest.fixture(scope="session")
 async def template_db(servers: dict[str, str]) -> AsyncIterator[str]:
     name = f"gifting_tpl_{os.getpid()}_{secrets.token_hex(3)}"
     admin = await asyncpg.connect(servers["database_url"])
