@@ -10,6 +10,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 from datetime import datetime
+from functools import cached_property
 
 from wallet import errors
 from wallet.models import GiftEvent, request_hash
@@ -27,8 +28,9 @@ class GiftRequest:
     idempotency_key: str
     sender_role: str = "viewer"
 
-    @property
+    @cached_property
     def fingerprint(self) -> str:
+        """What makes two requests with one key the same request (the sender is in the key)."""
         return request_hash("gift", self.stream_id, self.gift_id, self.count)
 
 

@@ -318,6 +318,7 @@ class GiftService:
         if self.batch_observer:
             self.batch_observer(len(items), elapsed)
         results = self._results(done)
+        events = [results[a.index].event for a in decision.accepted]
         for i, item in enumerate(items):
             if item.future.done():
                 continue
@@ -330,7 +331,7 @@ class GiftService:
                 if self.outcome_observer:
                     self.outcome_observer("replayed" if results[i].replayed else "committed")
         if decision.accepted:
-            await self._notify(done)
+            await self._notify(done, events)
 
     def _fail_all(self, items: list[_Item], error: errors.WalletError) -> None:
         for item in items:
@@ -420,10 +421,9 @@ class GiftService:
             results[twin] = GiftResult(results[first].event, results[first].balance, replayed=True)
         return results
 
-    async def _notify(self, c: _Committed) -> None:
+    async def _notify(self, c: _Committed, events: list[GiftEvent]) -> None:
         batch = CommittedBatch(
-            events=[event_for(a, c.created_at, c.creators.get(a.request.stream_id, ""))
-                    for a in c.decision.accepted],
+            events=events,
             stream_coins=dict(c.stream_coins),
             creator_unsettled={c.owners[acc][1]: v[0] for acc, v in c.accounts.items()
                                if c.owners[acc][0] == "creator_unsettled"},
