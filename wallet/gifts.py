@@ -285,10 +285,17 @@ class GiftService:
             for _ in batch:
                 lane.queue.task_done()
 
+    async def _lane_connection(self) -> Any:
+        conn = await self.pool.acquire()
+        # The batch statements take arrays; their generic plans are as good as any
+        # custom plan, and replanning them for every batch cost ~1 ms of Postgres CPU.
+        await conn.execute("SET plan_cache_mode = force_generic_plan")
+        return conn
+
     async def _process(self, lane: _Lane, items: list[_Item], locked: asyncio.Event) -> None:
         started = time.perf_counter()
         requests = [item.request for item in items]
-        conn = lane.idle.pop() if lane.idle else await self.pool.acquire()
+        conn = lane.idle.pop() if lane.idle else await self._lane_connection()
         healthy = False
         try:
             async with asyncio.timeout(self.timeout):
