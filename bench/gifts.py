@@ -316,4 +316,9 @@ async def main() -> None:
 
 
 if __name__ == "__main__":
+    # The service runs on uvloop (gifting.cli); so does its benchmark, unless BENCH_LOOP=asyncio.
+    if os.environ.get("BENCH_LOOP", "uvloop") == "uvloop":
+        import uvloop
+
+        uvloop.install()
     asyncio.run(main())

@@ -221,8 +221,10 @@ class GiftService:
         future: asyncio.Future[GiftResult] = asyncio.get_running_loop().create_future()
         lane = self._lanes[request.stream_id % len(self._lanes)]
         lane.queue.put_nowait(_Item(request, future))
-        # Waiting may be cancelled; the batch is not: it commits whole or not at all.
-        return await asyncio.shield(future)
+        # Cancelling the caller cancels only this future: a gift not yet in a batch is
+        # dropped, one already in a batch commits (or not) whole with its batch, which
+        # runs in its own task. Either way nothing is half-applied.
+        return await future
 
     async def events_since(self, stream_id: int, after_seq: int, limit: int = 1000) -> list[GiftEvent]:
         rows = await self.pool.fetch(SQL_EVENTS_SINCE, stream_id, after_seq, limit)
