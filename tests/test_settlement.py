@@ -267,3 +267,45 @@ async def test_cutoffs_never_go_back_and_never_lie_in_the_future(rt):
         await s.settle(datetime.now(UTC) + DAY)
     assert (await s.settle(d + 2 * DAY)).created is False
     await assert_books_clean(rt)
+
+
+async def _cli(settings, *args: str) -> tuple[int, str, str]:
+    env = {**os.environ, "GIFTING_DATABASE_URL": settings.database_url, "GIFTING_DATA_DIR": str(settings.data_dir),
+           "GIFTING_PAYOUT_THRESHOLD": "500"}
+    proc = await asyncio.create_subprocess_exec(sys.executable, "-m", "gifting", "--log-format", "json", *args,
+                                                env=env, stdout=asyncio.subprocess.PIPE,
+                                                stderr=asyncio.subprocess.PIPE)
+    out, err = await asyncio.wait_for(proc.communicate(), 60)
+    assert proc.returncode is not None
+    return proc.returncode, out.decode(), err.decode()
+
+
+async def test_the_commands_settle_with_a_report_replay_the_summary_and_mark_a_payout_batch_once(rt, settings,
+                                                                                                tmp_path):
+    d = day0()
+    await buy(rt, "fan")
+    st = await open_stream(rt.pool, "alice")
+    await gift(rt.pool, st, "fan", 999, d + timedelta(hours=1))
+    cutoff = (d + DAY).isoformat()
+
+    code, first, err = await _cli(settings, "settle", "--cutoff", cutoff, "--report-dir", str(tmp_path))
+    assert code == 0, err
+    assert '"step": "aggregated"' in err  # structured progress off a terminal
+    code, again, _ = await _cli(settings, "settle", "--cutoff", cutoff)
+    assert code == 0 and again == first
+    (csv_file,) = tmp_path.glob("*.csv")
+    rows = csv_file.read_text().splitlines()
+    assert rows[0].startswith("run_id,cutoff,creator_id") and ",alice,,1,999," in rows[1]
+    assert json.loads(next(tmp_path.glob("*.json")).read_text()) == json.loads(first)
+
+    code, _, err = await _cli(settings, "settle", "--cutoff", "2999-01-01T00:00:00Z")
+    assert code == 2 and "future" in err
+    code, due, _ = await _cli(settings, "payouts")
+    assert [i["id"] for i in json.loads(due)["items"]] == ["alice"]
+    code, _, err = await _cli(settings, "payouts", "--mark-paid")
+    assert code == 2 and "--batch" in err
+    code, paid, _ = await _cli(settings, "payouts", "--mark-paid", "--batch", "w48")
+    code2, paid_again, _ = await _cli(settings, "payouts", "--mark-paid", "--batch", "w48")
+    assert code == code2 == 0 and paid == paid_again
+    assert json.loads(paid)["total"] == {"amount": 529, "currency": "USD"}
+    await assert_books_clean(rt)
