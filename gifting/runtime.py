@@ -16,9 +16,13 @@ import asyncpg
 
 from gifting.embedded import EmbeddedServices
 from gifting.migrate import migrate
+from gifting.ratelimit import RateLimiter
 from gifting.settings import Settings
-from gifting.stores import open_pool, open_redis
+from gifting.stores import is_cluster_url, open_pool, open_redis
+from streams.hot import HotState
+from wallet.gifts import BalanceChange, GiftService
 from wallet.service import Wallet
+from wallet.streams import Streams
 
 log = logging.getLogger("gifting.runtime")
 
@@ -34,6 +38,10 @@ class Runtime:
         self.pool: asyncpg.Pool
         self.redis: Any = None
         self.wallet: Wallet
+        self.streams: Streams
+        self.gifts: GiftService
+        self.hot: HotState | None = None
+        self.limiter: RateLimiter | None = None
         self._stack = contextlib.AsyncExitStack()
 
     async def __aenter__(self) -> Runtime:
@@ -75,3 +83,24 @@ class Runtime:
             self.redis = open_redis(s.redis_url)
             self._stack.push_async_callback(self.redis.aclose)
         self.wallet = Wallet(self.pool)
+        self.streams = Streams(self.pool, self.wallet.ledger)
+        self.gifts = GiftService(self.pool, window_ms=s.batch_window_ms, max_batch=s.batch_max,
+                                 lanes=s.batch_lanes)
+        if self.redis is not None:
+            assert s.redis_url
+            hot = HotState(self.redis, self.pool, self.gifts.events_since, prefix=s.redis_prefix,
+                           cluster=is_cluster_url(s.redis_url))
+            self.hot = hot
+            self.gifts.on_commit(hot.on_commit)
+
+            async def cache_balance(user_id: str, balance: int, version: int) -> None:
+                await hot.cache_balances([BalanceChange(user_id, balance, version)])
+
+            self.wallet.balance_listeners.append(cache_balance)
+            self.limiter = RateLimiter(self.redis, prefix=s.redis_prefix)
+            await hot.start()
+            # Closed after the gift service (exit stack order): gifts still in
+            # flight at shutdown reach Redis before the applier drains and stops.
+            self._stack.push_async_callback(hot.close)
+        await self.gifts.start()
+        self._stack.push_async_callback(self.gifts.close)

@@ -8,15 +8,29 @@ import logging
 from aiohttp import web
 
 from gifting.api import create_app
+from gifting.api import streams as streams_api
 from gifting.provider import ExternalProvider, PaymentProvider, SandboxProvider
 from gifting.runtime import Runtime
 from gifting.settings import Settings
+from wallet.streams import Stream
 
 log = logging.getLogger("gifting.server")
 
 
 def build_app(rt: Runtime, provider: PaymentProvider) -> web.Application:
-    return create_app(rt.settings, pool=rt.pool, redis=rt.redis, wallet_service=rt.wallet, provider=provider)
+    extra: dict[object, object] = {streams_api.STREAMS: rt.streams, streams_api.GIFTS: rt.gifts}
+    if rt.hot is not None:
+        hot = rt.hot
+        extra[streams_api.HOT] = hot
+
+        async def on_stream_ended(stream: Stream) -> None:
+            await hot.publish_stream_ended(stream.id, stream.to_json(), stream.last_seq)
+
+        extra[streams_api.ON_STREAM_ENDED] = on_stream_ended
+    if rt.limiter is not None:
+        extra[streams_api.LIMITER] = rt.limiter
+    return create_app(rt.settings, pool=rt.pool, redis=rt.redis, wallet_service=rt.wallet, provider=provider,
+                      extra=extra)
 
 
 def make_provider(settings: Settings) -> PaymentProvider:

@@ -25,7 +25,6 @@ import pytest
 from aiohttp.test_utils import TestClient, TestServer
 
 from gifting import auth
-from gifting.api import create_app
 from gifting.embedded import EmbeddedServices
 from gifting.migrate import migrate
 from gifting.provider import ExternalProvider

@@ -6,7 +6,7 @@ from typing import Any
 
 from aiohttp import web
 
-from gifting.api import ops, wallet
+from gifting.api import ops, streams, wallet
 from gifting.api.common import MAX_BODY, SETTINGS, error_middleware
 from gifting.provider import PaymentProvider
 from gifting.settings import Settings
@@ -25,4 +25,5 @@ def create_app(settings: Settings, *, pool: Any, redis: Any, wallet_service: Wal
         app[key] = value
     app.add_routes(ops.routes)
     app.add_routes(wallet.routes)
+    app.add_routes(streams.routes)
     return app

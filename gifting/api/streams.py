@@ -1,0 +1,125 @@
+"""HTTP: streams (start, end, read, list) and sending gifts."""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Awaitable, Callable
+from typing import Any
+
+from aiohttp import web
+
+from gifting.api.common import (
+    ApiError,
+    idempotency_key,
+    principal,
+    query_int,
+    read_json,
+    require_str,
+)
+from gifting.ratelimit import RateLimiter
+from streams.hot import HotState
+from wallet import errors
+from wallet.gift_decide import GiftRequest, check_count
+from wallet.gifts import GiftService
+from wallet.streams import Stream, Streams, parse_stream_id
+
+log = logging.getLogger("gifting.api.streams")
+
+ViewerCount = Callable[[int], Awaitable[int]]
+StreamEndedHook = Callable[[Stream], Awaitable[None]]
+
+STREAMS: web.AppKey[Streams] = web.AppKey("streams", Streams)
+GIFTS: web.AppKey[GiftService] = web.AppKey("gifts", GiftService)
+HOT: web.AppKey[HotState] = web.AppKey("hot", HotState)
+LIMITER: web.AppKey[RateLimiter] = web.AppKey("limiter", RateLimiter)
+VIEWERS: web.AppKey[Any] = web.AppKey("viewers", object)
+ON_STREAM_ENDED: web.AppKey[Any] = web.AppKey("on_stream_ended", object)
+
+routes = web.RouteTableDef()
+
+
+async def _viewers(request: web.Request, stream: Stream) -> int:
+    counter: ViewerCount | None = request.app.get(VIEWERS)
+    if counter is None or stream.status != "live":
+        return 0
+    try:
+        return await counter(stream.id)
+    except Exception:  # presence is derived state: never fail a read over it
+        log.warning("viewer count unavailable for %s", stream.id, exc_info=True)
+        return 0
+
+
+async def stream_json(request: web.Request, stream: Stream) -> dict[str, Any]:
+    return stream.to_json(viewers=await _viewers(request, stream))
+
+
+@routes.post("/v1/streams")
+async def create_stream(request: web.Request) -> web.Response:
+    who = principal(request, "creator")
+    doc = await read_json(request, {"title"})
+    title = require_str(doc, "title", max_len=200)
+    if not title.strip():
+        raise ApiError(422, "invalid_title", "title must not be blank")
+    stream = await request.app[STREAMS].create(who.id, who.display_name, title.strip())
+    log.info("stream %s started by %s", stream.id, who.id)
+    return web.json_response({"stream": await stream_json(request, stream)}, status=201)
+
+
+@routes.post("/v1/streams/{stream_id}/end")
+async def end_stream(request: web.Request) -> web.Response:
+    who = principal(request)
+    stream, ended_now = await request.app[STREAMS].end(
+        request.match_info["stream_id"], who.id, is_admin=who.role == "admin")
+    if ended_now:
+        hook: StreamEndedHook | None = request.app.get(ON_STREAM_ENDED)
+        if hook is not None:
+            try:
+                await hook(stream)
+            except Exception:
+                log.warning("stream_ended notification failed for %s", stream.id, exc_info=True)
+        log.info("stream %s ended by %s", stream.id, who.id)
+    return web.json_response({"stream": await stream_json(request, stream)})
+
+
+@routes.get("/v1/streams/{stream_id}")
+async def get_stream(request: web.Request) -> web.Response:
+    stream = await request.app[STREAMS].get(request.match_info["stream_id"])
+    return web.json_response({"stream": await stream_json(request, stream)})
+
+
+@routes.get("/v1/streams")
+async def list_streams(request: web.Request) -> web.Response:
+    status = request.query.get("status", "live")
+    if status != "live":
+        raise ApiError(422, "invalid_status", "status must be 'live'")
+    limit = query_int(request, "limit", 100, 1, 500)
+    streams = await request.app[STREAMS].live(limit)
+    return web.json_response({"streams": [await stream_json(request, s) for s in streams]})
+
+
+@routes.post("/v1/streams/{stream_id}/gifts")
+async def send_gift(request: web.Request) -> web.Response:
+    who = principal(request)
+    doc = await read_json(request, {"gift_id", "count", "idempotency_key"})
+    gift_id = require_str(doc, "gift_id", max_len=64)
+    if "count" not in doc:
+        raise errors.InvalidCount("count is required (1-999)")
+    count = check_count(doc["count"])
+    key = idempotency_key(doc)
+    stream_id = parse_stream_id(request.match_info["stream_id"])
+    limiter = request.app.get(LIMITER)
+    if limiter is not None and not await limiter.allow(f"gift:{who.id}"):
+        raise ApiError(429, "rate_limited", "too many gifts; slow down")
+    result = await request.app[GIFTS].send(GiftRequest(
+        sender_id=who.id, sender_name=who.display_name, stream_id=stream_id, gift_id=gift_id,
+        count=count, idempotency_key=key, sender_role=who.role,
+    ))
+    return web.json_response({"gift": result.event.to_json(), "balance": result.balance}, status=201)
+
+
+@routes.get("/v1/streams/{stream_id}/leaderboard")
+async def leaderboard(request: web.Request) -> web.Response:
+    limit = query_int(request, "limit", 10, 1, 100)
+    stream = await request.app[STREAMS].get(request.match_info["stream_id"])
+    top = await request.app[HOT].leaderboard(stream.id, limit)
+    return web.json_response({"top": top})

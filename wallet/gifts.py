@@ -1,0 +1,371 @@
+"""The gift path: debit a viewer and credit a creator in one durable commit.
+
+Owns: the micro-batcher (``GiftService``) and the gift SQL. Concurrent gift
+requests are gathered for a few milliseconds and committed together in one
+transaction with set-based SQL; each gift is decided on its own
+(``wallet.gift_decide``). Requests are spread over lanes keyed by stream, so
+two batches of one process never contend for the same stream row, and a
+stream's ``seq`` and a creator's income are written once per batch, not once
+per gift.
+
+Must never: acknowledge a gift before its batch has committed; let a
+cancelled request leave part of a gift behind (a batch runs in its own task
+and commits whole or not at all; the caller's cancellation only stops it
+waiting); let Redis approve anything.
+
+Lock order, the same for every writer (gifts, purchases, settlement): stream
+rows by id, then account rows by id. That order is what keeps concurrent
+batches, in this process or another, free of deadlocks.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import time
+from collections.abc import Awaitable, Callable
+from dataclasses import dataclass, field
+from datetime import UTC, datetime
+
+import asyncpg
+
+from wallet import errors
+from wallet.gift_decide import (
+    Decision,
+    Existing,
+    GiftRequest,
+    Price,
+    StreamRow,
+    check_count,
+    decide,
+    event_for,
+)
+from wallet.models import GiftEvent, GiftResult
+
+log = logging.getLogger("wallet.gifts")
+
+SQL_LOCK_STREAMS = """
+SELECT id, creator_id, creator_account, status = 'live' AS live, last_seq, coins_received,
+       now() AS now
+  FROM streams WHERE id = ANY($1::bigint[]) ORDER BY id FOR UPDATE
+"""
+SQL_LOCK_ACCOUNTS = """
+SELECT id, kind, owner, balance FROM accounts
+ WHERE (kind = 'wallet' AND asset = 'COIN' AND owner = ANY($1::text[])) OR id = ANY($2::bigint[])
+ ORDER BY id FOR UPDATE
+"""
+SQL_PRICES = """
+SELECT id, version, name, coins FROM gift_catalog_current WHERE id = ANY($1::text[]) AND active
+"""
+# unnest(...) JOIN: a plan that stays good when asyncpg prepares it (see REFERENCE.md).
+SQL_EXISTING = """
+SELECT g.* FROM unnest($1::text[], $2::text[]) AS u(s, k)
+  JOIN gifts g ON g.sender_id = u.s AND g.idempotency_key = u.k
+"""
+SQL_WRITE = """
+WITH ins AS (
+    INSERT INTO gifts (stream_id, seq, sender_id, sender_name, sender_account, creator_account,
+                       gift_id, gift_version, gift_name, unit_coins, count, coins, balance_after,
+                       idempotency_key, request_hash, created_at)
+    SELECT u.*, $16::timestamptz FROM unnest(
+        $1::bigint[], $2::bigint[], $3::text[], $4::text[], $5::bigint[], $6::bigint[],
+        $7::text[], $8::int[], $9::text[], $10::bigint[], $11::int[], $12::bigint[], $13::bigint[],
+        $14::text[], $15::text[]) AS u
+    RETURNING 1
+), acc AS (
+    UPDATE accounts a SET balance = a.balance + d.delta, version = a.version + d.n
+      FROM unnest($17::bigint[], $18::bigint[], $19::bigint[]) AS d(id, delta, n)
+     WHERE a.id = d.id
+    RETURNING a.id, a.kind, a.owner, a.balance, a.version
+), st AS (
+    UPDATE streams s SET last_seq = u.seq, coins_received = s.coins_received + u.coins
+      FROM unnest($20::bigint[], $21::bigint[], $22::bigint[]) AS u(id, seq, coins)
+     WHERE s.id = u.id
+    RETURNING s.id, s.coins_received
+)
+SELECT 'a' AS what, id, kind, owner, balance, version FROM acc
+UNION ALL SELECT 's', id, '', '', coins_received, 0 FROM st
+UNION ALL SELECT 'g', count(*), '', '', 0, 0 FROM ins
+"""
+SQL_EVENTS_SINCE = """
+SELECT g.*, s.creator_id FROM gifts g JOIN streams s ON s.id = g.stream_id
+ WHERE g.stream_id = $1 AND g.seq > $2 ORDER BY g.seq LIMIT $3
+"""
+
+
+def event_from_row(row: asyncpg.Record, creator_id: str = "") -> GiftEvent:
+    return GiftEvent(
+        stream_id=row["stream_id"], seq=row["seq"], sender_id=row["sender_id"],
+        sender_name=row["sender_name"], gift_id=row["gift_id"], gift_name=row["gift_name"],
+        unit_coins=row["unit_coins"], count=row["count"], coins=row["coins"],
+        created_at=row["created_at"], creator_id=creator_id,
+    )
+
+
+@dataclass(frozen=True)
+class BalanceChange:
+    user_id: str
+    balance: int
+    version: int
+
+
+@dataclass
+class CommittedBatch:
+    """What one committed batch changed: handed to the hot-state applier."""
+
+    events: list[GiftEvent]
+    stream_coins: dict[int, int]
+    creator_unsettled: dict[str, int]
+    wallets: list[BalanceChange]
+    committed_at: float = field(default_factory=time.time)
+
+
+CommitListener = Callable[[CommittedBatch], Awaitable[None] | None]
+
+
+@dataclass
+class _Committed:
+    decision: Decision
+    created_at: datetime
+    creators: dict[int, str]  # stream id -> creator id
+    accounts: dict[int, tuple[int, int]]  # account id -> (balance, version) after the batch
+    stream_coins: dict[int, int]  # stream id -> coins_received after the batch
+    owners: dict[int, tuple[str, str]]  # account id -> (kind, owner)
+
+
+@dataclass
+class _Item:
+    request: GiftRequest
+    future: asyncio.Future[GiftResult]
+
+
+class _Lane:
+    def __init__(self) -> None:
+        self.queue: asyncio.Queue[_Item] = asyncio.Queue()
+        self.task: asyncio.Task[None] | None = None
+
+
+class GiftService:
+    """The one typed entry point for gifts, used by the HTTP API and the gateway."""
+
+    def __init__(self, pool: asyncpg.Pool, *, window_ms: float = 2.0, max_batch: int = 1000,
+                 lanes: int = 4, timeout: float = 30.0) -> None:
+        self.pool = pool
+        self.window = window_ms / 1000
+        self.max_batch = max_batch
+        self.timeout = timeout
+        self._lanes = [_Lane() for _ in range(max(1, lanes))]
+        self._listeners: list[CommitListener] = []
+        self._closing = False
+        self.stats = {"batches": 0, "committed": 0, "rejected": 0, "replayed": 0}
+        self.batch_observer: Callable[[int, float], None] | None = None
+        self.outcome_observer: Callable[[str], None] | None = None
+
+    def on_commit(self, listener: CommitListener) -> None:
+        self._listeners.append(listener)
+
+    async def start(self) -> None:
+        for lane in self._lanes:
+            lane.task = asyncio.create_task(self._run_lane(lane), name="gift-lane")
+
+    async def close(self) -> None:
+        """Stops taking gifts, then commits (or rejects) every gift already taken."""
+        self._closing = True
+        for lane in self._lanes:
+            await lane.queue.join()
+        for lane in self._lanes:
+            if lane.task:
+                lane.task.cancel()
+                with contextlib.suppress(asyncio.CancelledError):
+                    await lane.task
+
+    async def send(self, request: GiftRequest) -> GiftResult:
+        check_count(request.count)
+        if not 1 <= len(request.idempotency_key) <= 128:
+            raise errors.InvalidRequest("idempotency_key must be 1-128 characters")
+        if self._closing:
+            raise errors.Unavailable("the service is shutting down; retry with the same idempotency key")
+        future: asyncio.Future[GiftResult] = asyncio.get_running_loop().create_future()
+        lane = self._lanes[request.stream_id % len(self._lanes)]
+        lane.queue.put_nowait(_Item(request, future))
+        # Waiting may be cancelled; the batch is not: it commits whole or not at all.
+        return await asyncio.shield(future)
+
+    async def events_since(self, stream_id: int, after_seq: int, limit: int = 1000) -> list[GiftEvent]:
+        rows = await self.pool.fetch(SQL_EVENTS_SINCE, stream_id, after_seq, limit)
+        return [event_from_row(r, r["creator_id"]) for r in rows]
+
+    # ---- the batcher ---------------------------------------------------------
+    async def _run_lane(self, lane: _Lane) -> None:
+        loop = asyncio.get_running_loop()
+        while True:
+            first = await lane.queue.get()
+            batch = [first]
+            deadline = loop.time() + self.window
+            while len(batch) < self.max_batch:
+                try:
+                    batch.append(lane.queue.get_nowait())
+                    continue
+                except asyncio.QueueEmpty:
+                    pass
+                remaining = deadline - loop.time()
+                if remaining <= 0:
+                    break
+                try:
+                    async with asyncio.timeout(remaining):
+                        batch.append(await lane.queue.get())
+                except TimeoutError:
+                    break
+            try:
+                live = [item for item in batch if not item.future.done()]
+                if live:
+                    await self._process(live)
+            except Exception:  # never let a lane die: fail this batch, keep serving
+                log.exception("gift batch failed")
+            finally:
+                for _ in batch:
+                    lane.queue.task_done()
+
+    async def _process(self, items: list[_Item]) -> None:
+        started = time.perf_counter()
+        requests = [item.request for item in items]
+        try:
+            async with asyncio.timeout(self.timeout):
+                done = await self._commit(requests)
+        except errors.WalletError as e:
+            self._fail_all(items, e)
+            return
+        except (asyncpg.PostgresConnectionStatusError, asyncpg.InterfaceError, OSError, TimeoutError,
+                asyncpg.DeadlockDetectedError, asyncpg.SerializationError) as e:
+            log.warning("gift batch of %d not committed: %s", len(items), e)
+            self._fail_all(items, errors.Unavailable())
+            return
+        except asyncpg.PostgresError:
+            log.exception("gift batch of %d failed in Postgres", len(items))
+            self._fail_all(items, errors.Unavailable())
+            return
+        decision = done.decision
+        elapsed = time.perf_counter() - started
+        self.stats["batches"] += 1
+        self.stats["committed"] += len(decision.accepted)
+        self.stats["rejected"] += len(decision.rejected)
+        self.stats["replayed"] += len(decision.replays)
+        if self.batch_observer:
+            self.batch_observer(len(items), elapsed)
+        results = self._results(done)
+        for i, item in enumerate(items):
+            if item.future.done():
+                continue
+            if i in decision.rejected:
+                item.future.set_exception(decision.rejected[i])
+                if self.outcome_observer:
+                    self.outcome_observer(decision.rejected[i].code)
+            else:
+                item.future.set_result(results[i])
+                if self.outcome_observer:
+                    self.outcome_observer("replayed" if results[i].replayed else "committed")
+        if decision.accepted:
+            await self._notify(done)
+
+    def _fail_all(self, items: list[_Item], error: errors.WalletError) -> None:
+        for item in items:
+            if not item.future.done():
+                item.future.set_exception(error)
+        if self.outcome_observer:
+            for _ in items:
+                self.outcome_observer(error.code)
+
+    async def _commit(self, requests: list[GiftRequest]) -> _Committed:
+        stream_ids = sorted({r.stream_id for r in requests})
+        senders = sorted({r.sender_id for r in requests})
+        gift_ids = sorted({r.gift_id for r in requests})
+        accounts: dict[int, tuple[int, int]] = {}
+        stream_coins: dict[int, int] = {}
+        async with self.pool.acquire() as conn, conn.transaction():
+            srows = await conn.fetch(SQL_LOCK_STREAMS, stream_ids)
+            streams = {r["id"]: StreamRow(r["id"], r["creator_id"], r["creator_account"], r["live"],
+                                          r["last_seq"], r["coins_received"]) for r in srows}
+            creator_accounts = sorted({s.creator_account for s in streams.values()})
+            arows = await conn.fetch(SQL_LOCK_ACCOUNTS, senders, creator_accounts)
+            wallets = {r["owner"]: (r["id"], r["balance"]) for r in arows if r["kind"] == "wallet"}
+            # Looked up under the wallet locks: a concurrent batch with the same
+            # (sender, key) has either committed (we see it) or waits for us.
+            erows = await conn.fetch(SQL_EXISTING, [r.sender_id for r in requests],
+                                     [r.idempotency_key for r in requests])
+            existing = {
+                (r["sender_id"], r["idempotency_key"]): Existing(event_from_row(r), r["request_hash"],
+                                                                 r["balance_after"])
+                for r in erows
+            }
+            prows = await conn.fetch(SQL_PRICES, gift_ids)
+            prices = {r["id"]: Price(r["id"], r["version"], r["name"], r["coins"]) for r in prows}
+            decision = decide(requests, streams, wallets, prices, existing)
+            created_at: datetime = srows[0]["now"] if srows else datetime.now(UTC)
+            if decision.accepted:
+                rows = await conn.fetch(SQL_WRITE, *self._write_args(decision, created_at))
+                for r in rows:
+                    if r["what"] == "g" and r["id"] != len(decision.accepted):
+                        raise RuntimeError("gift insert count mismatch")
+                    if r["what"] == "a":
+                        accounts[r["id"]] = (r["balance"], r["version"])
+                    elif r["what"] == "s":
+                        stream_coins[r["id"]] = r["balance"]
+                if len(accounts) != len(decision.account_deltas):
+                    raise RuntimeError("gift batch touched an unknown account")
+        return _Committed(
+            decision=decision, created_at=created_at,
+            creators={sid: st.creator_id for sid, st in streams.items()},
+            accounts=accounts, stream_coins=stream_coins,
+            owners={r["id"]: (r["kind"], r["owner"]) for r in arows},
+        )
+
+    @staticmethod
+    def _write_args(d: Decision, created_at: datetime) -> list[object]:
+        acc = d.accepted
+        return [
+            [a.request.stream_id for a in acc], [a.seq for a in acc], [a.request.sender_id for a in acc],
+            [a.request.sender_name for a in acc], [a.sender_account for a in acc],
+            [a.creator_account for a in acc], [a.price.gift_id for a in acc], [a.price.version for a in acc],
+            [a.price.name for a in acc], [a.price.coins for a in acc], [a.request.count for a in acc],
+            [a.coins for a in acc], [a.balance_after for a in acc], [a.request.idempotency_key for a in acc],
+            [a.request.fingerprint for a in acc], created_at,
+            list(d.account_deltas), [v[0] for v in d.account_deltas.values()],
+            [v[1] for v in d.account_deltas.values()],
+            list(d.stream_updates), [v[0] for v in d.stream_updates.values()],
+            [v[1] for v in d.stream_updates.values()],
+        ]
+
+    def _results(self, c: _Committed) -> dict[int, GiftResult]:
+        d = c.decision
+        results: dict[int, GiftResult] = {}
+        for a in d.accepted:
+            results[a.index] = GiftResult(
+                event=event_for(a, c.created_at, c.creators.get(a.request.stream_id, "")),
+                balance=a.balance_after,
+                creator_unsettled=c.accounts.get(a.creator_account, (0, 0))[0],
+                stream_coins=c.stream_coins.get(a.request.stream_id, 0),
+            )
+        for i, prior in d.replays.items():
+            results[i] = GiftResult(prior.event, prior.balance_after, replayed=True)
+        for twin, first in d.twins.items():
+            results[twin] = GiftResult(results[first].event, results[first].balance, replayed=True)
+        return results
+
+    async def _notify(self, c: _Committed) -> None:
+        batch = CommittedBatch(
+            events=[event_for(a, c.created_at, c.creators.get(a.request.stream_id, ""))
+                    for a in c.decision.accepted],
+            stream_coins=dict(c.stream_coins),
+            creator_unsettled={c.owners[acc][1]: v[0] for acc, v in c.accounts.items()
+                               if c.owners[acc][0] == "creator_unsettled"},
+            wallets=[BalanceChange(c.owners[acc][1], v[0], v[1]) for acc, v in c.accounts.items()
+                     if c.owners[acc][0] == "wallet"],
+        )
+        for listener in self._listeners:
+            try:
+                maybe = listener(batch)
+                if maybe is not None:
+                    await maybe
+            except Exception:  # derived state only: a listener never fails a committed gift
+                log.warning("commit listener failed", exc_info=True)

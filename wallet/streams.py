@@ -1,0 +1,132 @@
+"""Stream records: the rows that carry a room's gap-free ``seq`` and its coin counter.
+
+The wallet owns them because a gift locks its stream row to take the next
+``seq``; ``streams`` (the live rooms) reads them through this module only.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from datetime import datetime
+from typing import Any
+
+import asyncpg
+
+from wallet import errors
+from wallet.ledger import Ledger
+from wallet.models import rfc3339
+
+SQL_CREATE = """
+INSERT INTO streams (creator_id, creator_name, creator_account, title)
+VALUES ($1, $2, $3, $4)
+RETURNING *
+"""
+SQL_GET = "SELECT * FROM streams WHERE id = $1"
+SQL_END = """
+UPDATE streams SET status = 'ended', ended_at = now()
+ WHERE id = $1 AND status = 'live'
+RETURNING *
+"""
+SQL_LIVE = "SELECT * FROM streams WHERE status = 'live' ORDER BY started_at DESC, id DESC LIMIT $1"
+SQL_RECENT = """
+SELECT id, last_seq FROM streams
+ WHERE status = 'live' OR ended_at > now() - make_interval(secs => $1::double precision)
+"""
+
+
+@dataclass(frozen=True)
+class Stream:
+    id: int
+    creator_id: str
+    creator_name: str
+    title: str
+    status: str
+    started_at: datetime
+    ended_at: datetime | None
+    last_seq: int
+    coins_received: int
+
+    def to_json(self, viewers: int = 0) -> dict[str, Any]:
+        return {
+            "id": str(self.id),
+            "creator_id": self.creator_id,
+            "title": self.title,
+            "status": self.status,
+            "started_at": rfc3339(self.started_at),
+            "ended_at": rfc3339(self.ended_at) if self.ended_at else None,
+            "viewers": viewers,
+            "coins_received": self.coins_received,
+        }
+
+
+def _stream(row: asyncpg.Record) -> Stream:
+    return Stream(
+        id=row["id"], creator_id=row["creator_id"], creator_name=row["creator_name"], title=row["title"],
+        status=row["status"], started_at=row["started_at"], ended_at=row["ended_at"],
+        last_seq=row["last_seq"], coins_received=row["coins_received"],
+    )
+
+
+def parse_stream_id(raw: str | int) -> int:
+    """Stream ids are opaque strings to clients; here they are positive bigints."""
+    if isinstance(raw, int) and not isinstance(raw, bool):
+        value = raw
+    elif isinstance(raw, str) and raw.isascii() and raw.isdigit() and len(raw) <= 18:
+        value = int(raw)
+    else:
+        raise errors.UnknownStream()
+    if value <= 0:
+        raise errors.UnknownStream()
+    return value
+
+
+class Streams:
+    def __init__(self, pool: asyncpg.Pool, ledger: Ledger | None = None) -> None:
+        self.pool = pool
+        self.ledger = ledger or Ledger()
+
+    async def create(self, creator_id: str, creator_name: str, title: str) -> Stream:
+        async with self.pool.acquire() as conn:
+            account = await self.ledger.account(conn, "creator_unsettled", creator_id)
+            try:
+                row = await conn.fetchrow(SQL_CREATE, creator_id, creator_name, account, title)
+            except asyncpg.UniqueViolationError:
+                raise errors.AlreadyLive() from None
+        assert row is not None
+        return _stream(row)
+
+    async def get(self, stream_id: int | str) -> Stream:
+        row = await self.pool.fetchrow(SQL_GET, parse_stream_id(stream_id))
+        if row is None:
+            raise errors.UnknownStream()
+        return _stream(row)
+
+    async def end(self, stream_id: int | str, user_id: str, is_admin: bool = False) -> tuple[Stream, bool]:
+        """Ends a live stream; returns (stream, ended_now). Ending an ended stream changes nothing."""
+        sid = parse_stream_id(stream_id)
+        async with self.pool.acquire() as conn:
+            row = await conn.fetchrow(SQL_GET, sid)
+            if row is None:
+                raise errors.UnknownStream()
+            if row["creator_id"] != user_id and not is_admin:
+                raise errors.NotStreamOwner()
+            # Takes the stream row lock: waits for a gift batch holding it, so every
+            # gift is either before the end (committed) or after it (stream_not_live).
+            ended = await conn.fetchrow(SQL_END, sid)
+            if ended is None:
+                row = await conn.fetchrow(SQL_GET, sid)
+                return _stream(row), False
+            return _stream(ended), True
+
+    async def live(self, limit: int = 100) -> list[Stream]:
+        rows = await self.pool.fetch(SQL_LIVE, limit)
+        return [_stream(r) for r in rows]
+
+    async def recent_heads(self, ended_within_seconds: float = 600) -> dict[int, int]:
+        """last_seq of every live stream and of those ended recently (for catch-up)."""
+        rows = await self.pool.fetch(SQL_RECENT, ended_within_seconds)
+        return {r["id"]: r["last_seq"] for r in rows}
+
+    async def all_heads(self) -> dict[int, int]:
+        rows = await self.pool.fetch("SELECT id, last_seq FROM streams")
+        return {r["id"]: r["last_seq"] for r in rows}
