@@ -20,6 +20,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import itertools
 import json
 import logging
 import time
@@ -32,7 +33,7 @@ from websockets.asyncio.server import ServerConnection
 from websockets.protocol import OPEN
 
 from streams import protocol as p
-from streams.keys import RoomKeys, stream_id_of_channel
+from streams.hot import RoomKeys
 from streams.ports import WalletPort
 
 log = logging.getLogger("streams.fanout")
@@ -101,6 +102,7 @@ class Room:
         self.task: asyncio.Task[None] | None = None
         self.linger: asyncio.TimerHandle | None = None
         self.gap_since: float | None = None
+        self.waiters: list[tuple[int, asyncio.Future[None]]] = []
 
     # ---- input (from the pub/sub reader, synchronous) ---------------------------------
     def on_gifts(self, msg: dict[str, Any]) -> None:
@@ -112,20 +114,26 @@ class Room:
             if seq > self.seq and seq not in self.pending:
                 self.pending[seq] = p.encode(p.gift(seq, item["gift"]))
         if top >= self.earn_seq and "stream_coins" in msg:
+            # unsettled_coins is absent when the batch did not know it: keep the last one.
             self.earn_seq = top
-            self.earn = (int(msg["stream_coins"]), int(msg.get("unsettled_coins", 0)))
+            unsettled = msg.get("unsettled_coins")
+            if unsettled is None:
+                unsettled = self.earn[1] if self.earn else 0
+            self.earn = (int(msg["stream_coins"]), int(unsettled))
         self.top_dirty = True
         self.wake.set()
 
     def on_ended(self, msg: dict[str, Any]) -> None:
         self.ended = msg.get("stream") or {"id": str(self.stream_id), "status": "ended"}
+        # Every gift up to last_seq goes out before stream_ended.
+        self.want_seq = max(self.want_seq, int(msg.get("last_seq") or 0))
         self.wake.set()
 
     def check_tail(self, state_seq: int, coins: int | None, unsettled: int | None) -> None:
         """Periodic check: a seq committed for a whole period but never delivered is fetched."""
-        if coins is not None and state_seq >= self.earn_seq:
+        if coins is not None and state_seq > self.earn_seq:
             self.earn_seq = state_seq
-            self.earn = (coins, unsettled or 0)
+            self.earn = (coins, unsettled if unsettled is not None else (self.earn[1] if self.earn else 0))
         if state_seq > self.seq and self.lag_seen and self.lag_seen > self.seq:
             self.want_seq = max(self.want_seq, self.lag_seen)
             self.wake.set()
@@ -194,7 +202,7 @@ class Room:
             # Cannot deliver without a hole: send everyone away to resume with since.
             log.error("room %s: seq %d..%d unrecoverable; closing viewers", self.stream_id, self.seq + 1, target)
             for v in list(self.members):
-                self.hub.close(v, p.CLOSE_GOING_AWAY, "room lost its place; resume with since")
+                self.hub.cut(v, p.CLOSE_GOING_AWAY, "room lost its place; resume with since")
             self.seq = target
             self.want_seq = 0
             self.pending = {s: t for s, t in self.pending.items() if s > target}
@@ -210,6 +218,9 @@ class Room:
             self.seq = part[-1][0]
             self.recent.extend(part)
             frame = p.join_frames([t for _, t in part]).encode()
+            for want, fut in self.waiters:
+                if want <= self.seq and not fut.done():
+                    fut.set_result(None)
             await self._broadcast(frame)
         self.hub.delivered += len(items)
 
@@ -233,10 +244,26 @@ class Room:
         assert self.ended is not None
         await self._broadcast(p.encode(p.stream_ended(self.ended)).encode())
         for v in list(self.members):
-            self.hub.close(v, p.CLOSE_STREAM_ENDED, "stream ended")
+            self.hub.cut(v, p.CLOSE_STREAM_ENDED, "stream ended")
         self.hub.drop(self)
 
     # ---- joining --------------------------------------------------------------------
+    async def reached(self, seq: int, timeout: float) -> bool:
+        """Waits until this room has delivered ``seq`` (False on timeout)."""
+        if self.seq >= seq:
+            return True
+        fut: asyncio.Future[None] = asyncio.get_running_loop().create_future()
+        self.waiters.append((seq, fut))
+        try:
+            async with asyncio.timeout(timeout):
+                await fut
+        except TimeoutError:
+            return False
+        finally:
+            with contextlib.suppress(ValueError):
+                self.waiters.remove((seq, fut))
+        return True
+
     def replay_from_memory(self, since: int) -> list[tuple[int, str]] | None:
         """(since, self.seq] from the in-memory ring, or None if it reaches back too far."""
         if since >= self.seq:
@@ -303,7 +330,7 @@ class Fanout:
             return
         if ws.transport.get_write_buffer_size() > self.config.send_buffer_limit:
             self.cut_slow += 1
-            self.close(v, p.CLOSE_TOO_SLOW, "too slow: fell behind the room; resume with since")
+            self.cut(v, p.CLOSE_TOO_SLOW, "too slow: fell behind the room; resume with since")
             return
         try:
             ws.protocol.send_text(frame)
@@ -314,7 +341,8 @@ class Fanout:
     def send(self, v: Viewer, message: dict[str, Any]) -> None:
         self.push(v, p.encode(message).encode())
 
-    def close(self, v: Viewer, code: int, reason: str) -> None:
+    def cut(self, v: Viewer, code: int, reason: str) -> None:
+        """Closes a viewer's connection with ``code`` (in its own task: never waits here)."""
         if v.closing:
             return
         v.closing = True
@@ -341,9 +369,7 @@ class Fanout:
                 # was ahead): wait for the room to catch up rather than repeat or skip.
                 room.want_seq = max(room.want_seq, since)
                 room.wake.set()
-                deadline = time.monotonic() + self.config.catch_up_timeout
-                while room.seq < since and time.monotonic() < deadline:
-                    await asyncio.sleep(0.01)
+                await room.reached(since, self.config.catch_up_timeout)
             if since > room.seq:
                 recovered = False
             else:
@@ -405,13 +431,13 @@ class Fanout:
 
     async def _prepare(self, room: Room) -> None:
         try:
-            await self._subscribe(room.keys.live)
-            await self._wait_subscribed(room.keys.live)
+            await self._subscribe(room.keys.channel)
+            await self._wait_subscribed(room.keys.channel)
             # Subscribed first, then read where the room stands: nothing falls between.
             seq, coins, unsettled = await self.state(room.stream_id)
             room.seq = seq
-            if coins is not None:
-                room.earn, room.earn_seq = (coins, unsettled or 0), seq
+            if coins is not None and unsettled is not None:
+                room.earn, room.earn_seq = (coins, unsettled), seq
             room.pending = {s: t for s, t in room.pending.items() if s > seq}
             room.ready.set_result(None)
             room.wake.set()
@@ -429,7 +455,7 @@ class Fanout:
         if self.rooms.get(room.stream_id) is room:
             del self.rooms[room.stream_id]
             if self.pubsub is not None:
-                self.spawn(self._unsubscribe(room.keys.live))
+                self.spawn(self._unsubscribe(room.keys.channel))
         if room.task and room.task is not asyncio.current_task():
             room.task.cancel()
         room.wake.set()
@@ -449,7 +475,7 @@ class Fanout:
                 await waiters[-1]
 
     async def _unsubscribe(self, channel: str) -> None:
-        if not any(r.keys.live == channel for r in self.rooms.values()):
+        if not any(r.keys.channel == channel for r in self.rooms.values()):
             with contextlib.suppress(Exception):
                 await self.pubsub.unsubscribe(channel)
 
@@ -532,5 +558,14 @@ class Fanout:
         return [(seq, p.encode(p.gift(seq, event))) for seq, event in rows if seq <= upto]
 
 
+def stream_id_of_channel(prefix: str, channel: str) -> int | None:
+    """The stream id of a room's ``…:live`` channel, or None if it is not one of ours."""
+    head = f"{{{prefix}room:"
+    if not channel.startswith(head) or not channel.endswith("}:live"):
+        return None
+    raw = channel[len(head):-len("}:live")]
+    return int(raw) if raw.isdigit() else None
+
+
 def _gapless(items: list[tuple[int, str]]) -> bool:
-    return all(b[0] == a[0] + 1 for a, b in zip(items, items[1:], strict=False))
+    return all(b[0] == a[0] + 1 for a, b in itertools.pairwise(items))

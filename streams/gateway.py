@@ -51,6 +51,9 @@ class GatewayConfig:
     malformed_close_after: int = 3  # malformed messages before 1008
     max_inflight_gifts: int = 32  # per connection
     max_connections_per_user: int = 20
+    # SO_SNDBUF of each viewer socket (0: the kernel's autotuning). A small one makes
+    # a stalled viewer show up in our own bounded buffer sooner, and bounds kernel memory.
+    socket_send_buffer: int = 0
     drain_timeout: float = 10.0
     fanout: FanoutConfig = field(default_factory=FanoutConfig)
     presence: PresenceConfig = field(default_factory=PresenceConfig)
@@ -132,12 +135,21 @@ class Gateway:
     async def __aexit__(self, *exc: object) -> None:
         await self.stop()
 
+    def stats(self) -> dict[str, Any]:
+        f = self.fanout
+        return {"gateway": self.gateway_id, "connections": sum(self.per_user.values()), "rooms": len(f.rooms),
+                "delivered": f.delivered, "cut_slow": f.cut_slow, "gifts_acked": self.gifts_acked,
+                "gifts_in_flight": len(self.gift_tasks)}
+
     # ---- handshake --------------------------------------------------------------------
     def _process_request(self, connection: ServerConnection, request: Request) -> Response | None:
         if self.draining:
             return connection.respond(HTTPStatus.SERVICE_UNAVAILABLE, "shutting down\n")
-        if request.path.partition("?")[0] == "/healthz":
+        path = request.path.partition("?")[0]
+        if path == "/healthz":
             return connection.respond(HTTPStatus.OK, "ok\n")
+        if path == "/stats":
+            return connection.respond(HTTPStatus.OK, p.encode(self.stats()) + "\n")
         if p.parse_path(request.path) is None:
             return connection.respond(HTTPStatus.NOT_FOUND, "not found\n")
         return None
@@ -145,15 +157,15 @@ class Gateway:
     @staticmethod
     def _token(request: Request) -> tuple[str | None, int | None]:
         query = parse_qs(urlsplit(request.path).query)
-        token = (query.get("token") or [None])[0]
+        token: str | None = (query.get("token") or [""])[0] or None
         if not token:
             header = Headers(request.headers).get("Authorization")
             if header:
                 scheme, _, value = header.partition(" ")
                 if scheme.lower() == "bearer" and value.strip():
                     token = value.strip()
-        since_raw = (query.get("since") or [None])[0]
-        since = int(since_raw) if since_raw is not None and since_raw.isdigit() and len(since_raw) < 19 else None
+        since_raw = (query.get("since") or [""])[0]
+        since = int(since_raw) if since_raw.isdigit() and len(since_raw) < 19 else None
         return token, since
 
     async def handler(self, ws: ServerConnection) -> None:
@@ -184,6 +196,10 @@ class Gateway:
             await ws.close(p.CLOSE_GOING_AWAY, "shutting down")
             return
 
+        if self.config.socket_send_buffer:
+            sock = ws.transport.get_extra_info("socket")
+            if sock is not None:
+                sock.setsockopt(socket.SOL_SOCKET, socket.SO_SNDBUF, self.config.socket_send_buffer)
         self.per_user[identity.id] = self.per_user.get(identity.id, 0) + 1
         viewer = Viewer(ws, is_creator=identity.id == stream.creator_id)
         conn = Conn(viewer, identity, stream_id,
@@ -223,15 +239,19 @@ class Gateway:
             conn.timer.cancel()
         loop = asyncio.get_running_loop()
         delay = max(0.0, conn.identity.expires_at - time.time())
-        conn.timer = loop.call_later(delay, self.fanout.close, conn.viewer, p.CLOSE_UNAUTHORIZED, "token expired")
+        conn.timer = loop.call_later(delay, self.fanout.cut, conn.viewer, p.CLOSE_UNAUTHORIZED, "token expired")
 
     # ---- receiving --------------------------------------------------------------------
     async def _receive(self, conn: Conn) -> None:
         ws = conn.viewer.ws
         async for data in ws:
+            # Once closing (4429, 1008, 4408, 4401 …), read on until the close completes:
+            # returning would close with 1000 and hide the reason.
+            if conn.viewer.closing:
+                continue
             for msg in p.parse_frame(data):
                 if conn.viewer.closing:
-                    return
+                    break
                 self._handle(conn, msg)
 
     def _handle(self, conn: Conn, msg: p.ClientMessage | p.ProtocolError) -> None:
@@ -242,7 +262,7 @@ class Gateway:
             if msg.malformed:
                 conn.malformed += 1
                 if conn.malformed >= self.config.malformed_close_after:
-                    fan.close(v, p.CLOSE_POLICY, "repeated malformed messages")
+                    fan.cut(v, p.CLOSE_POLICY, "repeated malformed messages")
             return
         if isinstance(msg, p.Ping):
             fan.send(v, p.pong(msg.ref))
@@ -256,7 +276,7 @@ class Gateway:
                 conn.refused += 1
                 fan.send(v, p.error(msg.ref, "rate_limited", "too many gifts; slow down"))
                 if conn.refused >= self.config.rate_limit_close_after:
-                    fan.close(v, p.CLOSE_RATE_LIMITED, "too many messages")
+                    fan.cut(v, p.CLOSE_RATE_LIMITED, "too many messages")
                 return
             conn.refused = 0
             conn.inflight += 1

@@ -21,7 +21,7 @@ from typing import Any
 
 from streams import protocol as p
 from streams.fanout import Fanout, Room
-from streams.keys import RoomKeys
+from streams.hot import RoomKeys
 
 log = logging.getLogger("streams.presence")
 
@@ -64,6 +64,11 @@ return out
 """
 
 
+def presence_key(prefix: str, stream_id: int) -> str:
+    """hash gateway id -> "<viewers>:<expires ms>", in the room's hash tag."""
+    return f"{RoomKeys(prefix, stream_id).tag}:presence"
+
+
 @dataclass(frozen=True)
 class PresenceConfig:
     interval: float = 1.0  # how often the tick runs
@@ -103,7 +108,7 @@ class Presence:
         with contextlib.suppress(Exception):
             async with asyncio.timeout(2):
                 for stream_id in list(self.local):
-                    await self._presence(keys=[RoomKeys(self.fanout.prefix, stream_id).presence],
+                    await self._presence(keys=[presence_key(self.fanout.prefix, stream_id)],
                                          args=[self.gateway_id, 0, self.ttl_ms])
         self.local.clear()
 
@@ -112,8 +117,11 @@ class Presence:
         n = self.local.get(stream_id, 0) + 1
         self.local[stream_id] = n
         self._forget.discard(stream_id)
-        return int(await self._presence(keys=[RoomKeys(self.fanout.prefix, stream_id).presence],
-                                        args=[self.gateway_id, n, self.ttl_ms]))
+        total = int(await self._presence(keys=[presence_key(self.fanout.prefix, stream_id)],
+                                         args=[self.gateway_id, n, self.ttl_ms]))
+        # The room's first viewer learns the count in welcome; later changes are announced.
+        self.sent_viewers.setdefault(stream_id, (total, float("-inf")))
+        return total
 
     def left(self, stream_id: int) -> None:
         n = self.local.get(stream_id, 0) - 1
@@ -152,7 +160,8 @@ class Presence:
         for s in order:
             keys = RoomKeys(self.fanout.prefix, s)
             count = self.local.get(s, 0)
-            await self._presence(keys=[keys.presence], args=[self.gateway_id, count, self.ttl_ms], client=pipe)
+            await self._presence(keys=[presence_key(self.fanout.prefix, s)],
+                                 args=[self.gateway_id, count, self.ttl_ms], client=pipe)
             pipe.hmget(keys.state, "seq", "coins", "unsettled")
         for s in want_top:
             keys = RoomKeys(self.fanout.prefix, s)
@@ -180,8 +189,7 @@ class Presence:
     def _maybe_viewers(self, room: Room, total: int, now: float) -> None:
         last = self.sent_viewers.get(room.stream_id)
         if last is None:
-            # First tick of a room: its viewers got the count in welcome.
-            self.sent_viewers[room.stream_id] = (total, now)
+            self.sent_viewers[room.stream_id] = (total, float("-inf"))
             return
         if total != last[0] and now - last[1] >= self.config.min_interval - 0.01:
             self.sent_viewers[room.stream_id] = (total, now)
@@ -202,4 +210,4 @@ class Presence:
 async def viewer_count(redis: Any, prefix: str, stream_id: int, ttl: float = 5.0) -> int:
     """The room's viewers across gateways (read only), e.g. for the HTTP ``Stream.viewers``."""
     script = redis.register_script(PRESENCE_LUA)
-    return int(await script(keys=[RoomKeys(prefix, stream_id).presence], args=["-", -1, int(ttl * 1000)]))
+    return int(await script(keys=[presence_key(prefix, stream_id)], args=["-", -1, int(ttl * 1000)]))
