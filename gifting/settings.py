@@ -28,6 +28,16 @@ def _int(env: Mapping[str, str], name: str, default: int) -> int:
         raise SettingsError(f"{name} must be an integer, got {raw!r}") from None
 
 
+def _float(env: Mapping[str, str], name: str, default: float) -> float:
+    raw = env.get(name)
+    if raw is None or raw == "":
+        return default
+    try:
+        return float(raw)
+    except ValueError:
+        raise SettingsError(f"{name} must be a number, got {raw!r}") from None
+
+
 @dataclass(frozen=True)
 class Settings:
     database_url: str | None = None
@@ -81,7 +91,7 @@ class Settings:
             jwt_secret=env.get("GIFTING_JWT_SECRET") or None,
             webhook_secret=env.get("GIFTING_WEBHOOK_SECRET") or None,
             redis_prefix=env.get("GIFTING_REDIS_PREFIX") or "",
-            batch_window_ms=float(env.get("GIFTING_BATCH_WINDOW_MS") or 2.0),
+            batch_window_ms=_float(env, "GIFTING_BATCH_WINDOW_MS", 2.0),
             batch_max=_int(env, "GIFTING_BATCH_MAX", 1000),
             batch_lanes=_int(env, "GIFTING_BATCH_LANES", 4),
             db_pool_size=_int(env, "GIFTING_DB_POOL_SIZE", 16),

@@ -24,9 +24,10 @@ import asyncio
 import contextlib
 import logging
 import time
-from collections.abc import Awaitable, Callable
+from collections.abc import Awaitable, Callable, Mapping
 from dataclasses import dataclass, field
-from datetime import UTC, datetime
+from datetime import datetime
+from typing import Any
 
 import asyncpg
 
@@ -45,23 +46,38 @@ from wallet.models import GiftEvent, GiftResult
 
 log = logging.getLogger("wallet.gifts")
 
-SQL_LOCK_STREAMS = """
-SELECT id, creator_id, creator_account, status = 'live' AS live, last_seq, coins_received,
-       now() AS now
-  FROM streams WHERE id = ANY($1::bigint[]) ORDER BY id FOR UPDATE
-"""
-SQL_LOCK_ACCOUNTS = """
-SELECT id, kind, owner, balance FROM accounts
- WHERE (kind = 'wallet' AND asset = 'COIN' AND owner = ANY($1::text[])) OR id = ANY($2::bigint[])
- ORDER BY id FOR UPDATE
-"""
-SQL_PRICES = """
-SELECT id, version, name, coins FROM gift_catalog_current WHERE id = ANY($1::text[]) AND active
-"""
-# unnest(...) JOIN: a plan that stays good when asyncpg prepares it (see REFERENCE.md).
-SQL_EXISTING = """
-SELECT g.* FROM unnest($1::text[], $2::text[]) AS u(s, k)
+# Everything a batch reads, in one round trip. The CTEs run in this order:
+# stream rows are locked first (by id), then account rows (by id) - the same
+# order for every writer, which keeps concurrent batches free of deadlocks.
+# Locked rows are re-read at their newest version (READ COMMITTED), so balances
+# and last_seq are current. The idempotency lookup uses the statement's
+# snapshot: a duplicate key committed by a batch we waited on is caught by the
+# unique constraint instead, and the batch is retried.
+# unnest(...) JOIN gifts: a plan that stays good when asyncpg prepares it.
+SQL_READ = """
+WITH s AS (
+    SELECT id, creator_id, creator_account, status = 'live' AS live, last_seq, coins_received
+      FROM streams WHERE id = ANY($1::bigint[]) ORDER BY id FOR UPDATE
+), a AS (
+    SELECT a.id, a.kind, a.owner, a.balance FROM accounts a
+     WHERE a.id IN (SELECT w.id FROM accounts w
+                     WHERE w.kind = 'wallet' AND w.asset = 'COIN' AND w.owner = ANY($2::text[])
+                    UNION ALL SELECT creator_account FROM s)
+     ORDER BY a.id FOR UPDATE
+)
+SELECT 's' AS k, id, creator_id AS t1, '' AS t2, creator_account AS n1, last_seq AS n2,
+       coins_received AS n3, live AS b, NULL::jsonb AS j FROM s
+UNION ALL
+SELECT 'a', id, kind, owner, balance, 0, 0, false, NULL FROM a
+UNION ALL
+SELECT 'p', version, id, name, coins, 0, 0, false, NULL
+  FROM gift_catalog_current WHERE id = ANY($3::text[]) AND active
+UNION ALL
+SELECT 'e', 0, '', '', 0, 0, 0, false, to_jsonb(g)
+  FROM unnest($4::text[], $5::text[]) AS u(s, k)
   JOIN gifts g ON g.sender_id = u.s AND g.idempotency_key = u.k
+UNION ALL
+SELECT 'n', 0, '', '', 0, 0, 0, false, to_jsonb(now())
 """
 SQL_WRITE = """
 WITH ins AS (
@@ -94,13 +110,19 @@ SELECT g.*, s.creator_id FROM gifts g JOIN streams s ON s.id = g.stream_id
 """
 
 
-def event_from_row(row: asyncpg.Record, creator_id: str = "") -> GiftEvent:
+def event_from_row(row: Mapping[str, Any], creator_id: str = "") -> GiftEvent:
     return GiftEvent(
         stream_id=row["stream_id"], seq=row["seq"], sender_id=row["sender_id"],
         sender_name=row["sender_name"], gift_id=row["gift_id"], gift_name=row["gift_name"],
         unit_coins=row["unit_coins"], count=row["count"], coins=row["coins"],
         created_at=row["created_at"], creator_id=creator_id,
     )
+
+
+def existing_from_json(doc: dict[str, Any]) -> Existing:
+    row = dict(doc)
+    row["created_at"] = datetime.fromisoformat(str(doc["created_at"]))
+    return Existing(event_from_row(row), str(doc["request_hash"]), int(doc["balance_after"]))
 
 
 @dataclass(frozen=True)
@@ -144,6 +166,8 @@ class _Lane:
     def __init__(self) -> None:
         self.queue: asyncio.Queue[_Item] = asyncio.Queue()
         self.task: asyncio.Task[None] | None = None
+        # A lane keeps one connection: no pool round trips (acquire, reset) per batch.
+        self.conn: Any = None
 
 
 class GiftService:
@@ -179,6 +203,10 @@ class GiftService:
                 lane.task.cancel()
                 with contextlib.suppress(asyncio.CancelledError):
                     await lane.task
+            if lane.conn is not None:
+                conn, lane.conn = lane.conn, None
+                with contextlib.suppress(Exception):
+                    await self.pool.release(conn)
 
     async def send(self, request: GiftRequest) -> GiftResult:
         check_count(request.count)
@@ -199,11 +227,18 @@ class GiftService:
     # ---- the batcher ---------------------------------------------------------
     async def _run_lane(self, lane: _Lane) -> None:
         loop = asyncio.get_running_loop()
+        previous = 1
         while True:
             first = await lane.queue.get()
             batch = [first]
             deadline = loop.time() + self.window
+            # Under steady load the senders of the last batch come back almost at
+            # once: stop waiting as soon as about as many are here again, so the
+            # window costs latency only when load is thin.
+            target = min(self.max_batch, max(1, previous * 9 // 10))
             while len(batch) < self.max_batch:
+                if len(batch) >= target and lane.queue.empty():
+                    break
                 try:
                     batch.append(lane.queue.get_nowait())
                     continue
@@ -218,27 +253,56 @@ class GiftService:
                 except TimeoutError:
                     break
             try:
+                previous = len(batch)
                 live = [item for item in batch if not item.future.done()]
                 if live:
-                    await self._process(live)
+                    await self._process(lane, live)
             except Exception:  # never let a lane die: fail this batch, keep serving
                 log.exception("gift batch failed")
+                for item in batch:
+                    if not item.future.done():
+                        item.future.set_exception(errors.Unavailable())
             finally:
                 for _ in batch:
                     lane.queue.task_done()
 
-    async def _process(self, items: list[_Item]) -> None:
+    async def _connection(self, lane: _Lane) -> Any:
+        if lane.conn is None or lane.conn.is_closed():
+            if lane.conn is not None:
+                await self.pool.release(lane.conn)
+            lane.conn = await self.pool.acquire()
+        return lane.conn
+
+    async def _drop_connection(self, lane: _Lane) -> None:
+        if lane.conn is not None:
+            conn, lane.conn = lane.conn, None
+            with contextlib.suppress(Exception):
+                conn.terminate()
+            with contextlib.suppress(Exception):
+                await self.pool.release(conn)
+
+    async def _process(self, lane: _Lane, items: list[_Item]) -> None:
         started = time.perf_counter()
         requests = [item.request for item in items]
         try:
             async with asyncio.timeout(self.timeout):
-                done = await self._commit(requests)
+                for attempt in range(3):
+                    try:
+                        done = await self._commit(await self._connection(lane), requests)
+                        break
+                    except asyncpg.UniqueViolationError:
+                        # A concurrent batch (another lane or process) committed one
+                        # of these keys while we waited for its locks: decide again.
+                        if attempt == 2:
+                            raise
         except errors.WalletError as e:
             self._fail_all(items, e)
             return
         except (asyncpg.PostgresConnectionStatusError, asyncpg.InterfaceError, OSError, TimeoutError,
-                asyncpg.DeadlockDetectedError, asyncpg.SerializationError) as e:
+                asyncpg.DeadlockDetectedError, asyncpg.SerializationError,
+                asyncpg.PostgresConnectionError, asyncpg.AdminShutdownError) as e:
             log.warning("gift batch of %d not committed: %s", len(items), e)
+            await self._drop_connection(lane)
             self._fail_all(items, errors.Unavailable())
             return
         except asyncpg.PostgresError:
@@ -276,35 +340,40 @@ class GiftService:
             for _ in items:
                 self.outcome_observer(error.code)
 
-    async def _commit(self, requests: list[GiftRequest]) -> _Committed:
-        stream_ids = sorted({r.stream_id for r in requests})
-        senders = sorted({r.sender_id for r in requests})
-        gift_ids = sorted({r.gift_id for r in requests})
+    async def _commit(self, conn: Any, requests: list[GiftRequest]) -> _Committed:
         accounts: dict[int, tuple[int, int]] = {}
         stream_coins: dict[int, int] = {}
-        async with self.pool.acquire() as conn, conn.transaction():
-            srows = await conn.fetch(SQL_LOCK_STREAMS, stream_ids)
-            streams = {r["id"]: StreamRow(r["id"], r["creator_id"], r["creator_account"], r["live"],
-                                          r["last_seq"], r["coins_received"]) for r in srows}
-            creator_accounts = sorted({s.creator_account for s in streams.values()})
-            arows = await conn.fetch(SQL_LOCK_ACCOUNTS, senders, creator_accounts)
-            wallets = {r["owner"]: (r["id"], r["balance"]) for r in arows if r["kind"] == "wallet"}
-            # Looked up under the wallet locks: a concurrent batch with the same
-            # (sender, key) has either committed (we see it) or waits for us.
-            erows = await conn.fetch(SQL_EXISTING, [r.sender_id for r in requests],
-                                     [r.idempotency_key for r in requests])
-            existing = {
-                (r["sender_id"], r["idempotency_key"]): Existing(event_from_row(r), r["request_hash"],
-                                                                 r["balance_after"])
-                for r in erows
-            }
-            prows = await conn.fetch(SQL_PRICES, gift_ids)
-            prices = {r["id"]: Price(r["id"], r["version"], r["name"], r["coins"]) for r in prows}
+        streams: dict[int, StreamRow] = {}
+        wallets: dict[str, tuple[int, int]] = {}
+        owners: dict[int, tuple[str, str]] = {}
+        prices: dict[str, Price] = {}
+        existing: dict[tuple[str, str], Existing] = {}
+        created_at: datetime | None = None
+        async with conn.transaction():
+            rows = await conn.fetch(
+                SQL_READ, sorted({r.stream_id for r in requests}), sorted({r.sender_id for r in requests}),
+                sorted({r.gift_id for r in requests}), [r.sender_id for r in requests],
+                [r.idempotency_key for r in requests])
+            for r in rows:
+                k = r["k"]
+                if k == "a":
+                    owners[r["id"]] = (r["t1"], r["t2"])
+                    if r["t1"] == "wallet":
+                        wallets[r["t2"]] = (r["id"], r["n1"])
+                elif k == "s":
+                    streams[r["id"]] = StreamRow(r["id"], r["t1"], r["n1"], r["b"], r["n2"], r["n3"])
+                elif k == "p":
+                    prices[r["t1"]] = Price(r["t1"], r["id"], r["t2"], r["n1"])
+                elif k == "e":
+                    prior = existing_from_json(r["j"])
+                    existing[(prior.event.sender_id, r["j"]["idempotency_key"])] = prior
+                else:
+                    created_at = datetime.fromisoformat(r["j"])
+            assert created_at is not None
             decision = decide(requests, streams, wallets, prices, existing)
-            created_at: datetime = srows[0]["now"] if srows else datetime.now(UTC)
             if decision.accepted:
-                rows = await conn.fetch(SQL_WRITE, *self._write_args(decision, created_at))
-                for r in rows:
+                wrote = await conn.fetch(SQL_WRITE, *self._write_args(decision, created_at))
+                for r in wrote:
                     if r["what"] == "g" and r["id"] != len(decision.accepted):
                         raise RuntimeError("gift insert count mismatch")
                     if r["what"] == "a":
@@ -316,8 +385,7 @@ class GiftService:
         return _Committed(
             decision=decision, created_at=created_at,
             creators={sid: st.creator_id for sid, st in streams.items()},
-            accounts=accounts, stream_coins=stream_coins,
-            owners={r["id"]: (r["kind"], r["owner"]) for r in arows},
+            accounts=accounts, stream_coins=stream_coins, owners=owners,
         )
 
     @staticmethod

@@ -1,0 +1,277 @@
+"""Gift-debit benchmark: this project's gift path vs a naive baseline vs pgbench, in one run.
+
+    ./dev bench gifts [--seconds 10] [--concurrency 64,512] [--viewers 2000]
+
+Measures on the same database, durable commits (synchronous_commit=on):
+1. GiftService (the wallet's entry point) at each concurrency, with a realistic
+   mix: many viewers, a few creators, one hot stream taking a third of the
+   gifts, ~3% insufficient funds, ~2% duplicate keys;
+2. a naive baseline: one explicit transaction per gift through asyncpg
+   (SELECT … FOR UPDATE, UPDATE, INSERT), pool 16, 64 concurrent;
+3. pgbench: one conditional UPDATE … WHERE balance >= $1 per transaction,
+   32 clients (the machine's single-statement durable limit).
+Prints a table and one JSON line. Uses GIFTING_DATABASE_URL or an embedded
+Postgres in a temporary directory.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import json
+import os
+import platform
+import random
+import re
+import secrets
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+from typing import Any
+
+import asyncpg
+
+sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
+
+from gifting.embedded import EmbeddedPostgres, postgres_bin_dir
+from gifting.migrate import migrate
+from gifting.stores import open_pool
+from wallet import errors
+from wallet.gift_decide import GiftRequest
+from wallet.gifts import GiftService
+from wallet.service import Wallet
+from wallet.streams import Streams
+from wallet.webhook import PaymentEvent
+
+GIFTS = [("rose", 1), ("heart", 5), ("donut", 30), ("hat", 99)]
+
+
+def pct(values: list[float], p: float) -> float:
+    if not values:
+        return 0.0
+    values = sorted(values)
+    return values[min(len(values) - 1, int(len(values) * p))] * 1000
+
+
+async def seed(dsn: str, viewers: int, poor: int, creators: int) -> tuple[list[str], list[str], list[int]]:
+    pool = await open_pool(dsn, max_size=16)
+    wallet = Wallet(pool)
+    rich = [f"v{i}" for i in range(viewers)]
+    poor_users = [f"p{i}" for i in range(poor)]
+    sem = asyncio.Semaphore(32)
+
+    async def buy(user: str, pack: str) -> None:
+        async with sem:
+            purchase, _ = await wallet.create_purchase(user, pack, "seed")
+            await wallet.apply_payment_event(PaymentEvent(
+                "evt_" + secrets.token_hex(8), "payment.succeeded", purchase.id, purchase.price_amount, "USD"))
+
+    await asyncio.gather(*(buy(u, "coins_17500") for u in rich), *(buy(u, "coins_70") for u in poor_users))
+    streams = Streams(pool, wallet.ledger)
+    stream_ids = [(await streams.create(f"c{i}", f"Creator {i}", f"stream {i}")).id for i in range(creators)]
+    await pool.close()
+    return rich, poor_users, stream_ids
+
+
+async def run_ours(dsn: str, concurrency: int, seconds: float, rich: list[str], poor: list[str],
+                   streams: list[int], window_ms: float, lanes: int) -> dict[str, Any]:
+    pool = await open_pool(dsn, max_size=max(8, lanes + 4))
+    gifts = GiftService(pool, window_ms=window_ms, lanes=lanes)
+    await gifts.start()
+    latencies: list[float] = []
+    outcomes: dict[str, int] = {}
+    stop_at = time.perf_counter() + seconds
+    hot = streams[0]
+    run = secrets.token_hex(3)
+
+    async def worker(w: int) -> None:
+        rng = random.Random(w)
+        recent: list[GiftRequest] = []
+        n = 0
+        while time.perf_counter() < stop_at:
+            n += 1
+            roll = rng.random()
+            if roll < 0.02 and recent:
+                request = rng.choice(recent)  # a client retry: same key, same request
+            elif roll < 0.05:
+                request = GiftRequest(rng.choice(poor), "Poor", rng.choice(streams), "galaxy", 1, f"{run}-{w}-{n}")
+            else:
+                gift_id, _ = rng.choice(GIFTS)
+                stream = hot if rng.random() < 1 / 3 else rng.choice(streams[1:])
+                sender = rng.choice(rich)
+                request = GiftRequest(sender, sender, stream, gift_id, rng.randint(1, 3), f"{run}-{w}-{n}")
+                recent = ([*recent, request])[-20:]
+            t0 = time.perf_counter()
+            try:
+                result = await gifts.send(request)
+                kind = "replayed" if result.replayed else "committed"
+            except errors.WalletError as e:
+                kind = e.code
+            latencies.append(time.perf_counter() - t0)
+            outcomes[kind] = outcomes.get(kind, 0) + 1
+
+    started = time.perf_counter()
+    await asyncio.gather(*(worker(w) for w in range(concurrency)))
+    elapsed = time.perf_counter() - started
+    await gifts.close()
+    await pool.close()
+    batches = gifts.stats["batches"] or 1
+    return {
+        "name": f"gifting GiftService, {concurrency} concurrent",
+        "requests_per_s": len(latencies) / elapsed,
+        "gifts_per_s": outcomes.get("committed", 0) / elapsed,
+        "p50_ms": pct(latencies, 0.50), "p99_ms": pct(latencies, 0.99),
+        "outcomes": outcomes, "avg_batch": round(len(latencies) / batches, 1),
+    }
+
+
+NAIVE_SQL = {
+    "wallet": "SELECT id, balance FROM accounts WHERE kind = 'wallet' AND owner = $1 AND asset = 'COIN' FOR UPDATE",
+    "stream": "SELECT creator_account, last_seq, status FROM streams WHERE id = $1 FOR UPDATE",
+    "price": "SELECT version, name, coins FROM gift_catalog_current WHERE id = $1",
+    "debit": "UPDATE accounts SET balance = balance - $2, version = version + 1 WHERE id = $1",
+    "credit": "UPDATE accounts SET balance = balance + $2, version = version + 1 WHERE id = $1",
+    "seq": "UPDATE streams SET last_seq = $2, coins_received = coins_received + $3 WHERE id = $1",
+    "insert": """INSERT INTO gifts (stream_id, seq, sender_id, sender_name, sender_account, creator_account, gift_id,
+                 gift_version, gift_name, unit_coins, count, coins, balance_after, idempotency_key, request_hash)
+                 VALUES ($1, $2, $3, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, 'naive')""",
+}
+
+
+async def run_naive(dsn: str, concurrency: int, seconds: float, rich: list[str], streams: list[int]) -> dict[str, Any]:
+    pool = await open_pool(dsn, max_size=16)
+    latencies: list[float] = []
+    committed = 0
+    stop_at = time.perf_counter() + seconds
+    hot = streams[0]
+    run = secrets.token_hex(3)
+
+    async def worker(w: int) -> None:
+        nonlocal committed
+        rng = random.Random(1000 + w)
+        n = 0
+        while time.perf_counter() < stop_at:
+            n += 1
+            gift_id, _unit = rng.choice(GIFTS)
+            count = rng.randint(1, 3)
+            stream = hot if rng.random() < 1 / 3 else rng.choice(streams[1:])
+            sender = rng.choice(rich)
+            t0 = time.perf_counter()
+            async with pool.acquire() as conn, conn.transaction():
+                s = await conn.fetchrow(NAIVE_SQL["stream"], stream)
+                w_row = await conn.fetchrow(NAIVE_SQL["wallet"], sender)
+                price = await conn.fetchrow(NAIVE_SQL["price"], gift_id)
+                coins = price["coins"] * count
+                if w_row["balance"] >= coins:
+                    seq = s["last_seq"] + 1
+                    await conn.execute(NAIVE_SQL["debit"], w_row["id"], coins)
+                    await conn.execute(NAIVE_SQL["credit"], s["creator_account"], coins)
+                    await conn.execute(NAIVE_SQL["seq"], stream, seq, coins)
+                    await conn.execute(NAIVE_SQL["insert"], stream, seq, sender, w_row["id"], s["creator_account"],
+                                       gift_id, price["version"], price["name"], price["coins"], count, coins,
+                                       w_row["balance"] - coins, f"naive-{run}-{w}-{n}")
+                    committed += 1
+            latencies.append(time.perf_counter() - t0)
+
+    started = time.perf_counter()
+    await asyncio.gather(*(worker(w) for w in range(concurrency)))
+    elapsed = time.perf_counter() - started
+    await pool.close()
+    return {"name": f"naive: transaction per gift, pool 16, {concurrency} concurrent",
+            "requests_per_s": len(latencies) / elapsed, "gifts_per_s": committed / elapsed,
+            "p50_ms": pct(latencies, 0.5), "p99_ms": pct(latencies, 0.99)}
+
+
+def run_pgbench(dsn: str, seconds: float, clients: int = 32) -> dict[str, Any]:
+    bindir = postgres_bin_dir()
+    script = Path(tempfile.mkdtemp()) / "update.sql"
+    script.write_text("\\set aid random(1, 100000)\n"
+                      "UPDATE pgb_accounts SET balance = balance - 1 WHERE aid = :aid AND balance >= 1;\n")
+    env = {**os.environ, "LD_LIBRARY_PATH": ""}
+    out = subprocess.run([str(bindir / "pgbench"), "-n", "-M", "prepared", "-c", str(clients), "-j", "2",
+                          "-T", str(int(seconds)), "-f", str(script), dsn],
+                         capture_output=True, text=True, env=env, check=True).stdout
+    tps = float(re.search(r"tps = ([\d.]+)", out).group(1))  # type: ignore[union-attr]
+    lat = re.search(r"latency average = ([\d.]+) ms", out)
+    return {"name": f"pgbench: one conditional UPDATE per transaction, {clients} clients",
+            "requests_per_s": tps, "gifts_per_s": tps, "p50_ms": float(lat.group(1)) if lat else 0.0,
+            "p99_ms": 0.0}
+
+
+async def prepare_pgbench(dsn: str) -> None:
+    conn = await asyncpg.connect(dsn)
+    await conn.execute("DROP TABLE IF EXISTS pgb_accounts")
+    await conn.execute("CREATE TABLE pgb_accounts (aid int PRIMARY KEY, balance bigint NOT NULL)")
+    await conn.execute("INSERT INTO pgb_accounts SELECT g, 1000000000 FROM generate_series(1, 100000) g")
+    await conn.execute("VACUUM ANALYZE pgb_accounts")
+    await conn.close()
+
+
+async def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    ap.add_argument("--seconds", type=float, default=10)
+    ap.add_argument("--concurrency", default="64,512")
+    ap.add_argument("--viewers", type=int, default=2000)
+    ap.add_argument("--creators", type=int, default=21)
+    ap.add_argument("--window-ms", type=float, default=2.0)
+    ap.add_argument("--lanes", type=int, default=4)
+    args = ap.parse_args()
+
+    embedded = None
+    base = os.environ.get("GIFTING_DATABASE_URL")
+    if not base:
+        embedded = EmbeddedPostgres(Path(tempfile.mkdtemp(prefix="gifting-bench-")))
+        base = embedded.start()
+    try:
+        admin = await asyncpg.connect(base)
+        name = f"bench_gifts_{secrets.token_hex(3)}"
+        await admin.execute(f'CREATE DATABASE "{name}"')
+        await admin.close()
+        dsn = base.rsplit("/", 1)[0] + "/" + name
+        conn = await asyncpg.connect(dsn)
+        await migrate(conn)
+        await conn.close()
+        t0 = time.perf_counter()
+        rich, poor, streams = await seed(dsn, args.viewers, max(50, args.viewers // 20), args.creators)
+        print(f"seeded {len(rich)} viewers, {len(poor)} poor viewers, {len(streams)} streams "
+              f"in {time.perf_counter() - t0:.1f}s", file=sys.stderr)
+        rows = []
+        for c in [int(x) for x in args.concurrency.split(",")]:
+            rows.append(await run_ours(dsn, c, args.seconds, rich, poor, streams, args.window_ms, args.lanes))
+        naive = await run_naive(dsn, 64, args.seconds, rich, streams)
+        rows.append(naive)
+        await prepare_pgbench(dsn)
+        pgb = run_pgbench(dsn, args.seconds)
+        rows.append(pgb)
+        conn = await asyncpg.connect(dsn)
+        from wallet.audit import SQL_CHECKS
+
+        bad = {k: len(await conn.fetch(v)) for k, v in SQL_CHECKS.items()}
+        await conn.close()
+    finally:
+        if embedded:
+            embedded.stop()
+
+    print(f"\nmachine: {platform.machine()}, {os.cpu_count()} cores, Python {platform.python_version()}, "
+          f"Postgres embedded={'yes' if embedded else 'no'}")
+    print(f"{'what':64} {'gifts/s':>10} {'req/s':>10} {'p50 ms':>8} {'p99 ms':>8}")
+    for r in rows:
+        print(f"{r['name']:64} {r['gifts_per_s']:10.0f} {r['requests_per_s']:10.0f} {r['p50_ms']:8.1f} "
+              f"{r['p99_ms']:8.1f}")
+    ours64 = next((r for r in rows if r["name"].endswith(" 64 concurrent") and "GiftService" in r["name"]), rows[0])
+    ratios = {
+        "ours64_vs_naive": ours64["gifts_per_s"] / max(naive["gifts_per_s"], 1),
+        "ours64_vs_pgbench": ours64["gifts_per_s"] / max(pgb["gifts_per_s"], 1),
+    }
+    print(f"ratios: {json.dumps({k: round(v, 2) for k, v in ratios.items()})}")
+    print(f"audit violations after the run: {sum(bad.values())} {bad if sum(bad.values()) else ''}")
+    for r in rows:
+        if "outcomes" in r:
+            print(f"  {r['name']}: {r['outcomes']} avg batch {r['avg_batch']}")
+    print(json.dumps({"bench": "gifts", "rows": rows, "ratios": ratios, "audit_violations": bad}))
+
+
+if __name__ == "__main__":
+    asyncio.run(main())
