@@ -111,7 +111,8 @@ async def test_an_edited_entry_is_caught(copy: tuple[str, asyncpg.Pool]) -> None
     _, pool = copy
     async with pool.acquire() as conn:
         await conn.execute("ALTER TABLE ledger_entries DISABLE TRIGGER ledger_entries_append_only")
-        await conn.execute("UPDATE ledger_entries SET amount = amount * 2 WHERE id = (SELECT max(id) FROM ledger_entries)")
+        await conn.execute(
+            "UPDATE ledger_entries SET amount = amount * 2 WHERE id = (SELECT max(id) FROM ledger_entries)")
     assert "entries_sum_to_zero" in failed(await audit(pool))
 
 

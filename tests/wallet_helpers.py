@@ -22,7 +22,8 @@ from wallet.audit import Report, audit
 PACKS = {"coins_70": (70, 74), "coins_350": (350, 370), "coins_700": (700, 740)}
 
 
-async def buy(client: TestClient[Any, Any], user: str, pack: str = "coins_70", key: str | None = None) -> dict[str, Any]:
+async def buy(client: TestClient[Any, Any], user: str, pack: str = "coins_70",
+              key: str | None = None) -> dict[str, Any]:
     resp = await client.post("/v1/purchases", json={"pack_id": pack, "idempotency_key": key or secrets.token_hex(8)},
                              headers=bearer(user))
     assert resp.status == 201, await resp.text()
