@@ -36,6 +36,7 @@ from live_common import (
     dumps,
     free_port,
     pct,
+    pin,
     print_table,
     start_gateway,
     stop,
@@ -197,9 +198,12 @@ async def main() -> None:
     ap.add_argument("--batch", type=int, default=1, help="gifts per commit (the gift path batches)")
     ap.add_argument("--clients", type=int, default=3, help="load generator processes")
     ap.add_argument("--only", default="ours,bare,socketio")
+    ap.add_argument("--no-pin", dest="pin", action="store_false", help="do not pin the server to core 0")
     args = ap.parse_args()
     only = set(args.only.split(","))
     rows: list[dict[str, Any]] = []
+    if args.pin:
+        pin(0, {1})  # this driver, Redis, Postgres and the clients on core 1; each server on core 0
     async with Stores() as stores:
         assert stores.database_url and stores.redis_url
         pool = await open_pool(stores.database_url, max_size=2)
@@ -211,6 +215,8 @@ async def main() -> None:
                 s = await streams.create("creator", "Creator", "bench room")
                 port = free_port()
                 proc = start_gateway(stores, port)
+                if args.pin:
+                    pin(proc.pid, {0})
                 paths = [f"/v1/streams/{s.id}/live?token={token(f'v{i}')}" for i in range(args.viewers)]
                 t = time.monotonic()
                 opened, failed = await lg.open(port, paths, sample_every=50, mode="gateway")
@@ -233,6 +239,8 @@ async def main() -> None:
                                         env={**os.environ, "PYTHONPATH": os.path.dirname(os.path.dirname(
                                             os.path.abspath(__file__)))})
                 wait_http(port, "/healthz", proc)
+                if args.pin:
+                    pin(proc.pid, {0})
                 opened, failed = await lg.open(port, ["/"] * args.viewers, sample_every=50)
                 print(f"bare: {opened} viewers open ({failed} failed)", file=sys.stderr)
                 committer = Committer(redis, stores.prefix, s.id)
@@ -249,6 +257,8 @@ async def main() -> None:
                 proc = subprocess.Popen([sys.executable, __file__, "--serve-socketio", str(port),  # noqa: ASYNC220
                                          stores.redis_url])
                 wait_http(port, "/healthz", proc)
+                if args.pin:
+                    pin(proc.pid, {0})
                 opened, failed = await lg.open(port, ["/socket.io/?EIO=4&transport=websocket"] * args.viewers,
                                                sample_every=50, mode="socketio")
                 print(f"socketio: {opened} viewers open ({failed} failed)", file=sys.stderr)
