@@ -20,7 +20,19 @@ import sys
 import time
 from typing import Any
 
-from live_common import LoadGen, Stores, cpu_seconds, dumps, free_port, print_table, rss_kib, start_gateway, stop, token
+from live_common import (
+    LoadGen,
+    Stores,
+    cpu_seconds,
+    dumps,
+    free_port,
+    loadavg,
+    print_table,
+    rss_kib,
+    start_gateway,
+    stop,
+    token,
+)
 
 from gifting.stores import open_pool
 from wallet.streams import Streams
@@ -74,7 +86,7 @@ async def hold(stores: Stores, streams: list[int], counts: list[int], hold_s: fl
     return {"setup": label, "gateways": len(procs), "target": total, "opened": opened, "failed": failed,
             "open_after_hold": still, "closes": closes, "connect_s": round(connect_s, 1),
             "per_gateway": [f"{c}" for c in counts], "rss_before_kib": base, "rss_after_kib": rss,
-            "kib_per_conn": grown / max(opened, 1), "hold_cpu_s": [round(c, 2) for c in cpu]}
+            "kib_per_conn": grown / max(opened, 1), "hold_cpu_s": [round(c, 2) for c in cpu], "loadavg": loadavg()}
 
 
 async def main() -> None:
