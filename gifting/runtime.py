@@ -84,6 +84,8 @@ class Runtime:
         if self.need_redis and s.redis_url:
             self.redis = open_redis(s.redis_url)
             self._stack.push_async_callback(self.redis.aclose)
+            if is_cluster_url(s.redis_url):
+                await self.redis.initialize()  # learn the slot map before sharded subscribes
         self.wallet = Wallet(self.pool)
         self.streams = Streams(self.pool, self.wallet.ledger)
         self.gifts = GiftService(self.pool, window_ms=s.batch_window_ms, max_batch=s.batch_max,

@@ -33,7 +33,7 @@ from websockets.asyncio.server import ServerConnection
 from websockets.protocol import OPEN
 
 from streams import protocol as p
-from streams.hot import RoomKeys
+from streams.hot import RoomKeys, is_cluster
 from streams.ports import WalletPort
 
 log = logging.getLogger("streams.fanout")
@@ -303,6 +303,8 @@ class Fanout:
         self.broadcast_max = 0.0
         self.block_max = 0.0
         self.on_room_dropped: Callable[[int], None] | None = None
+        # Redis Cluster: rooms are shard channels (SSUBSCRIBE), one connection per node.
+        self.sharded = is_cluster(redis)
 
     # ---- lifecycle --------------------------------------------------------------------
     async def start(self) -> None:
@@ -478,7 +480,10 @@ class Fanout:
     async def _subscribe(self, channel: str) -> None:
         fut = asyncio.get_running_loop().create_future()
         self._sub_waiters.setdefault(channel, []).append(fut)
-        await self.pubsub.subscribe(channel)
+        if self.sharded:
+            await self.pubsub.ssubscribe(channel)
+        else:
+            await self.pubsub.subscribe(channel)
 
     async def _wait_subscribed(self, channel: str, timeout: float = 10.0) -> None:
         waiters = self._sub_waiters.get(channel) or []
@@ -489,13 +494,20 @@ class Fanout:
     async def _unsubscribe(self, channel: str) -> None:
         if not any(r.keys.channel == channel for r in self.rooms.values()):
             with contextlib.suppress(Exception):
-                await self.pubsub.unsubscribe(channel)
+                if self.sharded:
+                    await self.pubsub.sunsubscribe(channel)
+                else:
+                    await self.pubsub.unsubscribe(channel)
 
     async def _read(self) -> None:
         backoff = 0.1
         while True:
             try:
-                msg = await self.pubsub.get_message(timeout=None)
+                if self.sharded:
+                    # One connection per node, read in turn: a short wait on each.
+                    msg = await self.pubsub.get_sharded_message(timeout=0.005)
+                else:
+                    msg = await self.pubsub.get_message(timeout=None)
                 backoff = 0.1
             except asyncio.CancelledError:
                 raise
@@ -514,12 +526,12 @@ class Fanout:
             channel = msg.get("channel")
             if isinstance(channel, bytes):
                 channel = channel.decode()
-            if kind == "subscribe":
+            if kind in ("subscribe", "ssubscribe"):
                 for fut in self._sub_waiters.pop(channel, []):
                     if not fut.done():
                         fut.set_result(None)
                 continue
-            if kind != "message":
+            if kind not in ("message", "smessage"):
                 continue
             self._dispatch(channel, msg.get("data"))
 

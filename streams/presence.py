@@ -21,7 +21,7 @@ from typing import Any
 
 from streams import protocol as p
 from streams.fanout import Fanout, Room
-from streams.hot import RoomKeys
+from streams.hot import RoomKeys, is_cluster
 
 log = logging.getLogger("streams.presence")
 
@@ -156,17 +156,30 @@ class Presence:
         self._forget.clear()
         by_id = {r.stream_id: r for r in rooms}
         want_top = [s for s in order if s in by_id and by_id[s].top_dirty]
-        pipe = self.redis.pipeline(transaction=False)
-        for s in order:
-            keys = RoomKeys(self.fanout.prefix, s)
-            count = self.local.get(s, 0)
-            await self._presence(keys=[presence_key(self.fanout.prefix, s)],
-                                 args=[self.gateway_id, count, self.ttl_ms], client=pipe)
-            pipe.hmget(keys.state, "seq", "coins", "unsettled")
-        for s in want_top:
-            keys = RoomKeys(self.fanout.prefix, s)
-            await self._top(keys=[keys.top, keys.names], args=[self.config.top], client=pipe)
-        results = await pipe.execute()
+        if is_cluster(self.redis):
+            # Cluster pipelines refuse scripts: the same calls, concurrently, each to its node.
+            calls: list[Any] = []
+            for s in order:
+                keys = RoomKeys(self.fanout.prefix, s)
+                calls.append(self._presence(keys=[presence_key(self.fanout.prefix, s)],
+                                            args=[self.gateway_id, self.local.get(s, 0), self.ttl_ms]))
+                calls.append(self.redis.hmget(keys.state, "seq", "coins", "unsettled"))
+            for s in want_top:
+                keys = RoomKeys(self.fanout.prefix, s)
+                calls.append(self._top(keys=[keys.top, keys.names], args=[self.config.top]))
+            results = await asyncio.gather(*calls)
+        else:
+            pipe = self.redis.pipeline(transaction=False)
+            for s in order:
+                keys = RoomKeys(self.fanout.prefix, s)
+                count = self.local.get(s, 0)
+                await self._presence(keys=[presence_key(self.fanout.prefix, s)],
+                                     args=[self.gateway_id, count, self.ttl_ms], client=pipe)
+                pipe.hmget(keys.state, "seq", "coins", "unsettled")
+            for s in want_top:
+                keys = RoomKeys(self.fanout.prefix, s)
+                await self._top(keys=[keys.top, keys.names], args=[self.config.top], client=pipe)
+            results = await pipe.execute()
         now = time.monotonic()
         for i, s in enumerate(order):
             total, state = int(results[2 * i]), results[2 * i + 1]
