@@ -69,6 +69,15 @@ class Settings:
     # Unset: sandbox when running with development secrets, else external.
     payment_provider: str = ""
     dev_mode: bool = False
+    # Live rooms (WebSocket gateway).
+    ws_send_buffer_limit: int = 1 << 20  # unsent bytes per viewer before 4408
+    ws_gift_rate: float = 10.0  # send_gift per second per connection (token bucket)
+    ws_gift_burst: float = 20.0
+    ws_max_connections_per_user: int = 20
+    ws_ping_interval: float = 20.0  # protocol pings; 0 turns them off
+    ws_socket_send_buffer: int = 0  # SO_SNDBUF per viewer socket; 0: kernel autotuning
+    presence_interval: float = 1.0  # presence/leaderboard tick
+    presence_ttl: float = 5.0  # a gateway silent this long drops out of viewer counts
 
     @classmethod
     def from_env(cls, env: Mapping[str, str] | None = None) -> Settings:
@@ -92,6 +101,14 @@ class Settings:
             coin_value_micros=_int(env, "GIFTING_COIN_VALUE_MICROS", 10_600),
             payout_threshold_minor=_int(env, "GIFTING_PAYOUT_THRESHOLD", 1_000),
             payment_provider=env.get("GIFTING_PAYMENT_PROVIDER") or "",
+            ws_send_buffer_limit=_int(env, "GIFTING_WS_SEND_BUFFER_LIMIT", 1 << 20),
+            ws_gift_rate=float(env.get("GIFTING_WS_GIFT_RATE") or 10.0),
+            ws_gift_burst=float(env.get("GIFTING_WS_GIFT_BURST") or 20.0),
+            ws_max_connections_per_user=_int(env, "GIFTING_WS_MAX_CONNECTIONS_PER_USER", 20),
+            ws_ping_interval=float(env.get("GIFTING_WS_PING_INTERVAL") or 20.0),
+            ws_socket_send_buffer=_int(env, "GIFTING_WS_SOCKET_SEND_BUFFER", 0),
+            presence_interval=float(env.get("GIFTING_PRESENCE_INTERVAL") or 1.0),
+            presence_ttl=float(env.get("GIFTING_PRESENCE_TTL") or 5.0),
         )
 
     def replace(self, **changes: object) -> Settings:

@@ -417,13 +417,14 @@ class GiftService:
     @staticmethod
     def _write_args(d: Decision, created_at: datetime) -> list[object]:
         acc = d.accepted
+        # One pass building rows, then a C-level transpose into the columns unnest() takes.
+        rows = [(a.request.stream_id, a.seq, a.request.sender_id, a.request.sender_name, a.sender_account,
+                 a.creator_account, a.price.gift_id, a.price.version, a.price.name, a.price.coins,
+                 a.request.count, a.coins, a.balance_after, a.request.idempotency_key,
+                 a.request.fingerprint) for a in acc]
+        columns: list[object] = [list(col) for col in zip(*rows, strict=True)]
         return [
-            [a.request.stream_id for a in acc], [a.seq for a in acc], [a.request.sender_id for a in acc],
-            [a.request.sender_name for a in acc], [a.sender_account for a in acc],
-            [a.creator_account for a in acc], [a.price.gift_id for a in acc], [a.price.version for a in acc],
-            [a.price.name for a in acc], [a.price.coins for a in acc], [a.request.count for a in acc],
-            [a.coins for a in acc], [a.balance_after for a in acc], [a.request.idempotency_key for a in acc],
-            [a.request.fingerprint for a in acc], created_at,
+            *columns, created_at,
             list(d.account_deltas), [v[0] for v in d.account_deltas.values()],
             [v[1] for v in d.account_deltas.values()],
             list(d.stream_updates), [v[0] for v in d.stream_updates.values()],
