@@ -72,12 +72,14 @@ class Cluster:
         return c
 
 
-@pytest.fixture(scope="module")
-async def cluster(servers: dict[str, str], template_db: str, tmp_path_factory: pytest.TempPathFactory
-                  ) -> AsyncIterator[Cluster]:
+@pytest.fixture(scope="module", params=["redis", "redis-cluster"])
+async def cluster(request: pytest.FixtureRequest, servers: dict[str, str], template_db: str,
+                  tmp_path_factory: pytest.TempPathFactory) -> AsyncIterator[Cluster]:
+    """The same processes on single Redis and on a three-master Redis Cluster (sharded pub/sub)."""
+    redis_url = servers["redis_url"] if request.param == "redis" else request.getfixturevalue("redis_cluster_url")
     name = await create_test_db(servers, template_db)
     prefix = f"t{secrets.token_hex(5)}:"
-    c = Cluster(with_database(servers["database_url"], name), servers["redis_url"], prefix,
+    c = Cluster(with_database(servers["database_url"], name), redis_url, prefix,
                 tmp_path_factory.mktemp("live"))
     c.pool = await asyncpg.create_pool(c.db_url, min_size=1, max_size=4)
     c.wallet = Wallet(c.pool)
@@ -90,7 +92,7 @@ async def cluster(servers: dict[str, str], template_db: str, tmp_path_factory: p
         await c.http.close()
         await c.pool.close()
         await drop_test_db(servers, name)
-        await delete_prefix(servers["redis_url"], prefix)
+        await delete_prefix(redis_url, prefix)
         assert codes == [0, 0, 0], f"unclean exits {codes}: see {c.tmp}"
 
 
