@@ -18,6 +18,7 @@ import aiohttp
 import asyncpg
 import pytest
 
+from gifting.stores import open_redis
 from tests.conftest import create_test_db, delete_prefix, drop_test_db, token, with_database
 from tests.helpers import fund
 from tests.live import Client, Proc, process_env
@@ -302,4 +303,50 @@ async def test_viewer_count_converges_across_gateways_and_drops_when_one_is_kill
     finally:
         await third.stop(signal.SIGKILL)
     for c in [*here, *there]:
+        await c.close()
+
+
+async def migrate_slot(redis_url: str, key: str) -> tuple[str, str]:
+    """Moves the slot of ``key`` to another master (SETSLOT IMPORTING/MIGRATING, MIGRATE, SETSLOT NODE)."""
+    client = open_redis(redis_url)
+    await client.initialize()
+    try:
+        slot = int(await client.cluster_keyslot(key))
+        source = client.get_node_from_key(key)
+        target = next(n for n in client.get_primaries() if n.name != source.name)
+        ids = {}
+        for node in (source, target):
+            ids[node.name] = await client.execute_command("CLUSTER MYID", target_nodes=node)
+        await client.execute_command("CLUSTER SETSLOT", slot, "IMPORTING", ids[source.name], target_nodes=target)
+        await client.execute_command("CLUSTER SETSLOT", slot, "MIGRATING", ids[target.name], target_nodes=source)
+        while True:
+            keys = await client.execute_command("CLUSTER GETKEYSINSLOT", slot, 100, target_nodes=source)
+            if not keys:
+                break
+            await client.execute_command("MIGRATE", target.host, target.port, "", 0, 5000, "KEYS", *keys,
+                                         target_nodes=source)
+        for node in client.get_primaries():
+            await client.execute_command("CLUSTER SETSLOT", slot, "NODE", ids[target.name], target_nodes=node)
+        return source.name, target.name
+    finally:
+        await client.aclose()
+
+
+async def test_moving_a_rooms_slot_to_another_node_while_gifts_flow_loses_nothing(cluster):
+    if not cluster.redis_url.startswith("redis+cluster://"):
+        pytest.skip("a topology change needs Redis Cluster")
+    sid = await cluster.start_stream("cr-move")
+    await fund(cluster.wallet, "mover", 1400)
+    viewers = await asyncio.gather(*(cluster.viewer(cluster.gw[i % 2], sid, f"mv{i}") for i in range(6)))
+    sender = await cluster.viewer(cluster.gw[0], sid, "mover")
+    first = asyncio.create_task(send_gifts(sender, 150, "m"))
+    await viewers[0].wait(lambda c: len(c.gift_seqs) >= 40, 20)
+    source, target = await migrate_slot(cluster.redis_url, f"{{{cluster.prefix}room:{sid}}}:state")
+    assert source != target
+    await first
+    await send_gifts(sender, 50, "n")  # and after the move
+    for c in [*viewers, sender]:
+        await c.wait(lambda c: len(c.gift_seqs) >= 200, 30)
+        assert c.gift_seqs == list(range(1, 201))
+    for c in [*viewers, sender]:
         await c.close()
