@@ -139,16 +139,19 @@ async def run_ours(dsn: str, concurrency: int, seconds: float, rich: list[str], 
             latencies.append(time.perf_counter() - t0)
             outcomes[kind] = outcomes.get(kind, 0) + 1
 
+    wal0 = await pool.fetchval("SELECT pg_current_wal_lsn()")
     started = time.perf_counter()
     cpu0, pg0 = own_cpu_seconds(), postgres_cpu_seconds(POSTMASTER)
     await asyncio.gather(*(worker(w) for w in range(concurrency)))
     elapsed = time.perf_counter() - started
     cpu1, pg1 = own_cpu_seconds(), postgres_cpu_seconds(POSTMASTER)
+    wal = await pool.fetchval("SELECT pg_wal_lsn_diff(pg_current_wal_lsn(), $1)::bigint", wal0)
     await gifts.close()
     await pool.close()
     batches = gifts.stats["batches"] or 1
     committed = max(outcomes.get("committed", 0), 1)
     return {
+        "wal_bytes_per_gift": wal / committed,
         "python_cpu_us_per_gift": (cpu1 - cpu0) / committed * 1e6,
         "postgres_cpu_us_per_gift": (pg1 - pg0) / committed * 1e6 if POSTMASTER else None,
         "name": f"gifting GiftService, {concurrency} concurrent",
@@ -311,7 +314,8 @@ async def main() -> None:
     print(f"audit violations after the run: {sum(bad.values())} {bad if sum(bad.values()) else ''}")
     for r in rows:
         if "outcomes" in r:
-            print(f"  {r['name']}: {r['outcomes']} avg batch {r['avg_batch']}")
+            print(f"  {r['name']}: {r['outcomes']} avg batch {r['avg_batch']}, "
+                  f"WAL {r['wal_bytes_per_gift']:.0f} B/gift")
     print(json.dumps({"bench": "gifts", "rows": rows, "ratios": ratios, "audit_violations": bad}))
 
 
