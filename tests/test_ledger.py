@@ -101,6 +101,23 @@ async def test_the_database_refuses_an_unbalanced_transaction_even_past_python(r
                     "SELECT $1, id, 'COIN', 5, 5 FROM accounts WHERE kind = 'coins_issued'", txn)
 
 
+async def test_the_database_refuses_entries_for_a_missing_account_or_transaction(rt: Runtime) -> None:
+    """Without per-row foreign keys, the statement check still refuses dangling accounts and transactions."""
+    async with rt.pool.acquire() as conn:
+        with pytest.raises(asyncpg.ForeignKeyViolationError, match="does not exist"):
+            async with conn.transaction():
+                txn = await conn.fetchval(
+                    "INSERT INTO ledger_txns (kind, cause, ref) VALUES ('adjustment', 'y', 'y') RETURNING id")
+                await conn.execute(
+                    "INSERT INTO ledger_entries (txn_id, account_id, asset, amount, balance_after) "
+                    "VALUES ($1, 999999, 'COIN', 5, 5), ($1, 999998, 'COIN', -5, -5)", txn)
+        with pytest.raises(asyncpg.ForeignKeyViolationError, match="transaction that does not exist"):
+            await conn.execute(
+                "INSERT INTO ledger_entries (txn_id, account_id, asset, amount, balance_after) "
+                "SELECT 999999, id, 'COIN', CASE kind WHEN 'coins_issued' THEN 5 ELSE -5 END, 0 FROM accounts "
+                "WHERE kind IN ('coins_issued', 'coins_settled')")
+
+
 async def test_the_database_refuses_an_entry_in_the_wrong_asset(rt: Runtime) -> None:
     """Coins cannot be posted to a cash account (and the legs still sum to zero)."""
     async with rt.pool.acquire() as conn:
