@@ -25,13 +25,25 @@ from wallet.streams import Streams
 class WalletAdapter:
     """``streams.ports.WalletPort`` over the wallet's services."""
 
-    def __init__(self, streams: Streams, gifts: GiftService) -> None:
+    def __init__(self, streams: Streams, gifts: GiftService, stream_ttl: float = 1.0) -> None:
         self.streams = streams
         self.gifts = gifts
+        # A reconnect storm of thousands of viewers into one room reads its row once a
+        # second, not once per viewer. An end is still seen at once: the room is told.
+        self.stream_ttl = stream_ttl
+        self._streams: dict[int, tuple[float, StreamInfo]] = {}
 
     async def stream(self, stream_id: int) -> StreamInfo:
+        now = time.monotonic()
+        hit = self._streams.get(stream_id)
+        if hit is not None and hit[0] > now:
+            return hit[1]
         s = await self.streams.get(stream_id)
-        return StreamInfo(s.id, s.creator_id, s.status == "live", s.to_json())
+        info = StreamInfo(s.id, s.creator_id, s.status == "live", s.to_json())
+        if len(self._streams) > 10_000:
+            self._streams.clear()
+        self._streams[stream_id] = (now + self.stream_ttl, info)
+        return info
 
     async def send_gift(self, sender: Sender, stream_id: int, gift_id: str, count: int,
                         idempotency_key: str) -> Committed:

@@ -252,6 +252,9 @@ class Room:
         await self._broadcast(p.encode(p.stream_ended(self.ended)).encode())
         for v in list(self.members):
             self.hub.cut(v, p.CLOSE_STREAM_ENDED, "stream ended")
+        if len(self.hub.ended) > 10_000:
+            self.hub.ended.clear()
+        self.hub.ended[self.stream_id] = time.monotonic()
         self.hub.drop(self)
 
     # ---- joining --------------------------------------------------------------------
@@ -303,6 +306,8 @@ class Fanout:
         self.broadcast_max = 0.0
         self.block_max = 0.0
         self.on_room_dropped: Callable[[int], None] | None = None
+        # Streams seen ending here: a late joiner is refused even if a cached lookup says live.
+        self.ended: dict[int, float] = {}
 
     # ---- lifecycle --------------------------------------------------------------------
     async def start(self) -> None:
@@ -364,6 +369,8 @@ class Fanout:
     async def join(self, v: Viewer, stream_id: int, since: int | None,
                    welcome: Callable[[int, bool | None], dict[str, Any]]) -> int:
         """Adds a viewer: writes ``welcome`` then the replay, then live gifts. Returns the welcome seq."""
+        if stream_id in self.ended:
+            raise StreamGone()
         room = self.rooms.get(stream_id)
         if room is None:
             room = self._open_room(stream_id)
