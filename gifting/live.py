@@ -13,6 +13,7 @@ from typing import Any
 from gifting import auth
 from gifting.runtime import Runtime
 from gifting.settings import Settings
+from gifting.stores import open_redis
 from streams.fanout import FanoutConfig
 from streams.gateway import Gateway, GatewayConfig
 from streams.ports import Committed, Identity, Sender, StreamInfo, TokenRejected
@@ -79,10 +80,18 @@ def gateway_config(s: Settings) -> GatewayConfig:
 
 
 def build_gateway(rt: Runtime) -> Gateway:
+    """The gateway, on a Redis client of its own (closed by ``Gateway.stop``).
+
+    Its own connection pool: the pub/sub connection it holds for good, presence
+    and gap fills never wait behind (or starve) the gift path's hot-state writes.
+    """
     s = rt.settings
-    assert s.jwt_secret and rt.redis is not None
-    return Gateway(redis=rt.redis, prefix=s.redis_prefix, authenticate=authenticator(s.jwt_secret),
-                   wallet=WalletAdapter(rt.streams, rt.gifts), config=gateway_config(s))
+    assert s.jwt_secret and s.redis_url
+    redis = open_redis(s.redis_url)
+    gw = Gateway(redis=redis, prefix=s.redis_prefix, authenticate=authenticator(s.jwt_secret),
+                 wallet=WalletAdapter(rt.streams, rt.gifts), config=gateway_config(s))
+    gw.on_stopped.append(redis.aclose)
+    return gw
 
 
 def viewer_counter(rt: Runtime) -> Any:

@@ -20,6 +20,7 @@ import os
 import secrets
 import socket
 import time
+from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
 from http import HTTPStatus
 from typing import Any
@@ -89,6 +90,8 @@ class Gateway:
         self.gift_tasks: set[asyncio.Task[None]] = set()
         self.draining = False
         self.gifts_acked = 0
+        # Called (and awaited) at the end of ``stop``: resources whose lifetime is the gateway's.
+        self.on_stopped: list[Callable[[], Awaitable[Any]]] = []
 
     # ---- lifecycle --------------------------------------------------------------------
     async def start(self, host: str, port: int) -> None:
@@ -128,6 +131,10 @@ class Gateway:
                     await self.server.wait_closed()
         await self.presence.close()
         await self.fanout.close()
+        for hook in self.on_stopped:
+            with contextlib.suppress(Exception):
+                await hook()
+        self.on_stopped.clear()
 
     async def __aenter__(self) -> Gateway:
         return self
