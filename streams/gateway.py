@@ -56,6 +56,7 @@ class GatewayConfig:
     # a stalled viewer show up in our own bounded buffer sooner, and bounds kernel memory.
     socket_send_buffer: int = 0
     drain_timeout: float = 10.0
+    backlog: int = 4096  # listen backlog (the kernel caps it at net.core.somaxconn)
     fanout: FanoutConfig = field(default_factory=FanoutConfig)
     presence: PresenceConfig = field(default_factory=PresenceConfig)
 
@@ -108,6 +109,9 @@ class Gateway:
             close_timeout=c.close_timeout,
             max_queue=8,
             server_header=None,
+            # A reconnect storm (a gateway went away) must queue, not drop SYNs into
+            # the client's exponential retry: asyncio's default backlog is 100.
+            backlog=c.backlog,
         )
 
     @property
