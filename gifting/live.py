@@ -13,7 +13,7 @@ from typing import Any
 from gifting import auth
 from gifting.runtime import Runtime
 from gifting.settings import Settings
-from gifting.stores import open_redis
+from gifting.stores import is_cluster_url, open_redis
 from streams.fanout import FanoutConfig
 from streams.gateway import Gateway, GatewayConfig
 from streams.ports import Committed, Identity, Sender, StreamInfo, TokenRejected
@@ -89,7 +89,8 @@ def build_gateway(rt: Runtime) -> Gateway:
     assert s.jwt_secret and s.redis_url
     redis = open_redis(s.redis_url)
     gw = Gateway(redis=redis, prefix=s.redis_prefix, authenticate=authenticator(s.jwt_secret),
-                 wallet=WalletAdapter(rt.streams, rt.gifts), config=gateway_config(s))
+                 wallet=WalletAdapter(rt.streams, rt.gifts), config=gateway_config(s),
+                 sharded=is_cluster_url(s.redis_url))
     gw.on_stopped.append(redis.aclose)
     return gw
 

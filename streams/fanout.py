@@ -287,8 +287,12 @@ class Fanout:
     """All rooms of this process and the one pub/sub connection that feeds them."""
 
     def __init__(self, redis: Any, prefix: str, wallet: WalletPort | None, config: FanoutConfig | None = None,
-                 *, gateway_id: str = "") -> None:
+                 *, gateway_id: str = "", sharded: bool = False) -> None:
         self.redis = redis
+        # Redis Cluster: the gift path publishes with SPUBLISH; rooms are read with
+        # SSUBSCRIBE on the node owning each room's slot (redis-py keeps one
+        # connection per node, not per room).
+        self.sharded = sharded
         self.prefix = prefix
         self.wallet = wallet
         self.config = config or FanoutConfig()
@@ -311,6 +315,8 @@ class Fanout:
 
     # ---- lifecycle --------------------------------------------------------------------
     async def start(self) -> None:
+        if self.sharded:
+            await self.redis.initialize()  # the slot map, before any sharded subscribe
         self.pubsub = self.redis.pubsub()
         # A channel of our own, so the reader always has a subscription to read from.
         control = f"{{{self.prefix}gateway}}:{self.gateway_id or id(self)}"
@@ -485,7 +491,10 @@ class Fanout:
     async def _subscribe(self, channel: str) -> None:
         fut = asyncio.get_running_loop().create_future()
         self._sub_waiters.setdefault(channel, []).append(fut)
-        await self.pubsub.subscribe(channel)
+        if self.sharded:
+            await self.pubsub.ssubscribe(channel)
+        else:
+            await self.pubsub.subscribe(channel)
 
     async def _wait_subscribed(self, channel: str, timeout: float = 10.0) -> None:
         waiters = self._sub_waiters.get(channel) or []
@@ -496,13 +505,21 @@ class Fanout:
     async def _unsubscribe(self, channel: str) -> None:
         if not any(r.keys.channel == channel for r in self.rooms.values()):
             with contextlib.suppress(Exception):
-                await self.pubsub.unsubscribe(channel)
+                if self.sharded:
+                    await self.pubsub.sunsubscribe(channel)
+                else:
+                    await self.pubsub.unsubscribe(channel)
 
     async def _read(self) -> None:
         backoff = 0.1
         while True:
             try:
-                msg = await self.pubsub.get_message(timeout=None)
+                if self.sharded:
+                    # Polls each node's connection in turn: a short timeout keeps the
+                    # added latency to a few ms per node.
+                    msg = await self.pubsub.get_sharded_message(timeout=0.005)
+                else:
+                    msg = await self.pubsub.get_message(timeout=None)
                 backoff = 0.1
             except asyncio.CancelledError:
                 raise
@@ -521,12 +538,12 @@ class Fanout:
             channel = msg.get("channel")
             if isinstance(channel, bytes):
                 channel = channel.decode()
-            if kind == "subscribe":
+            if kind in ("subscribe", "ssubscribe"):
                 for fut in self._sub_waiters.pop(channel, []):
                     if not fut.done():
                         fut.set_result(None)
                 continue
-            if kind != "message":
+            if kind not in ("message", "smessage"):
                 continue
             self._dispatch(channel, msg.get("data"))
 

@@ -79,12 +79,12 @@ class Conn:
 
 class Gateway:
     def __init__(self, *, redis: Any, prefix: str, authenticate: Authenticator, wallet: WalletPort,
-                 config: GatewayConfig | None = None, gateway_id: str | None = None) -> None:
+                 config: GatewayConfig | None = None, gateway_id: str | None = None, sharded: bool = False) -> None:
         self.config = config or GatewayConfig()
         self.authenticate = authenticate
         self.wallet = wallet
         self.gateway_id = gateway_id or f"{socket.gethostname()}:{os.getpid()}:{secrets.token_hex(3)}"
-        self.fanout = Fanout(redis, prefix, wallet, self.config.fanout, gateway_id=self.gateway_id)
+        self.fanout = Fanout(redis, prefix, wallet, self.config.fanout, gateway_id=self.gateway_id, sharded=sharded)
         self.presence = Presence(redis, self.fanout, self.gateway_id, self.config.presence)
         self.server: Server | None = None
         self.per_user: dict[str, int] = {}

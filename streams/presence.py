@@ -170,22 +170,14 @@ class Presence:
         if not streams:
             return
         order = sorted(streams)
-        forget = set(self._forget)
         self._forget.clear()
         by_id = {r.stream_id: r for r in rooms}
         want_top = [s for s in order if s in by_id and by_id[s].top_dirty]
         counts = {s: self.local.get(s, 0) for s in order}
-        async with self.redis.pipeline(transaction=False) as pipe:
-            for s in order:
-                keys = RoomKeys(self.fanout.prefix, s)
-                count = counts[s]
-                await self._presence(keys=[presence_key(self.fanout.prefix, s)],
-                                     args=[self.gateway_id, count, self.ttl_ms], client=pipe)
-                pipe.hmget(keys.state, "seq", "coins", "unsettled")
-            for s in want_top:
-                keys = RoomKeys(self.fanout.prefix, s)
-                await self._top(keys=[keys.top, keys.names], args=[self.config.top], client=pipe)
-            results = await pipe.execute()
+        if self.fanout.sharded:
+            results = await self._tick_calls(order, counts, want_top)
+        else:
+            results = await self._tick_pipeline(order, counts, want_top)
         now = time.monotonic()
         for i, s in enumerate(order):
             total, state = int(results[2 * i]), results[2 * i + 1]
@@ -207,7 +199,32 @@ class Presence:
             top = [{"user_id": flat[k], "name": flat[k + 1] or flat[k], "coins": int(float(flat[k + 2]))}
                    for k in range(0, len(flat), 3)]
             self._maybe_top(room, top, now)
-        del forget
+
+    async def _tick_pipeline(self, order: list[int], counts: dict[int, int], want_top: list[int]) -> list[Any]:
+        async with self.redis.pipeline(transaction=False) as pipe:
+            for s in order:
+                keys = RoomKeys(self.fanout.prefix, s)
+                count = counts[s]
+                await self._presence(keys=[presence_key(self.fanout.prefix, s)],
+                                     args=[self.gateway_id, count, self.ttl_ms], client=pipe)
+                pipe.hmget(keys.state, "seq", "coins", "unsettled")
+            for s in want_top:
+                keys = RoomKeys(self.fanout.prefix, s)
+                await self._top(keys=[keys.top, keys.names], args=[self.config.top], client=pipe)
+            results = await pipe.execute()
+        return list(results)
+
+    async def _tick_calls(self, order: list[int], counts: dict[int, int], want_top: list[int]) -> list[Any]:
+        """Redis Cluster refuses scripts in pipelines: the same calls, concurrently (each to its slot)."""
+        calls: list[Any] = []
+        for s in order:
+            calls.append(self._presence(keys=[presence_key(self.fanout.prefix, s)],
+                                        args=[self.gateway_id, counts[s], self.ttl_ms]))
+            calls.append(self.redis.hmget(RoomKeys(self.fanout.prefix, s).state, "seq", "coins", "unsettled"))
+        for s in want_top:
+            keys = RoomKeys(self.fanout.prefix, s)
+            calls.append(self._top(keys=[keys.top, keys.names], args=[self.config.top]))
+        return list(await asyncio.gather(*calls))
 
     def _maybe_viewers(self, room: Room, total: int, now: float) -> None:
         last = self.sent_viewers.get(room.stream_id)
