@@ -18,7 +18,7 @@ import aiohttp
 import asyncpg
 import pytest
 
-from tests.conftest import create_test_db, delete_prefix, drop_test_db, token, with_database
+from tests.conftest import create_test_db, delete_prefix, drop_test_db, token, wait_for, with_database
 from tests.helpers import fund
 from tests.live import Client, Proc, process_env
 from wallet.service import Wallet
@@ -236,6 +236,11 @@ async def test_malformed_messages_get_errors_then_1008_and_oversized_frames_1009
     assert await c2.wait_closed() == 4404
 
 
+async def gateway_stats(gw: Proc) -> dict[str, Any]:
+    async with aiohttp.ClientSession() as http, http.get(f"http://127.0.0.1:{gw.ws_port}/stats") as r:
+        return dict(await r.json(content_type=None))
+
+
 def json_of_size(n: int) -> str:
     return '{"type":"ping","ref":"' + "x" * (n - 24) + '"}'
 
@@ -301,4 +306,24 @@ async def test_viewer_count_converges_across_gateways_and_drops_when_one_is_kill
     finally:
         await third.stop(signal.SIGKILL)
     for c in [*here, *there]:
+        await c.close()
+
+
+async def test_a_user_over_the_connection_cap_is_closed_with_4429_and_others_are_not(cluster):
+    sid = await cluster.start_stream("cr9")
+    mine = [await cluster.viewer(cluster.gw[0], sid, "cap") for _ in range(20)]
+    extra = await Client.open(cluster.url(cluster.gw[0], sid, "cap"))
+    assert await extra.wait_closed() == 4429
+    other = await cluster.viewer(cluster.gw[0], sid, "notcap")
+    assert not other.closed.is_set()
+    before = await gateway_stats(cluster.gw[0])
+    await mine[0].close()  # a slot freed is a slot usable again
+
+    async def released() -> bool:
+        return (await gateway_stats(cluster.gw[0]))["connections"] < before["connections"]
+
+    await wait_for(released)
+    again = await cluster.viewer(cluster.gw[0], sid, "cap")
+    assert again.messages[0]["type"] == "welcome"
+    for c in [*mine[1:], other, again]:
         await c.close()
