@@ -37,8 +37,8 @@ from gifting import auth
 from gifting.embedded import EmbeddedPostgres, EmbeddedRedis, EmbeddedRedisCluster, free_port
 from wallet.webhook import sign
 
-JWT = "bench-jwt-" + secrets.token_hex(8)
-WEBHOOK = "bench-webhook-" + secrets.token_hex(8)
+JWT = "bench-jwt-" + secrets.token_hex(24)
+WEBHOOK = "bench-webhook-" + secrets.token_hex(24)
 
 
 def pct(values: list[float], p: float) -> float:
@@ -210,6 +210,7 @@ async def drive(args: argparse.Namespace, apis: list[str], gateways: list[str]) 
         async def sender(i: int) -> None:
             rng = random.Random(i)
             api = apis[i % len(apis)]
+            headers = bearer(senders[i])
             n = 0
             while time.perf_counter() < stop_at:
                 n += 1
@@ -217,7 +218,7 @@ async def drive(args: argparse.Namespace, apis: list[str], gateways: list[str]) 
                 t0 = time.perf_counter()
                 async with session.post(f"{api}/v1/streams/{room}/gifts",
                                         json={"gift_id": "rose", "count": 1, "idempotency_key": f"k{n}"},
-                                        headers=bearer(senders[i])) as resp:
+                                        headers=headers) as resp:
                     body = await resp.json()
                 if resp.status == 201:
                     sent_at[body["gift"]["id"]] = t0

@@ -7,6 +7,7 @@ the wallet and the room services on top. Closing happens in reverse order.
 
 from __future__ import annotations
 
+import asyncio
 import contextlib
 import logging
 from typing import Any
@@ -54,6 +55,15 @@ class Runtime:
     async def __aexit__(self, *exc: object) -> None:
         await self._stack.aclose()
 
+    async def _close_pool(self, timeout: float = 10.0) -> None:
+        """Closes the pool; a connection still held after ``timeout`` is cut rather than waited for."""
+        try:
+            async with asyncio.timeout(timeout):
+                await self.pool.close()
+        except TimeoutError:
+            log.warning("database pool did not close in %.0fs; terminating its connections", timeout)
+            self.pool.terminate()
+
     async def _open(self) -> None:
         s = self.settings
         want_pg = s.database_url is None
@@ -80,10 +90,12 @@ class Runtime:
             finally:
                 await conn.close()
         self.pool = await open_pool(s.database_url, max_size=self.pool_size)
-        self._stack.push_async_callback(self.pool.close)
+        self._stack.push_async_callback(self._close_pool)
         if self.need_redis and s.redis_url:
             self.redis = open_redis(s.redis_url)
             self._stack.push_async_callback(self.redis.aclose)
+            if is_cluster_url(s.redis_url):
+                await self.redis.initialize()  # learn the slot map before sharded subscribes
         self.wallet = Wallet(self.pool)
         self.streams = Streams(self.pool, self.wallet.ledger)
         self.gifts = GiftService(self.pool, window_ms=s.batch_window_ms, max_batch=s.batch_max,

@@ -33,7 +33,7 @@ from websockets.asyncio.server import ServerConnection
 from websockets.protocol import OPEN
 
 from streams import protocol as p
-from streams.hot import RoomKeys
+from streams.hot import RoomKeys, is_cluster
 from streams.ports import WalletPort
 
 log = logging.getLogger("streams.fanout")
@@ -292,7 +292,7 @@ class Fanout:
         # Redis Cluster: the gift path publishes with SPUBLISH; rooms are read with
         # SSUBSCRIBE on the node owning each room's slot (redis-py keeps one
         # connection per node, not per room).
-        self.sharded = sharded
+        self.sharded = sharded or is_cluster(redis)
         self.prefix = prefix
         self.wallet = wallet
         self.config = config or FanoutConfig()

@@ -75,6 +75,13 @@ class RoomKeys:
         return [self.state, self.hist, self.top, self.names]
 
 
+def is_cluster(redis: Any) -> bool:
+    """True for redis-py's cluster client: no script pipelines, sharded pub/sub."""
+    from redis.asyncio.cluster import RedisCluster
+
+    return isinstance(redis, RedisCluster)
+
+
 def wallet_key(prefix: str, user_id: str) -> str:
     return f"{{{prefix}wallet:{user_id}}}"
 
@@ -104,6 +111,7 @@ end
 if #items == 0 then return {0, applied} end
 local coins = redis.call('HINCRBY', KEYS[1], 'coins', added)
 redis.call('HSET', KEYS[1], 'seq', applied)
+if ARGV[4] ~= '' then redis.call('HSET', KEYS[1], 'unsettled', ARGV[4]) end
 local msg = '{"type":"gifts","items":[' .. table.concat(items, ',') .. '],"stream_coins":' .. coins
 if ARGV[4] ~= '' then msg = msg .. ',"unsettled_coins":' .. ARGV[4] end
 msg = msg .. '}'

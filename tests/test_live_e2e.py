@@ -18,6 +18,7 @@ import aiohttp
 import asyncpg
 import pytest
 
+from gifting.stores import open_redis
 from tests.conftest import create_test_db, delete_prefix, drop_test_db, token, wait_for, with_database
 from tests.helpers import fund
 from tests.live import Client, Proc, process_env
@@ -72,12 +73,14 @@ class Cluster:
         return c
 
 
-@pytest.fixture(scope="module")
-async def cluster(servers: dict[str, str], template_db: str, tmp_path_factory: pytest.TempPathFactory
-                  ) -> AsyncIterator[Cluster]:
+@pytest.fixture(scope="module", params=["redis", "redis-cluster"])
+async def cluster(request: pytest.FixtureRequest, servers: dict[str, str], template_db: str,
+                  tmp_path_factory: pytest.TempPathFactory) -> AsyncIterator[Cluster]:
+    """The same processes on single Redis and on a three-master Redis Cluster (sharded pub/sub)."""
+    redis_url = servers["redis_url"] if request.param == "redis" else request.getfixturevalue("redis_cluster_url")
     name = await create_test_db(servers, template_db)
     prefix = f"t{secrets.token_hex(5)}:"
-    c = Cluster(with_database(servers["database_url"], name), servers["redis_url"], prefix,
+    c = Cluster(with_database(servers["database_url"], name), redis_url, prefix,
                 tmp_path_factory.mktemp("live"))
     c.pool = await asyncpg.create_pool(c.db_url, min_size=1, max_size=4)
     c.wallet = Wallet(c.pool)
@@ -90,7 +93,7 @@ async def cluster(servers: dict[str, str], template_db: str, tmp_path_factory: p
         await c.http.close()
         await c.pool.close()
         await drop_test_db(servers, name)
-        await delete_prefix(servers["redis_url"], prefix)
+        await delete_prefix(redis_url, prefix)
         assert codes == [0, 0, 0], f"unclean exits {codes}: see {c.tmp}"
 
 
@@ -326,4 +329,50 @@ async def test_a_user_over_the_connection_cap_is_closed_with_4429_and_others_are
     again = await cluster.viewer(cluster.gw[0], sid, "cap")
     assert again.messages[0]["type"] == "welcome"
     for c in [*mine[1:], other, again]:
+        await c.close()
+
+
+async def migrate_slot(redis_url: str, key: str) -> tuple[str, str]:
+    """Moves the slot of ``key`` to another master (SETSLOT IMPORTING/MIGRATING, MIGRATE, SETSLOT NODE)."""
+    client = open_redis(redis_url)
+    await client.initialize()
+    try:
+        slot = int(await client.cluster_keyslot(key))
+        source = client.get_node_from_key(key)
+        target = next(n for n in client.get_primaries() if n.name != source.name)
+        ids = {}
+        for node in (source, target):
+            ids[node.name] = await client.execute_command("CLUSTER MYID", target_nodes=node)
+        await client.execute_command("CLUSTER SETSLOT", slot, "IMPORTING", ids[source.name], target_nodes=target)
+        await client.execute_command("CLUSTER SETSLOT", slot, "MIGRATING", ids[target.name], target_nodes=source)
+        while True:
+            keys = await client.execute_command("CLUSTER GETKEYSINSLOT", slot, 100, target_nodes=source)
+            if not keys:
+                break
+            await client.execute_command("MIGRATE", target.host, target.port, "", 0, 5000, "KEYS", *keys,
+                                         target_nodes=source)
+        for node in client.get_primaries():
+            await client.execute_command("CLUSTER SETSLOT", slot, "NODE", ids[target.name], target_nodes=node)
+        return source.name, target.name
+    finally:
+        await client.aclose()
+
+
+async def test_moving_a_rooms_slot_to_another_node_while_gifts_flow_loses_nothing(cluster):
+    if not cluster.redis_url.startswith("redis+cluster://"):
+        pytest.skip("a topology change needs Redis Cluster")
+    sid = await cluster.start_stream("cr-move")
+    await fund(cluster.wallet, "mover", 1400)
+    viewers = await asyncio.gather(*(cluster.viewer(cluster.gw[i % 2], sid, f"mv{i}") for i in range(6)))
+    sender = await cluster.viewer(cluster.gw[0], sid, "mover")
+    first = asyncio.create_task(send_gifts(sender, 150, "m"))
+    await viewers[0].wait(lambda c: len(c.gift_seqs) >= 40, 20)
+    source, target = await migrate_slot(cluster.redis_url, f"{{{cluster.prefix}room:{sid}}}:state")
+    assert source != target
+    await first
+    await send_gifts(sender, 50, "n")  # and after the move
+    for c in [*viewers, sender]:
+        await c.wait(lambda c: len(c.gift_seqs) >= 200, 30)
+        assert c.gift_seqs == list(range(1, 201))
+    for c in [*viewers, sender]:
         await c.close()

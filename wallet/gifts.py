@@ -201,8 +201,12 @@ class GiftService:
     async def close(self) -> None:
         """Stops taking gifts, then commits (or rejects) every gift already taken."""
         self._closing = True
-        for lane in self._lanes:
-            await lane.queue.join()
+        try:
+            async with asyncio.timeout(self.timeout + 5):
+                for lane in self._lanes:
+                    await lane.queue.join()
+        except TimeoutError:
+            log.error("gift batches still in flight after %.0fs at shutdown", self.timeout + 5)
         for lane in self._lanes:
             if lane.task:
                 lane.task.cancel()

@@ -387,10 +387,6 @@ class Settlement:
         legs += [Leg(revenue, CURRENCY, sums.cash.platform), Leg(sales, CURRENCY, -sums.cash.total)]
         await self.ledger.post(conn, "settlement", f"settlement:{run_id}", str(run_id), legs)
 
-    async def runs(self, limit: int = 20) -> list[dict[str, Any]]:
-        rows = await self.pool.fetch("SELECT summary FROM settlement_runs ORDER BY cutoff DESC LIMIT $1", limit)
-        return [_json_ready(r["summary"]) for r in rows]
-
     async def lines(self, run_id: int) -> list[asyncpg.Record]:
         return await self.pool.fetch(SQL_RUN_LINES, run_id)
 

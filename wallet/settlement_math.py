@@ -104,13 +104,6 @@ class Line:
         return self.cash.total
 
 
-def exact_share(coins: int, coin_value_micros: int, bps: int) -> int:
-    """A share of ``coins`` in 1e-8 cent; integer by construction."""
-    if coins < 0 or coin_value_micros <= 0 or bps < 0:
-        raise ValueError("coins, coin value and basis points are non-negative")
-    return coins * coin_value_micros * bps
-
-
 def pay(exact: int, carry_in: int) -> tuple[int, int]:
     """(cash in minor units, remainder carried out) for an exact share plus a carry.
 
@@ -130,6 +123,8 @@ def settle_creator(creator_id: str, segments: Iterable[Segment], coin_value_micr
     Updates ``carries`` in place: the creator's and platform's remainders are
     chained through the lines in order; each agency keeps its own.
     """
+    if coin_value_micros <= 0:
+        raise ValueError("the coin value is positive")
     by_agency: dict[str, list[Segment]] = {}
     for seg in segments:
         if seg.coins < 0 or seg.gifts < 0:
@@ -139,10 +134,16 @@ def settle_creator(creator_id: str, segments: Iterable[Segment], coin_value_micr
         by_agency.setdefault(seg.policy.agency_id or "", []).append(seg)
     lines = []
     for agency_id in sorted(by_agency):
-        segs = by_agency[agency_id]
-        ex_c = sum(exact_share(s.coins, coin_value_micros, s.policy.creator_bps) for s in segs)
-        ex_a = sum(exact_share(s.coins, coin_value_micros, s.policy.agency_bps) for s in segs)
-        ex_p = sum(exact_share(s.coins, coin_value_micros, s.policy.platform_bps) for s in segs)
+        # One pass per line (this runs once per creator per night: keep it lean).
+        ex_c = ex_a = ex_p = gifts = coins = 0
+        for seg in by_agency[agency_id]:
+            value = seg.coins * coin_value_micros
+            p = seg.policy
+            ex_c += value * p.creator_bps
+            ex_a += value * p.agency_bps
+            ex_p += value * (BPS - p.creator_bps - p.agency_bps)
+            gifts += seg.gifts
+            coins += seg.coins
         a_in = carries.agency.get(agency_id, 0) if agency_id else 0
         carry_in = Shares(carries.creator, a_in, carries.platform)
         c_cash, c_out = pay(ex_c, carry_in.creator)
@@ -152,8 +153,7 @@ def settle_creator(creator_id: str, segments: Iterable[Segment], coin_value_micr
         if agency_id:
             carries.agency[agency_id] = a_out
         lines.append(Line(
-            creator_id=creator_id, agency_id=agency_id,
-            gifts=sum(s.gifts for s in segs), gross_coins=sum(s.coins for s in segs),
+            creator_id=creator_id, agency_id=agency_id, gifts=gifts, gross_coins=coins,
             exact=Shares(ex_c, ex_a, ex_p), cash=Shares(c_cash, a_cash, p_cash),
             carry_in=carry_in, carry_out=Shares(c_out, a_out, p_out),
         ))
