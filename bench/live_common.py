@@ -328,7 +328,7 @@ async def _loadgen(conn: Any) -> None:
                     c = RawClient("127.0.0.1", path, stats, i % sample_every == 0, mode, fut)
                     try:
                         await loop.create_connection(lambda c=c: c, "127.0.0.1", port)
-                        async with asyncio.timeout(20):
+                        async with asyncio.timeout(60):
                             await fut
                         clients.append(c)
                         stats.opened += 1

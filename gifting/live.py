@@ -13,6 +13,7 @@ from typing import Any
 from gifting import auth
 from gifting.runtime import Runtime
 from gifting.settings import Settings
+from gifting.stores import is_cluster_url, open_redis
 from streams.fanout import FanoutConfig
 from streams.gateway import Gateway, GatewayConfig
 from streams.ports import Committed, Identity, Sender, StreamInfo, TokenRejected
@@ -25,13 +26,25 @@ from wallet.streams import Streams
 class WalletAdapter:
     """``streams.ports.WalletPort`` over the wallet's services."""
 
-    def __init__(self, streams: Streams, gifts: GiftService) -> None:
+    def __init__(self, streams: Streams, gifts: GiftService, stream_ttl: float = 1.0) -> None:
         self.streams = streams
         self.gifts = gifts
+        # A reconnect storm of thousands of viewers into one room reads its row once a
+        # second, not once per viewer. An end is still seen at once: the room is told.
+        self.stream_ttl = stream_ttl
+        self._streams: dict[int, tuple[float, StreamInfo]] = {}
 
     async def stream(self, stream_id: int) -> StreamInfo:
+        now = time.monotonic()
+        hit = self._streams.get(stream_id)
+        if hit is not None and hit[0] > now:
+            return hit[1]
         s = await self.streams.get(stream_id)
-        return StreamInfo(s.id, s.creator_id, s.status == "live", s.to_json())
+        info = StreamInfo(s.id, s.creator_id, s.status == "live", s.to_json())
+        if len(self._streams) > 10_000:
+            self._streams.clear()
+        self._streams[stream_id] = (now + self.stream_ttl, info)
+        return info
 
     async def send_gift(self, sender: Sender, stream_id: int, gift_id: str, count: int,
                         idempotency_key: str) -> Committed:
@@ -67,10 +80,19 @@ def gateway_config(s: Settings) -> GatewayConfig:
 
 
 def build_gateway(rt: Runtime) -> Gateway:
+    """The gateway, on a Redis client of its own (closed by ``Gateway.stop``).
+
+    Its own connection pool: the pub/sub connection it holds for good, presence
+    and gap fills never wait behind (or starve) the gift path's hot-state writes.
+    """
     s = rt.settings
-    assert s.jwt_secret and rt.redis is not None
-    return Gateway(redis=rt.redis, prefix=s.redis_prefix, authenticate=authenticator(s.jwt_secret),
-                   wallet=WalletAdapter(rt.streams, rt.gifts), config=gateway_config(s))
+    assert s.jwt_secret and s.redis_url
+    redis = open_redis(s.redis_url)
+    gw = Gateway(redis=redis, prefix=s.redis_prefix, authenticate=authenticator(s.jwt_secret),
+                 wallet=WalletAdapter(rt.streams, rt.gifts), config=gateway_config(s),
+                 sharded=is_cluster_url(s.redis_url))
+    gw.on_stopped.append(redis.aclose)
+    return gw
 
 
 def viewer_counter(rt: Runtime) -> Any:

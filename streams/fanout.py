@@ -252,6 +252,9 @@ class Room:
         await self._broadcast(p.encode(p.stream_ended(self.ended)).encode())
         for v in list(self.members):
             self.hub.cut(v, p.CLOSE_STREAM_ENDED, "stream ended")
+        if len(self.hub.ended) > 10_000:
+            self.hub.ended.clear()
+        self.hub.ended[self.stream_id] = time.monotonic()
         self.hub.drop(self)
 
     # ---- joining --------------------------------------------------------------------
@@ -284,8 +287,12 @@ class Fanout:
     """All rooms of this process and the one pub/sub connection that feeds them."""
 
     def __init__(self, redis: Any, prefix: str, wallet: WalletPort | None, config: FanoutConfig | None = None,
-                 *, gateway_id: str = "") -> None:
+                 *, gateway_id: str = "", sharded: bool = False) -> None:
         self.redis = redis
+        # Redis Cluster: the gift path publishes with SPUBLISH; rooms are read with
+        # SSUBSCRIBE on the node owning each room's slot (redis-py keeps one
+        # connection per node, not per room).
+        self.sharded = sharded or is_cluster(redis)
         self.prefix = prefix
         self.wallet = wallet
         self.config = config or FanoutConfig()
@@ -303,11 +310,13 @@ class Fanout:
         self.broadcast_max = 0.0
         self.block_max = 0.0
         self.on_room_dropped: Callable[[int], None] | None = None
-        # Redis Cluster: rooms are shard channels (SSUBSCRIBE), one connection per node.
-        self.sharded = is_cluster(redis)
+        # Streams seen ending here: a late joiner is refused even if a cached lookup says live.
+        self.ended: dict[int, float] = {}
 
     # ---- lifecycle --------------------------------------------------------------------
     async def start(self) -> None:
+        if self.sharded:
+            await self.redis.initialize()  # the slot map, before any sharded subscribe
         self.pubsub = self.redis.pubsub()
         # A channel of our own, so the reader always has a subscription to read from.
         control = f"{{{self.prefix}gateway}}:{self.gateway_id or id(self)}"
@@ -366,6 +375,8 @@ class Fanout:
     async def join(self, v: Viewer, stream_id: int, since: int | None,
                    welcome: Callable[[int, bool | None], dict[str, Any]]) -> int:
         """Adds a viewer: writes ``welcome`` then the replay, then live gifts. Returns the welcome seq."""
+        if stream_id in self.ended:
+            raise StreamGone()
         room = self.rooms.get(stream_id)
         if room is None:
             room = self._open_room(stream_id)
@@ -504,7 +515,8 @@ class Fanout:
         while True:
             try:
                 if self.sharded:
-                    # One connection per node, read in turn: a short wait on each.
+                    # Polls each node's connection in turn: a short timeout keeps the
+                    # added latency to a few ms per node.
                     msg = await self.pubsub.get_sharded_message(timeout=0.005)
                 else:
                     msg = await self.pubsub.get_message(timeout=None)

@@ -20,6 +20,7 @@ import os
 import secrets
 import socket
 import time
+from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
 from http import HTTPStatus
 from typing import Any
@@ -55,6 +56,7 @@ class GatewayConfig:
     # a stalled viewer show up in our own bounded buffer sooner, and bounds kernel memory.
     socket_send_buffer: int = 0
     drain_timeout: float = 10.0
+    backlog: int = 4096  # listen backlog (the kernel caps it at net.core.somaxconn)
     fanout: FanoutConfig = field(default_factory=FanoutConfig)
     presence: PresenceConfig = field(default_factory=PresenceConfig)
 
@@ -77,18 +79,20 @@ class Conn:
 
 class Gateway:
     def __init__(self, *, redis: Any, prefix: str, authenticate: Authenticator, wallet: WalletPort,
-                 config: GatewayConfig | None = None, gateway_id: str | None = None) -> None:
+                 config: GatewayConfig | None = None, gateway_id: str | None = None, sharded: bool = False) -> None:
         self.config = config or GatewayConfig()
         self.authenticate = authenticate
         self.wallet = wallet
         self.gateway_id = gateway_id or f"{socket.gethostname()}:{os.getpid()}:{secrets.token_hex(3)}"
-        self.fanout = Fanout(redis, prefix, wallet, self.config.fanout, gateway_id=self.gateway_id)
+        self.fanout = Fanout(redis, prefix, wallet, self.config.fanout, gateway_id=self.gateway_id, sharded=sharded)
         self.presence = Presence(redis, self.fanout, self.gateway_id, self.config.presence)
         self.server: Server | None = None
         self.per_user: dict[str, int] = {}
         self.gift_tasks: set[asyncio.Task[None]] = set()
         self.draining = False
         self.gifts_acked = 0
+        # Called (and awaited) at the end of ``stop``: resources whose lifetime is the gateway's.
+        self.on_stopped: list[Callable[[], Awaitable[Any]]] = []
 
     # ---- lifecycle --------------------------------------------------------------------
     async def start(self, host: str, port: int) -> None:
@@ -105,6 +109,9 @@ class Gateway:
             close_timeout=c.close_timeout,
             max_queue=8,
             server_header=None,
+            # A reconnect storm (a gateway went away) must queue, not drop SYNs into
+            # the client's exponential retry: asyncio's default backlog is 100.
+            backlog=c.backlog,
         )
 
     @property
@@ -128,6 +135,10 @@ class Gateway:
                     await self.server.wait_closed()
         await self.presence.close()
         await self.fanout.close()
+        for hook in self.on_stopped:
+            with contextlib.suppress(Exception):
+                await hook()
+        self.on_stopped.clear()
 
     async def __aenter__(self) -> Gateway:
         return self

@@ -21,7 +21,7 @@ from typing import Any
 
 from streams import protocol as p
 from streams.fanout import Fanout, Room
-from streams.hot import RoomKeys, is_cluster
+from streams.hot import RoomKeys
 
 log = logging.getLogger("streams.presence")
 
@@ -90,6 +90,9 @@ class Presence:
         self._top = redis.register_script(TOP_LUA)
         self._task: asyncio.Task[None] | None = None
         self._forget: set[int] = set()
+        # stream -> (total across gateways, our local count) as of the last Redis round trip
+        self.totals: dict[int, tuple[int, int]] = {}
+        self._gate = asyncio.Semaphore(16)
         fanout.on_room_dropped = self._room_dropped
 
     @property
@@ -113,12 +116,26 @@ class Presence:
         self.local.clear()
 
     async def joined(self, stream_id: int) -> int:
-        """Counts one more local viewer and returns the room's total across gateways."""
+        """Counts one more local viewer and returns the room's total across gateways.
+
+        Only a room's first viewer here asks Redis; later ones are counted from the
+        last tick's total plus what changed locally since, so a reconnect storm of
+        thousands of viewers costs no Redis round trip each.
+        """
         n = self.local.get(stream_id, 0) + 1
         self.local[stream_id] = n
         self._forget.discard(stream_id)
-        total = int(await self._presence(keys=[presence_key(self.fanout.prefix, stream_id)],
-                                         args=[self.gateway_id, n, self.ttl_ms]))
+        known = self.totals.get(stream_id)
+        if known is not None:
+            return max(n, known[0] + n - known[1])
+        try:
+            async with self._gate:
+                total = int(await self._presence(keys=[presence_key(self.fanout.prefix, stream_id)],
+                                                 args=[self.gateway_id, self.local.get(stream_id, n), self.ttl_ms]))
+        except Exception as e:  # presence is derived state: never refuse a viewer over it
+            log.warning("presence update failed: %s", e)
+            total = n
+        self.totals.setdefault(stream_id, (total, self.local.get(stream_id, n)))
         # The room's first viewer learns the count in welcome; later changes are announced.
         self.sent_viewers.setdefault(stream_id, (total, float("-inf")))
         return total
@@ -132,6 +149,7 @@ class Presence:
             self._forget.add(stream_id)
 
     def _room_dropped(self, stream_id: int) -> None:
+        self.totals.pop(stream_id, None)
         self.sent_viewers.pop(stream_id, None)
         self.sent_top.pop(stream_id, None)
 
@@ -152,37 +170,21 @@ class Presence:
         if not streams:
             return
         order = sorted(streams)
-        forget = set(self._forget)
         self._forget.clear()
         by_id = {r.stream_id: r for r in rooms}
         want_top = [s for s in order if s in by_id and by_id[s].top_dirty]
-        if is_cluster(self.redis):
-            # Cluster pipelines refuse scripts: the same calls, concurrently, each to its node.
-            calls: list[Any] = []
-            for s in order:
-                keys = RoomKeys(self.fanout.prefix, s)
-                calls.append(self._presence(keys=[presence_key(self.fanout.prefix, s)],
-                                            args=[self.gateway_id, self.local.get(s, 0), self.ttl_ms]))
-                calls.append(self.redis.hmget(keys.state, "seq", "coins", "unsettled"))
-            for s in want_top:
-                keys = RoomKeys(self.fanout.prefix, s)
-                calls.append(self._top(keys=[keys.top, keys.names], args=[self.config.top]))
-            results = await asyncio.gather(*calls)
+        counts = {s: self.local.get(s, 0) for s in order}
+        if self.fanout.sharded:
+            results = await self._tick_calls(order, counts, want_top)
         else:
-            pipe = self.redis.pipeline(transaction=False)
-            for s in order:
-                keys = RoomKeys(self.fanout.prefix, s)
-                count = self.local.get(s, 0)
-                await self._presence(keys=[presence_key(self.fanout.prefix, s)],
-                                     args=[self.gateway_id, count, self.ttl_ms], client=pipe)
-                pipe.hmget(keys.state, "seq", "coins", "unsettled")
-            for s in want_top:
-                keys = RoomKeys(self.fanout.prefix, s)
-                await self._top(keys=[keys.top, keys.names], args=[self.config.top], client=pipe)
-            results = await pipe.execute()
+            results = await self._tick_pipeline(order, counts, want_top)
         now = time.monotonic()
         for i, s in enumerate(order):
             total, state = int(results[2 * i]), results[2 * i + 1]
+            if s in self.local:
+                self.totals[s] = (total, counts[s])
+            else:
+                self.totals.pop(s, None)
             room = by_id.get(s)
             if room is None or not room.ready.done() or room.closed:
                 continue
@@ -197,7 +199,32 @@ class Presence:
             top = [{"user_id": flat[k], "name": flat[k + 1] or flat[k], "coins": int(float(flat[k + 2]))}
                    for k in range(0, len(flat), 3)]
             self._maybe_top(room, top, now)
-        del forget
+
+    async def _tick_pipeline(self, order: list[int], counts: dict[int, int], want_top: list[int]) -> list[Any]:
+        async with self.redis.pipeline(transaction=False) as pipe:
+            for s in order:
+                keys = RoomKeys(self.fanout.prefix, s)
+                count = counts[s]
+                await self._presence(keys=[presence_key(self.fanout.prefix, s)],
+                                     args=[self.gateway_id, count, self.ttl_ms], client=pipe)
+                pipe.hmget(keys.state, "seq", "coins", "unsettled")
+            for s in want_top:
+                keys = RoomKeys(self.fanout.prefix, s)
+                await self._top(keys=[keys.top, keys.names], args=[self.config.top], client=pipe)
+            results = await pipe.execute()
+        return list(results)
+
+    async def _tick_calls(self, order: list[int], counts: dict[int, int], want_top: list[int]) -> list[Any]:
+        """Redis Cluster refuses scripts in pipelines: the same calls, concurrently (each to its slot)."""
+        calls: list[Any] = []
+        for s in order:
+            calls.append(self._presence(keys=[presence_key(self.fanout.prefix, s)],
+                                        args=[self.gateway_id, counts[s], self.ttl_ms]))
+            calls.append(self.redis.hmget(RoomKeys(self.fanout.prefix, s).state, "seq", "coins", "unsettled"))
+        for s in want_top:
+            keys = RoomKeys(self.fanout.prefix, s)
+            calls.append(self._top(keys=[keys.top, keys.names], args=[self.config.top]))
+        return list(await asyncio.gather(*calls))
 
     def _maybe_viewers(self, room: Room, total: int, now: float) -> None:
         last = self.sent_viewers.get(room.stream_id)

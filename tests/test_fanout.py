@@ -89,3 +89,38 @@ async def test_sigterm_drain_answers_every_gift_in_flight_then_closes_viewers_wi
     committed = await rt.pool.fetchval("SELECT count(*) FROM gifts WHERE stream_id = $1", s.id)
     assert len([m for m in answered if m["type"] == "ack"]) == committed
     assert all(m["type"] == "ack" or m["code"] == "unavailable" for m in answered)
+
+
+async def test_on_redis_cluster_viewers_get_every_gift_of_their_room_in_order_through_sharded_pubsub(
+        settings, redis_cluster_url):
+    from gifting.runtime import Runtime
+    from tests.conftest import delete_prefix
+
+    s = settings.replace(redis_url=redis_cluster_url, presence_interval=0.2)
+    try:
+        async with Runtime(s, apply_migrations=False) as rt:
+            gateway = build_gateway(rt)
+            await gateway.start("127.0.0.1", 0)
+            try:
+                sids = [(await rt.streams.create(f"c{i}", f"C{i}", "live")).id for i in range(3)]
+                await fund(rt.wallet, "a", 700)
+                viewers = {sid: [await Client.open(url(gateway, sid, f"v{sid}{j}")) for j in range(2)]
+                           for sid in sids}
+                for cs in viewers.values():
+                    for c in cs:
+                        await c.wait_type("welcome")
+                await asyncio.gather(*(rt.gifts.send(GiftRequest("a", "A", sid, "rose", 1, f"{sid}-{i}"))
+                                       for sid in sids for i in range(15)))
+                for cs in viewers.values():
+                    for c in cs:
+                        await c.wait(lambda c: len(c.gift_seqs) >= 15)
+                        assert c.gift_seqs == list(range(1, 16))
+                first = viewers[sids[0]][0]
+                await first.wait(lambda c: any(m["type"] == "leaderboard" and m["top"] for m in c.messages))
+                for cs in viewers.values():
+                    for c in cs:
+                        await c.close()
+            finally:
+                await gateway.stop()
+    finally:
+        await delete_prefix(redis_cluster_url, settings.redis_prefix)
