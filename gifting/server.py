@@ -9,6 +9,7 @@ from aiohttp import web
 
 from gifting.api import create_app
 from gifting.api import streams as streams_api
+from gifting.api.observe import METRICS
 from gifting.provider import ExternalProvider, PaymentProvider, SandboxProvider
 from gifting.runtime import Runtime
 from gifting.settings import Settings
@@ -18,7 +19,8 @@ log = logging.getLogger("gifting.server")
 
 
 def build_app(rt: Runtime, provider: PaymentProvider) -> web.Application:
-    extra: dict[object, object] = {streams_api.STREAMS: rt.streams, streams_api.GIFTS: rt.gifts}
+    extra: dict[object, object] = {streams_api.STREAMS: rt.streams, streams_api.GIFTS: rt.gifts,
+                                   METRICS: rt.metrics}
     if rt.hot is not None:
         hot = rt.hot
         extra[streams_api.HOT] = hot
