@@ -34,7 +34,14 @@ BOOL: Schema = {"type": "boolean"}
 TIME: Schema = {"type": "string", "format": "date-time"}
 NULLABLE_TIME: Schema = {"type": ["string", "null"], "format": "date-time"}
 ID: Schema = {"type": "string", "minLength": 1}
-IDEMPOTENCY_KEY: Schema = {"type": "string", "minLength": 1, "maxLength": 128}
+
+
+def text(max_len: int, min_len: int = 1) -> Schema:
+    """A request string: Postgres text holds no NUL character, so the API refuses it (422)."""
+    return {"type": "string", "minLength": min_len, "maxLength": max_len, "pattern": "^[^\\u0000]*$"}
+
+
+IDEMPOTENCY_KEY: Schema = text(128)
 USER_ID: Schema = {"type": "string", "pattern": "^[A-Za-z0-9_-]{1,64}$"}
 
 SCHEMAS: dict[str, Schema] = {
@@ -99,7 +106,9 @@ def ok(schema: Schema, description: str = "OK") -> dict[str, Any]:
 
 
 def body(schema: Schema) -> dict[str, Any]:
-    return {"required": True, "content": {JSON: {"schema": schema}}}
+    # Request bodies are closed: the API refuses unknown fields (400 unknown_field), so a
+    # misspelt field is an error, not silently ignored. Responses stay open.
+    return {"required": True, "content": {JSON: {"schema": {**schema, "additionalProperties": False}}}}
 
 
 def path_param(name: str, schema: Schema | None = None) -> dict[str, Any]:
@@ -116,14 +125,14 @@ PUBLIC: list[dict[str, list[str]]] = []
 
 def op(summary: str, responses: dict[int, Any], *, tags: list[str], security: list[Any] | None = None,
        errors: tuple[int, ...] = (), request: Schema | None = None, params: list[Any] | None = None,
-       description: str = "") -> dict[str, Any]:
+       description: str = "", open_body: bool = False) -> dict[str, Any]:
     out: dict[str, Any] = {"summary": summary, "tags": tags, "security": security if security is not None else AUTH}
     if description:
         out["description"] = description
     if params:
         out["parameters"] = params
     if request is not None:
-        out["requestBody"] = body(request)
+        out["requestBody"] = {"required": True, "content": {JSON: {"schema": request}}} if open_body else body(request)
     codes = set(errors) | {400, 503}
     if out["security"]:
         codes.add(401)
@@ -172,7 +181,7 @@ PATHS: dict[str, dict[str, Any]] = {
         tags=["development"], security=PUBLIC, errors=(404, 413, 422),
         request=obj({"user_id": USER_ID},
                     {"role": {"type": "string", "enum": ["viewer", "creator", "admin"]},
-                     "name": {"type": "string", "minLength": 1, "maxLength": 64}}),
+                     "name": {**text(64), "type": ["string", "null"]}}),
         description="Exists only when the service runs with development secrets (generated in the data "
                     "dir); otherwise 404.")},
     "/v1/gifts": {"get": op("The gift catalog", {200: ok(obj({"gifts": array(ref("Gift"))}))}, tags=["catalog"],
@@ -190,7 +199,7 @@ PATHS: dict[str, dict[str, Any]] = {
         "Start buying a coin pack (the provider's webhook completes it)",
         {201: ok(obj({"purchase": ref("Purchase")}, {"checkout": {"type": "object"}}), "Pending purchase")},
         tags=["wallet"], errors=(404, 409, 413, 422),
-        request=obj({"pack_id": {"type": "string", "minLength": 1, "maxLength": 64},
+        request=obj({"pack_id": text(64),
                      "idempotency_key": IDEMPOTENCY_KEY}))},
     "/v1/purchases/{purchase_id}": {"get": op(
         "One of the caller's purchases", {200: ok(obj({"purchase": ref("Purchase")}))}, tags=["wallet"],
@@ -207,7 +216,7 @@ PATHS: dict[str, dict[str, Any]] = {
     "/v1/streams": {
         "post": op("Go live", {201: ok(obj({"stream": ref("Stream")}), "Live")}, tags=["streams"],
                    errors=(403, 409, 413, 422),
-                   request=obj({"title": {"type": "string", "minLength": 1, "maxLength": 200}})),
+                   request=obj({"title": text(200)})),
         "get": op("Live streams", {200: ok(obj({"streams": array(ref("Stream"))}))}, tags=["streams"],
                   security=PUBLIC, errors=(422,),
                   params=[query_param("status", {"type": "string", "enum": ["live"]}),
@@ -222,7 +231,7 @@ PATHS: dict[str, dict[str, Any]] = {
         "Send a gift; answered after the durable commit", {201: ok(obj({"gift": ref("GiftEvent"), "balance": INT}),
                                                                     "Committed")},
         tags=["streams"], errors=(402, 403, 404, 409, 413, 422, 429), params=[STREAM_ID],
-        request=obj({"gift_id": {"type": "string", "minLength": 1, "maxLength": 64},
+        request=obj({"gift_id": text(64),
                      "count": {"type": "integer", "minimum": 1, "maximum": 999},
                      "idempotency_key": IDEMPOTENCY_KEY}))},
     "/v1/streams/{stream_id}/leaderboard": {"get": op(
