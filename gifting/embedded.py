@@ -349,6 +349,90 @@ class EmbeddedRedis:
         self.proc = None
 
 
+class EmbeddedRedisCluster:
+    """A local Redis Cluster of ``masters`` nodes, no replicas (tests, development).
+
+    Slots are assigned evenly with CLUSTER ADDSLOTSRANGE, nodes are joined with
+    CLUSTER MEET, and start() returns once every node reports ``cluster_state:ok``.
+    """
+
+    def __init__(self, root: Path, masters: int = 3) -> None:
+        self.root = root
+        # The cluster bus needs a port of its own; name it rather than let it be port + 10000.
+        self.bus_ports = [free_port() for _ in range(masters)]
+        self.nodes = [
+            EmbeddedRedis(root / f"node{i}", extra=[
+                "--cluster-enabled", "yes", "--cluster-config-file", "nodes.conf",
+                "--cluster-port", str(self.bus_ports[i]),
+                "--cluster-node-timeout", "2000", "--appendonly", "no"])
+            for i in range(masters)
+        ]
+
+    @property
+    def url(self) -> str:
+        return "redis+cluster://" + ",".join(f"127.0.0.1:{n.port}" for n in self.nodes)
+
+    def start(self, timeout: float = 30.0) -> str:
+        for node in self.nodes:
+            node.root.mkdir(parents=True, exist_ok=True)
+            node.start()
+        if not self._state_ok(self.nodes[0]):
+            per = 16384 // len(self.nodes)
+            for i, node in enumerate(self.nodes):
+                lo = i * per
+                hi = 16383 if i == len(self.nodes) - 1 else lo + per - 1
+                if self._slots_assigned(node) == 0:
+                    _redis_command(node, "CLUSTER", "ADDSLOTSRANGE", str(lo), str(hi))
+            for node, bus in zip(self.nodes[1:], self.bus_ports[1:], strict=True):
+                _redis_command(self.nodes[0], "CLUSTER", "MEET", "127.0.0.1", str(node.port), str(bus))
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            if all(self._state_ok(n) for n in self.nodes):
+                return self.url
+            time.sleep(0.05)
+        raise EmbeddedError("Redis Cluster did not reach cluster_state:ok")
+
+    def _info(self, node: EmbeddedRedis) -> dict[str, str]:
+        text = _redis_command(node, "CLUSTER", "INFO")
+        return dict(line.split(":", 1) for line in text.splitlines() if ":" in line)
+
+    def _state_ok(self, node: EmbeddedRedis) -> bool:
+        info = self._info(node)
+        return info.get("cluster_state") == "ok" and info.get("cluster_known_nodes") == str(len(self.nodes))
+
+    def _slots_assigned(self, node: EmbeddedRedis) -> int:
+        return int(self._info(node).get("cluster_slots_assigned", "0"))
+
+    def stop(self) -> None:
+        for node in self.nodes:
+            node.stop()
+
+
+def _redis_command(node: EmbeddedRedis, *args: str) -> str:
+    """One command over a raw socket (no client library needed during bootstrap)."""
+    payload = f"*{len(args)}\r\n" + "".join(f"${len(a.encode())}\r\n{a}\r\n" for a in args)
+    with socket.create_connection(("127.0.0.1", int(node.port or 0)), timeout=5) as s:
+        s.sendall(payload.encode())
+        data = b""
+        while True:
+            chunk = s.recv(65536)
+            if not chunk:
+                break
+            data += chunk
+            if data.startswith((b"+", b"-", b":")) and data.endswith(b"\r\n"):
+                break
+            if data.startswith(b"$"):
+                header, _, rest = data.partition(b"\r\n")
+                if len(rest) >= int(header[1:]) + 2:
+                    break
+    text = data.decode(errors="replace")
+    if text.startswith("-"):
+        raise EmbeddedError(f"redis {' '.join(args)}: {text.strip()}")
+    if text.startswith("$"):
+        return text.partition("\r\n")[2][:-2]
+    return text[1:].strip()
+
+
 class EmbeddedServices:
     """Starts (or attaches to) what the settings leave to us; stops only what it started."""
 

@@ -31,6 +31,10 @@ def build_app(rt: Runtime, provider: PaymentProvider) -> web.Application:
         extra[streams_api.ON_STREAM_ENDED] = on_stream_ended
     if rt.limiter is not None:
         extra[streams_api.LIMITER] = rt.limiter
+    if rt.redis is not None:
+        from gifting.live import viewer_counter
+
+        extra[streams_api.VIEWERS] = viewer_counter(rt)
     return create_app(rt.settings, pool=rt.pool, redis=rt.redis, wallet_service=rt.wallet, provider=provider,
                       extra=extra)
 
@@ -53,6 +57,7 @@ async def serve(settings: Settings, *, role: str, stop: asyncio.Event, demo: boo
         settings = rt.settings
         runners: list[web.AppRunner] = []
         provider = make_provider(settings)
+        gateway = None
         try:
             if role in ("all", "api"):
                 app = build_app(rt, provider)
@@ -61,15 +66,26 @@ async def serve(settings: Settings, *, role: str, stop: asyncio.Event, demo: boo
                 await web.TCPSite(runner, settings.http_host, settings.http_port).start()
                 runners.append(runner)
                 log.info("HTTP API on http://%s:%d", settings.http_host, settings.http_port)
+            if role in ("all", "gateway"):
+                from gifting.live import build_gateway
+
+                gateway = build_gateway(rt)
+                await gateway.start(settings.ws_host, settings.ws_port)
+                log.info("WebSocket gateway on ws://%s:%d", settings.ws_host, settings.ws_port)
             if settings.dev_mode:
                 log.warning("development secrets from %s/secrets (never use in production)",
                             settings.data_dir)
             print(f"gifting: serving role={role} http://{settings.http_host}:{settings.http_port} "
+                  f"ws://{settings.ws_host}:{settings.ws_port} "
                   f"database={'embedded' if rt.embedded and rt.embedded.pg else 'external'}",
                   flush=True)
             await stop.wait()
             log.info("shutting down")
         finally:
+            # SIGTERM: the gateway stops accepting, finishes gifts in flight and sends
+            # viewers away with 1001 while the gift service and Redis are still open.
+            if gateway is not None:
+                await gateway.stop()
             for runner in reversed(runners):
                 await runner.cleanup()
             await provider.close()

@@ -28,6 +28,16 @@ def _int(env: Mapping[str, str], name: str, default: int) -> int:
         raise SettingsError(f"{name} must be an integer, got {raw!r}") from None
 
 
+def _float(env: Mapping[str, str], name: str, default: float) -> float:
+    raw = env.get(name)
+    if raw is None or raw == "":
+        return default
+    try:
+        return float(raw)
+    except ValueError:
+        raise SettingsError(f"{name} must be a number, got {raw!r}") from None
+
+
 @dataclass(frozen=True)
 class Settings:
     database_url: str | None = None
@@ -57,6 +67,15 @@ class Settings:
     # Unset: sandbox when running with development secrets, else external.
     payment_provider: str = ""
     dev_mode: bool = False
+    # Live rooms (WebSocket gateway).
+    ws_send_buffer_limit: int = 1 << 20  # unsent bytes per viewer before 4408
+    ws_gift_rate: float = 10.0  # send_gift per second per connection (token bucket)
+    ws_gift_burst: float = 20.0
+    ws_max_connections_per_user: int = 20
+    ws_ping_interval: float = 20.0  # protocol pings; 0 turns them off
+    ws_socket_send_buffer: int = 0  # SO_SNDBUF per viewer socket; 0: kernel autotuning
+    presence_interval: float = 1.0  # presence/leaderboard tick
+    presence_ttl: float = 5.0  # a gateway silent this long drops out of viewer counts
 
     @classmethod
     def from_env(cls, env: Mapping[str, str] | None = None) -> Settings:
@@ -72,13 +91,21 @@ class Settings:
             jwt_secret=env.get("GIFTING_JWT_SECRET") or None,
             webhook_secret=env.get("GIFTING_WEBHOOK_SECRET") or None,
             redis_prefix=env.get("GIFTING_REDIS_PREFIX") or "",
-            batch_window_ms=float(env.get("GIFTING_BATCH_WINDOW_MS") or 2.0),
+            batch_window_ms=_float(env, "GIFTING_BATCH_WINDOW_MS", 2.0),
             batch_max=_int(env, "GIFTING_BATCH_MAX", 1000),
             batch_lanes=_int(env, "GIFTING_BATCH_LANES", 4),
             db_pool_size=_int(env, "GIFTING_DB_POOL_SIZE", 16),
             coin_value_micros=_int(env, "GIFTING_COIN_VALUE_MICROS", 10_600),
             payout_threshold_minor=_int(env, "GIFTING_PAYOUT_THRESHOLD", 1_000),
             payment_provider=env.get("GIFTING_PAYMENT_PROVIDER") or "",
+            ws_send_buffer_limit=_int(env, "GIFTING_WS_SEND_BUFFER_LIMIT", 1 << 20),
+            ws_gift_rate=float(env.get("GIFTING_WS_GIFT_RATE") or 10.0),
+            ws_gift_burst=float(env.get("GIFTING_WS_GIFT_BURST") or 20.0),
+            ws_max_connections_per_user=_int(env, "GIFTING_WS_MAX_CONNECTIONS_PER_USER", 20),
+            ws_ping_interval=float(env.get("GIFTING_WS_PING_INTERVAL") or 20.0),
+            ws_socket_send_buffer=_int(env, "GIFTING_WS_SOCKET_SEND_BUFFER", 0),
+            presence_interval=float(env.get("GIFTING_PRESENCE_INTERVAL") or 1.0),
+            presence_ttl=float(env.get("GIFTING_PRESENCE_TTL") or 5.0),
         )
 
     def replace(self, **changes: object) -> Settings:

@@ -171,6 +171,7 @@ class HotState:
         self.pool = pool
         self.events_since = events_since
         self.prefix = prefix
+        self.cluster = cluster
         self.publish_cmd = "SPUBLISH" if cluster else "PUBLISH"
         self.sweep_interval = sweep_interval
         self._apply = redis.register_script(APPLY_LUA)
@@ -254,6 +255,13 @@ class HotState:
     async def cache_balances(self, changes: Sequence[BalanceChange]) -> None:
         if not changes:
             return
+        if self.cluster:
+            # Cluster pipelines refuse scripts; concurrent calls fan out to the owning nodes.
+            for i in range(0, len(changes), 200):
+                await asyncio.gather(*(
+                    self._wallet(keys=[wallet_key(self.prefix, c.user_id)], args=[c.balance, c.version])
+                    for c in changes[i:i + 200]))
+            return
         async with self.redis.pipeline(transaction=False) as pipe:
             for c in changes:
                 await self._wallet(keys=[wallet_key(self.prefix, c.user_id)], args=[c.balance, c.version],
@@ -264,7 +272,11 @@ class HotState:
         """Tells every gateway the room is over; ``last_seq`` lets them deliver every gift first."""
         msg = json.dumps({"type": "stream_ended", "stream": stream, "last_seq": last_seq},
                          separators=(",", ":"))
-        await self.redis.execute_command(self.publish_cmd, self.keys(stream_id).channel, msg)
+        channel = self.keys(stream_id).channel
+        if self.cluster:
+            await self.redis.spublish(channel, msg)
+        else:
+            await self.redis.publish(channel, msg)
 
     async def cached_balance(self, user_id: str) -> int | None:
         raw = await self.redis.hget(wallet_key(self.prefix, user_id), "b")

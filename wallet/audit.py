@@ -121,8 +121,16 @@ SQL_CHECKS: dict[str, str] = {
             OR count(*) FILTER (WHERE e.outcome = 'taken_back') > 1
             OR count(*) FILTER (WHERE e.outcome = 'taken_back')
                > count(*) FILTER (WHERE e.outcome = 'credited')
-            OR (p.status IN ('succeeded', 'refunded', 'disputed'))
-               <> (count(*) FILTER (WHERE e.outcome = 'credited') = 1)
+            OR CASE p.status
+                 WHEN 'succeeded' THEN count(*) FILTER (WHERE e.outcome = 'credited') <> 1
+                                    OR count(*) FILTER (WHERE e.outcome = 'taken_back') <> 0
+                 -- taken back after a credit, or voided before one: never credited and kept
+                 WHEN 'refunded' THEN count(*) FILTER (WHERE e.outcome = 'credited')
+                                      <> count(*) FILTER (WHERE e.outcome = 'taken_back')
+                 WHEN 'disputed' THEN count(*) FILTER (WHERE e.outcome = 'credited')
+                                      <> count(*) FILTER (WHERE e.outcome = 'taken_back')
+                 ELSE count(*) FILTER (WHERE e.outcome = 'credited') <> 0
+               END
     """,
     "no_negative_wallet_without_chargeback": """
         SELECT a.owner, a.balance FROM accounts a

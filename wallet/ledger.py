@@ -71,7 +71,13 @@ RETURNING txn_id, account_id, balance_after
 
 
 class Ledger:
-    """Account ids are cached: accounts are never deleted or renumbered."""
+    """Account ids are cached: accounts are never deleted or renumbered.
+
+    Only ids known to be committed are cached: platform accounts (made by the
+    migrations) and accounts looked up outside a transaction. An account opened
+    inside the caller's transaction disappears if that transaction rolls back,
+    and a cached id for it would then point at nothing.
+    """
 
     def __init__(self) -> None:
         self._ids: dict[tuple[str, str, str], int] = {}
@@ -86,7 +92,8 @@ class Ledger:
         if row is None:
             await conn.execute(SQL_ENSURE_ACCOUNT, kind, owner, asset)
             row = await conn.fetchval(SQL_ACCOUNT_ID, kind, owner, asset)
-        self._ids[key] = int(row)
+        if owner == "" or not conn.is_in_transaction():
+            self._ids[key] = int(row)
         return int(row)
 
     async def lock(self, conn: asyncpg.Connection, account_ids: Iterable[int]) -> dict[int, int]:
@@ -151,9 +158,11 @@ def decode_cursor(cursor: str) -> tuple[datetime, int, int, int]:
         raw = base64.urlsafe_b64decode(cursor + "=" * (-len(cursor) % 4)).decode()
         ts, src, id1, id2 = raw.split("|")
         parsed = datetime.fromisoformat(ts)
-        if parsed.tzinfo is None:
+        values = int(src), int(id1), int(id2)
+        # Postgres would refuse out-of-range numbers with a driver error (a 500).
+        if parsed.tzinfo is None or values[0] not in (0, 1) or not all(0 <= v < 2**63 for v in values[1:]):
             raise ValueError
-        return parsed, int(src), int(id1), int(id2)
+        return parsed, *values
     except (ValueError, UnicodeDecodeError):
         raise ValueError("invalid cursor") from None
 

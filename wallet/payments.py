@@ -15,6 +15,8 @@ class Action(Enum):
     CREDIT = "credited"
     TAKE_BACK = "taken_back"
     MARK_FAILED = "failed"
+    # The money went back before the success arrived: no coins, and none later.
+    VOID = "voided"
     NONE = "ignored"
 
 
@@ -28,7 +30,9 @@ def transition(status: str, event_type: str) -> Transition:
     """What ``event_type`` does to a purchase in ``status``.
 
     A provider may retry, reorder or repeat events; anything that would apply a
-    second credit or a second take-back is ignored (and recorded as such).
+    second credit or a second take-back is ignored (and recorded as such). A
+    refund or dispute that overtakes its success voids the purchase, so the late
+    success is ignored too: coins are never credited for money that went back.
     """
     if event_type == "payment.succeeded":
         if status in ("pending", "failed"):
@@ -39,6 +43,8 @@ def transition(status: str, event_type: str) -> Transition:
     elif event_type in ("payment.refunded", "payment.disputed"):
         if status == "succeeded":
             return Transition(event_type.removeprefix("payment."), Action.TAKE_BACK)
+        if status in ("pending", "failed"):
+            return Transition(event_type.removeprefix("payment."), Action.VOID)
     else:
         raise ValueError(f"unknown event type {event_type!r}")
     return Transition(status, Action.NONE)

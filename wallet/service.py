@@ -197,7 +197,10 @@ class Wallet:
         sales = await self.ledger.account(conn, "coin_sales", asset="USD")
         receivable = await self.ledger.account(conn, "provider_receivable", asset="USD")
         losses = await self.ledger.account(conn, "chargeback_losses", asset="USD")
-        balances = await self.ledger.lock(conn, [wallet])
+        # Lock every account the post will touch, in id order like every other
+        # writer: locking the wallet first and the platform accounts later
+        # deadlocked against a concurrent credit (which locks in id order).
+        balances = await self.ledger.lock(conn, [wallet, issued, sales, receivable, losses])
         plan = take_back(purchase["coins"], purchase["price_amount"], balances[wallet])
         kind = "refund" if event.type == "payment.refunded" else "dispute"
         after = await self.ledger.post(conn, kind, f"evt:{event.id}", purchase["id"], [

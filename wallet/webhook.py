@@ -9,6 +9,7 @@ from __future__ import annotations
 import hashlib
 import hmac
 import json
+import re
 from dataclasses import dataclass
 from typing import Any
 
@@ -16,6 +17,7 @@ from wallet.payments import EVENT_TYPES
 
 TOLERANCE_SECONDS = 300
 MAX_HEADER = 1024
+CURRENCY = re.compile(r"[A-Z]{3}")
 
 
 class InvalidSignature(ValueError):
@@ -75,7 +77,7 @@ class PaymentEvent:
 def parse_event(body: bytes) -> PaymentEvent:
     try:
         doc: Any = json.loads(body)
-    except (ValueError, UnicodeDecodeError):
+    except (ValueError, RecursionError):  # RecursionError: absurdly nested JSON
         raise InvalidEvent("body is not JSON") from None
     if not isinstance(doc, dict):
         raise InvalidEvent("body must be an object")
@@ -91,6 +93,6 @@ def parse_event(body: bytes) -> PaymentEvent:
         raise InvalidEvent("data.purchase_id must be a string")
     if not isinstance(amount, int) or isinstance(amount, bool) or not 0 <= amount < 2**62:
         raise InvalidEvent("data.amount must be a non-negative integer (minor units)")
-    if not isinstance(currency, str) or len(currency) != 3 or not currency.isupper():
+    if not isinstance(currency, str) or not CURRENCY.fullmatch(currency):
         raise InvalidEvent("data.currency must be a 3-letter code")
     return PaymentEvent(event_id, event_type, purchase_id, amount, currency)

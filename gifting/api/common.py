@@ -81,7 +81,7 @@ async def read_json(request: web.Request, allowed: set[str] | None = None) -> di
         raise bad_request("request body must be a JSON object")
     try:
         doc = json.loads(body)
-    except (ValueError, UnicodeDecodeError):
+    except (ValueError, RecursionError):  # RecursionError: absurdly nested JSON
         raise bad_request("request body is not valid JSON", "invalid_json") from None
     if not isinstance(doc, dict):
         raise bad_request("request body must be a JSON object")

@@ -1,0 +1,81 @@
+"""Wiring for live rooms: the wallet port the gateway uses, its settings, and its lifetime.
+
+``streams`` never imports ``gifting`` or calls wallet internals; this module
+adapts the wallet's typed services (``GiftService``, ``Streams``) and the
+token check in ``gifting.auth`` to the narrow interface in ``streams.ports``.
+"""
+
+from __future__ import annotations
+
+import time
+from typing import Any
+
+from gifting import auth
+from gifting.runtime import Runtime
+from gifting.settings import Settings
+from streams.fanout import FanoutConfig
+from streams.gateway import Gateway, GatewayConfig
+from streams.ports import Committed, Identity, Sender, StreamInfo, TokenRejected
+from streams.presence import PresenceConfig, viewer_count
+from wallet.gift_decide import GiftRequest
+from wallet.gifts import GiftService
+from wallet.streams import Streams
+
+
+class WalletAdapter:
+    """``streams.ports.WalletPort`` over the wallet's services."""
+
+    def __init__(self, streams: Streams, gifts: GiftService) -> None:
+        self.streams = streams
+        self.gifts = gifts
+
+    async def stream(self, stream_id: int) -> StreamInfo:
+        s = await self.streams.get(stream_id)
+        return StreamInfo(s.id, s.creator_id, s.status == "live", s.to_json())
+
+    async def send_gift(self, sender: Sender, stream_id: int, gift_id: str, count: int,
+                        idempotency_key: str) -> Committed:
+        result = await self.gifts.send(GiftRequest(
+            sender_id=sender.id, sender_name=sender.name, stream_id=stream_id, gift_id=gift_id,
+            count=count, idempotency_key=idempotency_key, sender_role=sender.role))
+        return Committed(result.event.seq, result.event.to_json(), result.balance)
+
+    async def gifts_after(self, stream_id: int, after_seq: int, limit: int) -> list[tuple[int, dict[str, Any]]]:
+        events = await self.gifts.events_since(stream_id, after_seq, limit)
+        return [(e.seq, e.to_json()) for e in events]
+
+
+def authenticator(secret: str) -> Any:
+    def check(token: str | None) -> Identity:
+        try:
+            who = auth.verify(secret, token, now=time.time())
+        except auth.AuthError as e:
+            raise TokenRejected(str(e)) from None
+        return Identity(who.id, who.role, who.display_name, who.expires_at)
+
+    return check
+
+
+def gateway_config(s: Settings) -> GatewayConfig:
+    return GatewayConfig(
+        gift_rate=s.ws_gift_rate, gift_burst=s.ws_gift_burst,
+        max_connections_per_user=s.ws_max_connections_per_user, socket_send_buffer=s.ws_socket_send_buffer,
+        ping_interval=s.ws_ping_interval or None, ping_timeout=s.ws_ping_interval or None,
+        fanout=FanoutConfig(send_buffer_limit=s.ws_send_buffer_limit),
+        presence=PresenceConfig(interval=s.presence_interval, ttl=s.presence_ttl),
+    )
+
+
+def build_gateway(rt: Runtime) -> Gateway:
+    s = rt.settings
+    assert s.jwt_secret and rt.redis is not None
+    return Gateway(redis=rt.redis, prefix=s.redis_prefix, authenticate=authenticator(s.jwt_secret),
+                   wallet=WalletAdapter(rt.streams, rt.gifts), config=gateway_config(s))
+
+
+def viewer_counter(rt: Runtime) -> Any:
+    """``Stream.viewers`` for the HTTP API, from the gateways' presence in Redis."""
+    async def count(stream_id: int) -> int:
+        return await viewer_count(rt.redis, rt.settings.redis_prefix, stream_id, rt.settings.presence_ttl)
+
+    return count

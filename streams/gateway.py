@@ -1,0 +1,316 @@
+"""The WebSocket gateway: one ``websockets`` server for every live room of this process.
+
+Owns: the handshake (path, token, stream, per-user connection cap), each
+connection's receive loop (``send_gift`` through the wallet port, ``ping``,
+``auth`` refresh), its protections (4 KiB frames, malformed-message strikes,
+the ``send_gift`` token bucket, token expiry), and the graceful drain on stop.
+
+Must never: write to a socket except through ``Fanout.push`` (so every write
+honours the outbound bound and ordering with room deliveries), leave a gift
+half-applied when a viewer goes away (gift calls run in their own tasks, which
+the drain waits for), or hold a Redis connection per viewer.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import os
+import secrets
+import socket
+import time
+from dataclasses import dataclass, field
+from http import HTTPStatus
+from typing import Any
+from urllib.parse import parse_qs, urlsplit
+
+from websockets.asyncio.server import Server, ServerConnection, serve
+from websockets.datastructures import Headers
+from websockets.exceptions import ConnectionClosed
+from websockets.http11 import Request, Response
+
+from streams import protocol as p
+from streams.fanout import Fanout, FanoutConfig, StreamGone, Viewer
+from streams.ports import Authenticator, Identity, Sender, TokenRejected, WalletPort
+from streams.presence import Presence, PresenceConfig
+
+log = logging.getLogger("streams.gateway")
+
+
+@dataclass(frozen=True)
+class GatewayConfig:
+    max_frame: int = p.MAX_CLIENT_FRAME
+    open_timeout: float = 10.0  # handshake timeout
+    ping_interval: float | None = 20.0  # protocol-level pings
+    ping_timeout: float | None = 20.0
+    close_timeout: float = 5.0
+    gift_rate: float = 10.0  # send_gift tokens per second per connection
+    gift_burst: float = 20.0
+    rate_limit_close_after: int = 20  # consecutive refusals before 4429
+    malformed_close_after: int = 3  # malformed messages before 1008
+    max_inflight_gifts: int = 32  # per connection
+    max_connections_per_user: int = 20
+    # SO_SNDBUF of each viewer socket (0: the kernel's autotuning). A small one makes
+    # a stalled viewer show up in our own bounded buffer sooner, and bounds kernel memory.
+    socket_send_buffer: int = 0
+    drain_timeout: float = 10.0
+    fanout: FanoutConfig = field(default_factory=FanoutConfig)
+    presence: PresenceConfig = field(default_factory=PresenceConfig)
+
+
+class Conn:
+    """Per-connection state the receive loop needs (fan-out sees only ``viewer``)."""
+
+    __slots__ = ("bucket", "identity", "inflight", "malformed", "refused", "stream_id", "timer", "viewer")
+
+    def __init__(self, viewer: Viewer, identity: Identity, stream_id: int, bucket: p.TokenBucket) -> None:
+        self.viewer = viewer
+        self.identity = identity
+        self.stream_id = stream_id
+        self.bucket = bucket
+        self.malformed = 0
+        self.refused = 0
+        self.inflight = 0
+        self.timer: asyncio.TimerHandle | None = None
+
+
+class Gateway:
+    def __init__(self, *, redis: Any, prefix: str, authenticate: Authenticator, wallet: WalletPort,
+                 config: GatewayConfig | None = None, gateway_id: str | None = None) -> None:
+        self.config = config or GatewayConfig()
+        self.authenticate = authenticate
+        self.wallet = wallet
+        self.gateway_id = gateway_id or f"{socket.gethostname()}:{os.getpid()}:{secrets.token_hex(3)}"
+        self.fanout = Fanout(redis, prefix, wallet, self.config.fanout, gateway_id=self.gateway_id)
+        self.presence = Presence(redis, self.fanout, self.gateway_id, self.config.presence)
+        self.server: Server | None = None
+        self.per_user: dict[str, int] = {}
+        self.gift_tasks: set[asyncio.Task[None]] = set()
+        self.draining = False
+        self.gifts_acked = 0
+
+    # ---- lifecycle --------------------------------------------------------------------
+    async def start(self, host: str, port: int) -> None:
+        await self.fanout.start()
+        await self.presence.start()
+        c = self.config
+        self.server = await serve(
+            self.handler, host, port,
+            process_request=self._process_request,
+            compression=None,  # per-message deflate costs memory per socket and CPU per frame
+            max_size=c.max_frame,  # larger client frames: close 1009
+            open_timeout=c.open_timeout,
+            ping_interval=c.ping_interval, ping_timeout=c.ping_timeout,
+            close_timeout=c.close_timeout,
+            max_queue=8,
+            server_header=None,
+        )
+
+    @property
+    def port(self) -> int:
+        assert self.server is not None
+        return int(next(iter(self.server.sockets)).getsockname()[1])
+
+    async def stop(self) -> None:
+        """Graceful: stop accepting, finish gifts in flight, then close viewers with 1001."""
+        self.draining = True
+        if self.server is not None:
+            self.server.server.close()  # stop accepting; open sockets stay
+        if self.gift_tasks:
+            _, pending = await asyncio.wait(set(self.gift_tasks), timeout=self.config.drain_timeout)
+            if pending:
+                log.warning("%d gifts still in flight at shutdown", len(pending))
+        if self.server is not None:
+            self.server.close(close_connections=True)  # 1001 going away
+            with contextlib.suppress(Exception):
+                async with asyncio.timeout(self.config.close_timeout + 2):
+                    await self.server.wait_closed()
+        await self.presence.close()
+        await self.fanout.close()
+
+    async def __aenter__(self) -> Gateway:
+        return self
+
+    async def __aexit__(self, *exc: object) -> None:
+        await self.stop()
+
+    def stats(self) -> dict[str, Any]:
+        f = self.fanout
+        return {"gateway": self.gateway_id, "connections": sum(self.per_user.values()), "rooms": len(f.rooms),
+                "delivered": f.delivered, "cut_slow": f.cut_slow, "gifts_acked": self.gifts_acked,
+                "gifts_in_flight": len(self.gift_tasks)}
+
+    # ---- handshake --------------------------------------------------------------------
+    def _process_request(self, connection: ServerConnection, request: Request) -> Response | None:
+        if self.draining:
+            return connection.respond(HTTPStatus.SERVICE_UNAVAILABLE, "shutting down\n")
+        path = request.path.partition("?")[0]
+        if path == "/healthz":
+            return connection.respond(HTTPStatus.OK, "ok\n")
+        if path == "/stats":
+            return connection.respond(HTTPStatus.OK, p.encode(self.stats()) + "\n")
+        if p.parse_path(request.path) is None:
+            return connection.respond(HTTPStatus.NOT_FOUND, "not found\n")
+        return None
+
+    @staticmethod
+    def _token(request: Request) -> tuple[str | None, int | None]:
+        query = parse_qs(urlsplit(request.path).query)
+        token: str | None = (query.get("token") or [""])[0] or None
+        if not token:
+            header = Headers(request.headers).get("Authorization")
+            if header:
+                scheme, _, value = header.partition(" ")
+                if scheme.lower() == "bearer" and value.strip():
+                    token = value.strip()
+        since_raw = (query.get("since") or [""])[0]
+        since = int(since_raw) if since_raw.isdigit() and len(since_raw) < 19 else None
+        return token, since
+
+    async def handler(self, ws: ServerConnection) -> None:
+        request = ws.request
+        assert request is not None
+        stream_id = p.parse_path(request.path)
+        assert stream_id is not None
+        token, since = self._token(request)
+        try:
+            identity = self.authenticate(token)
+        except TokenRejected as e:
+            await ws.close(p.CLOSE_UNAUTHORIZED, str(e)[:100] or "unauthorized")
+            return
+        if self.per_user.get(identity.id, 0) >= self.config.max_connections_per_user:
+            await ws.close(p.CLOSE_RATE_LIMITED, "too many connections for this user")
+            return
+        try:
+            stream = await self.wallet.stream(stream_id)
+        except Exception as e:
+            if getattr(e, "code", None) == "unknown_stream":
+                await ws.close(p.CLOSE_UNKNOWN_STREAM, "unknown stream")
+                return
+            raise
+        if not stream.live:
+            await ws.close(p.CLOSE_UNKNOWN_STREAM, "stream ended")
+            return
+        if self.draining:
+            await ws.close(p.CLOSE_GOING_AWAY, "shutting down")
+            return
+
+        if self.config.socket_send_buffer:
+            sock = ws.transport.get_extra_info("socket")
+            if sock is not None:
+                sock.setsockopt(socket.SOL_SOCKET, socket.SO_SNDBUF, self.config.socket_send_buffer)
+        self.per_user[identity.id] = self.per_user.get(identity.id, 0) + 1
+        viewer = Viewer(ws, is_creator=identity.id == stream.creator_id)
+        conn = Conn(viewer, identity, stream_id,
+                    p.TokenBucket(self.config.gift_rate, self.config.gift_burst, time.monotonic()))
+        counted = False
+        try:
+            count = await self.presence.joined(stream_id)
+            counted = True
+
+            def welcome(seq: int, recovered: bool | None) -> dict[str, Any]:
+                return p.welcome(stream.json | {"viewers": count}, identity.id, identity.role, seq, count,
+                                 recovered)
+
+            try:
+                await self.fanout.join(viewer, stream_id, since, welcome)
+            except StreamGone:
+                await ws.close(p.CLOSE_UNKNOWN_STREAM, "stream ended")
+                return
+            self._arm_expiry(conn)
+            await self._receive(conn)
+        except ConnectionClosed:
+            pass
+        finally:
+            if conn.timer:
+                conn.timer.cancel()
+            self.fanout.leave(viewer)
+            if counted:
+                self.presence.left(stream_id)
+            left = self.per_user.get(identity.id, 1) - 1
+            if left:
+                self.per_user[identity.id] = left
+            else:
+                self.per_user.pop(identity.id, None)
+
+    def _arm_expiry(self, conn: Conn) -> None:
+        if conn.timer:
+            conn.timer.cancel()
+        loop = asyncio.get_running_loop()
+        delay = max(0.0, conn.identity.expires_at - time.time())
+        conn.timer = loop.call_later(delay, self.fanout.cut, conn.viewer, p.CLOSE_UNAUTHORIZED, "token expired")
+
+    # ---- receiving --------------------------------------------------------------------
+    async def _receive(self, conn: Conn) -> None:
+        ws = conn.viewer.ws
+        async for data in ws:
+            # Once closing (4429, 1008, 4408, 4401 …), read on until the close completes:
+            # returning would close with 1000 and hide the reason.
+            if conn.viewer.closing:
+                continue
+            for msg in p.parse_frame(data):
+                if conn.viewer.closing:
+                    break
+                self._handle(conn, msg)
+
+    def _handle(self, conn: Conn, msg: p.ClientMessage | p.ProtocolError) -> None:
+        fan = self.fanout
+        v = conn.viewer
+        if isinstance(msg, p.ProtocolError):
+            fan.send(v, p.error(msg.ref, msg.code, msg.message))
+            if msg.malformed:
+                conn.malformed += 1
+                if conn.malformed >= self.config.malformed_close_after:
+                    fan.cut(v, p.CLOSE_POLICY, "repeated malformed messages")
+            return
+        if isinstance(msg, p.Ping):
+            fan.send(v, p.pong(msg.ref))
+        elif isinstance(msg, p.Auth):
+            self._reauth(conn, msg)
+        elif isinstance(msg, p.SendGift):
+            if self.draining:
+                fan.send(v, p.error(msg.ref, "unavailable", "the server is shutting down; retry with the same key"))
+                return
+            if conn.inflight >= self.config.max_inflight_gifts or not conn.bucket.take(time.monotonic()):
+                conn.refused += 1
+                fan.send(v, p.error(msg.ref, "rate_limited", "too many gifts; slow down"))
+                if conn.refused >= self.config.rate_limit_close_after:
+                    fan.cut(v, p.CLOSE_RATE_LIMITED, "too many messages")
+                return
+            conn.refused = 0
+            conn.inflight += 1
+            task = asyncio.create_task(self._gift(conn, msg))
+            self.gift_tasks.add(task)
+            task.add_done_callback(self.gift_tasks.discard)
+
+    def _reauth(self, conn: Conn, msg: p.Auth) -> None:
+        try:
+            fresh = self.authenticate(msg.token)
+        except TokenRejected as e:
+            self.fanout.send(conn.viewer, p.error(msg.ref, "unauthorized", str(e)))
+            return
+        if fresh.id != conn.identity.id:
+            self.fanout.send(conn.viewer, p.error(msg.ref, "forbidden", "a fresh token must be for the same user"))
+            return
+        conn.identity = fresh
+        self._arm_expiry(conn)
+        self.fanout.send(conn.viewer, p.authed(msg.ref, fresh.expires_at))
+
+    async def _gift(self, conn: Conn, msg: p.SendGift) -> None:
+        ident = conn.identity
+        try:
+            done = await self.wallet.send_gift(Sender(ident.id, ident.name or ident.id, ident.role), conn.stream_id,
+                                               msg.gift_id, msg.count, msg.idempotency_key)
+        except Exception as e:
+            code = getattr(e, "code", None)
+            if isinstance(code, str) and hasattr(e, "status"):
+                self.fanout.send(conn.viewer, p.error(msg.ref, code, str(e)))
+            else:
+                log.exception("send_gift failed")
+                self.fanout.send(conn.viewer, p.error(msg.ref, "internal_error", "internal error"))
+            return
+        finally:
+            conn.inflight -= 1
+        self.gifts_acked += 1
+        self.fanout.send(conn.viewer, p.ack(msg.ref, done.event, done.balance))

@@ -1,0 +1,70 @@
+"""The narrow interface through which live rooms reach the wallet.
+
+``gifting`` builds an implementation over ``wallet`` and hands it to the
+gateway; tests may hand a different one. Errors are the wallet's own
+(``wallet.errors.WalletError`` subclasses carry the contract's code).
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Any, Protocol
+
+
+@dataclass(frozen=True, slots=True)
+class StreamInfo:
+    id: int
+    creator_id: str
+    live: bool
+    json: dict[str, Any]
+
+
+@dataclass(frozen=True, slots=True)
+class Sender:
+    id: str
+    name: str
+    role: str
+
+
+@dataclass(frozen=True, slots=True)
+class Committed:
+    """A gift durably committed: its event (contract GiftEvent JSON) and the sender's balance."""
+
+    seq: int
+    event: dict[str, Any]
+    balance: int
+
+
+class WalletPort(Protocol):
+    async def stream(self, stream_id: int) -> StreamInfo:
+        """The stream, or raises ``UnknownStream``."""
+        ...
+
+    async def send_gift(self, sender: Sender, stream_id: int, gift_id: str, count: int,
+                        idempotency_key: str) -> Committed:
+        """Commits one gift (idempotent on the key) or raises a ``WalletError``."""
+        ...
+
+    async def gifts_after(self, stream_id: int, after_seq: int, limit: int) -> list[tuple[int, dict[str, Any]]]:
+        """Committed gifts of a stream with seq > after_seq, in seq order: (seq, GiftEvent JSON)."""
+        ...
+
+
+@dataclass(frozen=True, slots=True)
+class Identity:
+    """Who holds a connection, from their access token."""
+
+    id: str
+    role: str
+    name: str
+    expires_at: float
+
+
+class TokenRejected(Exception):
+    """No, invalid or expired token (the gateway closes with 4401)."""
+
+
+class Authenticator(Protocol):
+    def __call__(self, token: str | None) -> Identity:
+        """The token's identity, or raises ``TokenRejected``."""
+        ...

@@ -1,0 +1,212 @@
+"""HTTP: the payment webhook credits once, takes back on refund/dispute, and refuses what it cannot trust."""
+
+from __future__ import annotations
+
+import time
+from typing import Any
+
+from aiohttp.test_utils import TestClient
+
+from gifting.runtime import Runtime
+from tests.conftest import signed
+from tests.test_api_wallet import assert_error
+from tests.wallet_helpers import (
+    assert_books_balance,
+    balance,
+    buy,
+    buy_paid,
+    deliver,
+    event_body,
+    platform,
+    snapshot,
+    spend,
+)
+
+Client = TestClient[Any, Any]
+
+
+async def purchase_status(rt: Runtime, purchase_id: str) -> str:
+    return str(await rt.pool.fetchval("SELECT status FROM purchases WHERE id = $1", purchase_id))
+
+
+async def test_payment_succeeded_credits_the_packs_coins(client: Client, rt: Runtime) -> None:
+    """payment.succeeded: 200 {received: true}, the pack's coins in the wallet, the cash receivable."""
+    purchase = await buy(client, "alice", "coins_350")
+    status, body = await deliver(client, purchase["id"], "payment.succeeded", 370)
+    assert (status, body) == (200, {"received": True})
+    assert await balance(client, "alice") == 350
+    assert await purchase_status(rt, purchase["id"]) == "succeeded"
+    assert await platform(rt.pool, "provider_receivable") == 370
+    assert await platform(rt.pool, "coin_sales") == -370
+    assert await platform(rt.pool, "coins_issued") == -350
+    await assert_books_balance(rt.pool)
+
+
+async def test_a_repeated_event_id_answers_200_and_changes_nothing(client: Client, rt: Runtime) -> None:
+    """The same event delivered again: 200, no second credit, no new rows."""
+    purchase = await buy(client, "alice")
+    assert (await deliver(client, purchase["id"], "payment.succeeded", 74, event_id="evt_once"))[0] == 200
+    before = await snapshot(rt.pool)
+    for _ in range(3):
+        assert await deliver(client, purchase["id"], "payment.succeeded", 74, event_id="evt_once") == (
+            200, {"received": True})
+    assert await snapshot(rt.pool) == before
+    assert await balance(client, "alice") == 70
+
+
+async def test_a_second_success_with_another_event_id_credits_nothing(client: Client, rt: Runtime) -> None:
+    """A provider sending two different success events for one purchase still credits once."""
+    purchase = await buy(client, "alice")
+    for _ in range(2):
+        assert (await deliver(client, purchase["id"], "payment.succeeded", 74))[0] == 200
+    assert await balance(client, "alice") == 70
+    await assert_books_balance(rt.pool)
+
+
+async def test_amount_or_currency_mismatch_is_422_and_changes_nothing(client: Client, rt: Runtime) -> None:
+    """A success for the wrong amount or currency: 422 amount_mismatch, nothing credited or recorded."""
+    purchase = await buy(client, "alice")
+    before = await snapshot(rt.pool)
+    for amount, currency in ((73, "USD"), (75, "USD"), (0, "USD"), (74, "EUR")):
+        status, body = await deliver(client, purchase["id"], "payment.succeeded", amount, currency)
+        assert_error(status, body, 422, "amount_mismatch")
+    assert await snapshot(rt.pool) == before
+    # the right amount still works afterwards
+    assert (await deliver(client, purchase["id"], "payment.succeeded", 74))[0] == 200
+    assert await balance(client, "alice") == 70
+
+
+async def test_a_forged_signature_is_400_and_changes_nothing(client: Client, rt: Runtime) -> None:
+    """Signed with another secret: 400 invalid_signature, no credit, no event recorded."""
+    purchase = await buy(client, "alice")
+    before = await snapshot(rt.pool)
+    status, body = await deliver(client, purchase["id"], "payment.succeeded", 74,
+                                 secret="forged-secret-0123456789abcdef")
+    assert_error(status, body, 400, "invalid_signature")
+    assert await snapshot(rt.pool) == before
+
+
+async def test_stale_and_future_timestamps_are_400_and_change_nothing(client: Client, rt: Runtime) -> None:
+    """Correctly signed but older or newer than 300 s: 400 invalid_signature, nothing changes."""
+    purchase = await buy(client, "alice")
+    before = await snapshot(rt.pool)
+    now = int(time.time())
+    for at in (now - 301 - 5, now + 301 + 5, now - 86_400):
+        status, body = await deliver(client, purchase["id"], "payment.succeeded", 74, at=at)
+        assert_error(status, body, 400, "invalid_signature")
+    assert await snapshot(rt.pool) == before
+
+
+async def test_missing_or_malformed_signature_headers_are_400(client: Client, rt: Runtime) -> None:
+    """No header, a garbage header, or a body changed after signing: 400 invalid_signature."""
+    purchase = await buy(client, "alice")
+    body = event_body(purchase["id"], "payment.succeeded", 74)
+    before = await snapshot(rt.pool)
+    for headers in ({}, {"Gifting-Signature": "nonsense"}, {"Gifting-Signature": "t=1,v1=00"},
+                    signed(body.replace(b"74", b"75"))):
+        resp = await client.post("/v1/payments/webhook", data=body, headers=headers)
+        assert_error(resp.status, await resp.json(), 400, "invalid_signature")
+    assert await snapshot(rt.pool) == before
+
+
+async def test_a_signed_but_malformed_event_is_400_invalid_event(client: Client, rt: Runtime) -> None:
+    """A correctly signed body that is not a payment event: 400 invalid_event, nothing written."""
+    before = await snapshot(rt.pool)
+    for body in (b"{}", b"[1]", b'{"id": "evt_1", "type": "payment.captured", "data": {}}', b"[" * 50_000):
+        resp = await client.post("/v1/payments/webhook", data=body, headers=signed(body))
+        assert_error(resp.status, await resp.json(), 400, "invalid_event")
+    assert await snapshot(rt.pool) == before
+
+
+async def test_an_event_for_an_unknown_purchase_is_404(client: Client, rt: Runtime) -> None:
+    """A signed event naming no purchase we know: 404 unknown_purchase, nothing written."""
+    before = await snapshot(rt.pool)
+    status, body = await deliver(client, "pur_unknown", "payment.succeeded", 74)
+    assert_error(status, body, 404, "unknown_purchase")
+    assert await snapshot(rt.pool) == before
+
+
+async def test_payment_failed_marks_the_purchase_and_credits_nothing(client: Client, rt: Runtime) -> None:
+    """payment.failed: status failed, no coins; a late success then still credits once."""
+    purchase = await buy(client, "alice")
+    assert (await deliver(client, purchase["id"], "payment.failed", 74))[0] == 200
+    assert await purchase_status(rt, purchase["id"]) == "failed" and await balance(client, "alice") == 0
+    assert (await deliver(client, purchase["id"], "payment.succeeded", 74))[0] == 200
+    assert await balance(client, "alice") == 70
+    await assert_books_balance(rt.pool)
+
+
+async def test_a_refund_takes_the_coins_back_and_reverses_the_sale(client: Client, rt: Runtime) -> None:
+    """payment.refunded with the coins unspent: wallet back to 0, the sale reversed, no loss."""
+    purchase = await buy_paid(client, "alice", "coins_350")
+    assert (await deliver(client, purchase["id"], "payment.refunded", 370))[0] == 200
+    assert await balance(client, "alice") == 0
+    assert await purchase_status(rt, purchase["id"]) == "refunded"
+    for kind in ("provider_receivable", "coin_sales", "coins_issued", "chargeback_losses"):
+        assert await platform(rt.pool, kind) == 0, kind
+    await assert_books_balance(rt.pool)
+
+
+async def test_a_dispute_takes_the_coins_back_once(client: Client, rt: Runtime) -> None:
+    """payment.disputed takes the coins back; a later refund or repeat dispute takes nothing more."""
+    keep = await buy_paid(client, "alice", "coins_350")
+    purchase = await buy_paid(client, "alice", "coins_70")
+    assert (await deliver(client, purchase["id"], "payment.disputed", 74))[0] == 200
+    assert await balance(client, "alice") == 350
+    assert await purchase_status(rt, purchase["id"]) == "disputed"
+    assert (await deliver(client, purchase["id"], "payment.refunded", 74))[0] == 200
+    assert (await deliver(client, purchase["id"], "payment.disputed", 74))[0] == 200
+    assert await balance(client, "alice") == 350
+    assert await purchase_status(rt, keep["id"]) == "succeeded"
+    await assert_books_balance(rt.pool)
+
+
+async def test_a_refund_after_the_coins_were_spent_leaves_a_debt_and_balanced_books(
+        client: Client, rt: Runtime) -> None:
+    """Coins spent, then refunded: the wallet goes negative, the spent part is the platform's loss, books balance."""
+    purchase = await buy_paid(client, "alice", "coins_700")
+    await spend(rt.pool, "alice", 500)
+    assert (await deliver(client, purchase["id"], "payment.refunded", 740))[0] == 200
+    assert await balance(client, "alice") == -500
+    # 500 of 700 coins were spent: loss = 740 * 500 // 700 = 528 cents; the sale reverses 212
+    assert await platform(rt.pool, "chargeback_losses") == 528
+    assert await platform(rt.pool, "coin_sales") == -740 + 212
+    assert await platform(rt.pool, "provider_receivable") == 0
+    report = await assert_books_balance(rt.pool)
+    conserved = next(c for c in report.checks if c.name == "coins_conserved")
+    assert conserved.detail == {"credited": 700, "taken_back": 700, "in_wallets": -500, "gifted": 500}
+    # a later purchase pays the debt down first
+    await buy_paid(client, "alice", "coins_700")
+    assert await balance(client, "alice") == 200
+    await assert_books_balance(rt.pool)
+
+
+async def test_a_dispute_of_a_fully_spent_pack_books_the_whole_price_as_loss(client: Client, rt: Runtime) -> None:
+    """Every coin spent, then disputed: the whole price is chargeback loss."""
+    purchase = await buy_paid(client, "alice", "coins_70")
+    await spend(rt.pool, "alice", 70)
+    assert (await deliver(client, purchase["id"], "payment.disputed", 74))[0] == 200
+    assert await balance(client, "alice") == -70
+    assert await platform(rt.pool, "chargeback_losses") == 74
+    # the sale stands: the gifted coins are still owed to the creator; the cash is what was lost
+    assert await platform(rt.pool, "coin_sales") == -74
+    assert await platform(rt.pool, "provider_receivable") == 0
+    await assert_books_balance(rt.pool)
+
+
+async def test_a_refund_that_overtakes_its_success_voids_the_purchase(client: Client, rt: Runtime) -> None:
+    """Refund delivered before the success: no coins now, and the late success credits nothing."""
+    purchase = await buy(client, "alice")
+    assert (await deliver(client, purchase["id"], "payment.refunded", 74))[0] == 200
+    assert await purchase_status(rt, purchase["id"]) == "refunded"
+    assert (await deliver(client, purchase["id"], "payment.succeeded", 74))[0] == 200
+    assert await balance(client, "alice") == 0
+    assert await purchase_status(rt, purchase["id"]) == "refunded"
+    assert await rt.pool.fetchval("SELECT count(*) FROM ledger_txns") == 0
+    await assert_books_balance(rt.pool)
+
+
+async def test_the_webhook_needs_no_bearer_token_but_a_signature(client: Client) -> None:
+    """The provider authenticates with the signature alone."""
+    purchase = await buy(client, "alice")
+    assert (await deliver(client, purchase["id"], "payment.succeeded", 74))[0] == 200

@@ -1,0 +1,91 @@
+"""Fan-out inside one gateway on real Redis and Postgres: gaps, history, replay, shutdown."""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import AsyncIterator
+from datetime import UTC, datetime
+from typing import Any
+
+import pytest
+
+from gifting.live import build_gateway
+from streams.gateway import Gateway
+from streams.hot import gift_json
+from tests.conftest import token
+from tests.helpers import fund
+from tests.live import Client
+from wallet.gift_decide import GiftRequest
+from wallet.models import GiftEvent
+
+
+@pytest.fixture
+async def gw(rt: Any) -> AsyncIterator[Gateway]:
+    gateway = build_gateway(rt)
+    await gateway.start("127.0.0.1", 0)
+    try:
+        yield gateway
+    finally:
+        await gateway.stop()
+
+
+def url(gw: Gateway, sid: int, user: str, since: int | None = None) -> str:
+    u = f"ws://127.0.0.1:{gw.port}/v1/streams/{sid}/live?token={token(user)}"
+    return u if since is None else f"{u}&since={since}"
+
+
+async def apply(rt: Any, sid: int, seqs: list[int], *, lost: bool = False) -> None:
+    """Applies gifts to the room with the gift path's own script; ``lost`` drops the publish."""
+    k = rt.hot.keys(sid)
+    args: list[Any] = ["nowhere" if lost else k.channel, "PUBLISH", 2000, "", len(seqs)]
+    for s in seqs:
+        ev = GiftEvent(sid, s, "u1", "U1", "rose", "Rose", 1, 1, 1, datetime.now(UTC))
+        args += [s, "u1", "U1", 1, gift_json(ev)]
+    await rt.hot._apply(keys=k.all(), args=args)
+
+
+async def test_lost_pubsub_messages_are_filled_from_history_in_order_mid_stream_and_at_the_tail(rt, gw):
+    s = await rt.streams.create("cr", "Cr", "t")
+    c = await Client.open(url(gw, s.id, "v"))
+    await c.wait_type("welcome")
+    await apply(rt, s.id, [1, 2])
+    await apply(rt, s.id, [3, 4], lost=True)  # a hole: 5 arrives before 3 and 4
+    await apply(rt, s.id, [5])
+    await c.wait(lambda c: len(c.gift_seqs) >= 5)
+    await apply(rt, s.id, [6], lost=True)  # the last message is lost: found by the tail check
+    await c.wait(lambda c: len(c.gift_seqs) >= 6, 10)
+    assert c.gift_seqs == [1, 2, 3, 4, 5, 6]
+    await c.close()
+
+
+async def test_resume_beyond_the_redis_history_replays_from_postgres(rt, gw):
+    s = await rt.streams.create("cr", "Cr", "t")
+    await fund(rt.wallet, "bob", 700)
+    await asyncio.gather(*(rt.gifts.send(GiftRequest("bob", "Bob", s.id, "rose", 1, f"k{i}")) for i in range(300)))
+    await rt.hot.catch_up(s.id)
+    await rt.redis.delete(rt.hot.keys(s.id).hist)  # history gone: only Postgres has the gifts
+    c = await Client.open(url(gw, s.id, "v", since=100))
+    welcome = await c.wait_type("welcome")
+    assert welcome["recovered"] is True and welcome["seq"] == 300
+    await c.wait(lambda c: len(c.gift_seqs) >= 200)
+    assert c.gift_seqs == list(range(101, 301))
+    assert c.of("gift")[0]["gift"]["sender"] == {"id": "bob", "name": "Bob"}
+    await c.close()
+
+
+async def test_sigterm_drain_answers_every_gift_in_flight_then_closes_viewers_with_1001(rt, gw):
+    s = await rt.streams.create("cr", "Cr", "t")
+    await fund(rt.wallet, "bob", 700)
+    viewer = await Client.open(url(gw, s.id, "v"))
+    sender = await Client.open(url(gw, s.id, "bob"))
+    await asyncio.gather(viewer.wait_type("welcome"), sender.wait_type("welcome"))
+    for i in range(15):
+        await sender.send({"type": "send_gift", "ref": f"d{i}", "gift_id": "rose", "count": 1,
+                           "idempotency_key": f"d{i}"})
+    await sender.wait(lambda c: gw.gift_tasks or c.of("ack"))
+    await gw.stop()
+    assert await viewer.wait_closed() == 1001 and await sender.wait_closed() == 1001
+    answered = [m for m in sender.messages if m["type"] in ("ack", "error")]
+    committed = await rt.pool.fetchval("SELECT count(*) FROM gifts WHERE stream_id = $1", s.id)
+    assert len([m for m in answered if m["type"] == "ack"]) == committed
+    assert all(m["type"] == "ack" or m["code"] == "unavailable" for m in answered)

@@ -1,0 +1,202 @@
+"""Stateful property test: purchases and provider events in any order keep the books right.
+
+Hypothesis drives purchases, key replays, payment events (succeeded, failed,
+refunded, disputed, mismatched amounts, exact repeats) and gift-like spending
+over real HTTP against a real Postgres, and after every step checks the wallet
+against a plain in-memory model and runs the full audit.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import secrets
+from dataclasses import dataclass
+from typing import Any
+
+from aiohttp.test_utils import TestClient, TestServer
+from hypothesis import HealthCheck, settings
+from hypothesis import strategies as st
+from hypothesis.stateful import Bundle, RuleBasedStateMachine, consumes, initialize, invariant, rule
+
+from gifting.provider import ExternalProvider
+from gifting.runtime import Runtime
+from gifting.server import build_app
+from gifting.settings import Settings
+from tests.conftest import JWT_SECRET, WEBHOOK_SECRET, bearer, create_test_db, drop_test_db, signed, with_database
+from tests.wallet_helpers import PACKS, event_body, spend
+from wallet.audit import audit
+from wallet.payments import EVENT_TYPES
+
+USERS = ("ann", "ben")
+
+
+@dataclass
+class ModelPurchase:
+    id: str
+    user: str
+    pack: str
+    key: str
+    coins: int
+    price: int
+    status: str = "pending"
+
+
+class WalletMachine(RuleBasedStateMachine):
+    purchases = Bundle("purchases")
+    deliveries = Bundle("deliveries")
+
+    servers: dict[str, str]
+    template: str
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.loop = asyncio.new_event_loop()
+        self.db = self.run(create_test_db(self.servers, self.template))
+        self.settings = Settings(
+            database_url=with_database(self.servers["database_url"], self.db), redis_url=None,
+            jwt_secret=JWT_SECRET, webhook_secret=WEBHOOK_SECRET, payment_provider="external",
+        )
+        self.rt = Runtime(self.settings, need_redis=False, apply_migrations=False, pool_size=4)
+        self.run(self.rt.__aenter__())
+        self.client: TestClient[Any, Any] = self.run(self._open_client())
+        self.model: dict[str, ModelPurchase] = {}
+        self.balances = dict.fromkeys(USERS, 0)
+        self.losses = 0
+
+    async def _open_client(self) -> TestClient[Any, Any]:
+        client: TestClient[Any, Any] = TestClient(TestServer(build_app(self.rt, ExternalProvider())))
+        await client.start_server()
+        return client
+
+    def run(self, coro: Any) -> Any:
+        return self.loop.run_until_complete(coro)
+
+    def teardown(self) -> None:
+        try:
+            self.run(self.client.close())
+            self.run(self.rt.__aexit__(None, None, None))
+            self.run(drop_test_db(self.servers, self.db))
+        finally:
+            self.loop.close()
+
+    # ---- rules -----------------------------------------------------------------
+    @initialize()
+    def start_empty(self) -> None:
+        assert self.run(self.rt.pool.fetchval("SELECT count(*) FROM purchases")) == 0
+
+    @rule(target=purchases, user=st.sampled_from(USERS), pack=st.sampled_from(sorted(PACKS)))
+    def buy(self, user: str, pack: str) -> str:
+        key = secrets.token_hex(6)
+        status, body = self.run(self._post_purchase(user, pack, key))
+        assert status == 201, body
+        p = body["purchase"]
+        assert (p["status"], p["coins"], p["price"]["amount"]) == ("pending", *PACKS[pack])
+        self.model[p["id"]] = ModelPurchase(p["id"], user, pack, key, *PACKS[pack])
+        return str(p["id"])
+
+    @rule(purchase=purchases, same_pack=st.booleans())
+    def replay_purchase_key(self, purchase: str, same_pack: bool) -> None:
+        m = self.model[purchase]
+        pack = m.pack if same_pack else next(p for p in sorted(PACKS) if p != m.pack)
+        status, body = self.run(self._post_purchase(m.user, pack, m.key))
+        if same_pack:
+            assert status == 201 and body["purchase"]["id"] == purchase, body
+        else:
+            assert status == 409 and body["error"]["code"] == "idempotency_conflict", body
+
+    @rule(target=deliveries, purchase=purchases, event_type=st.sampled_from(EVENT_TYPES))
+    def deliver(self, purchase: str, event_type: str) -> bytes:
+        m = self.model[purchase]
+        body = event_body(purchase, event_type, m.price)
+        status = self.run(self._post_event(body))
+        assert status == 200
+        self._apply(m, event_type)
+        return body
+
+    @rule(purchase=purchases, off_by=st.sampled_from([-1, 1, -10]), wrong_currency=st.booleans())
+    def deliver_wrong_amount(self, purchase: str, off_by: int, wrong_currency: bool) -> None:
+        m = self.model[purchase]
+        amount, currency = (m.price, "EUR") if wrong_currency else (m.price + off_by, "USD")
+        status = self.run(self._post_event(event_body(purchase, "payment.succeeded", amount, currency)))
+        assert status == 422
+
+    @rule(body=deliveries)
+    def redeliver(self, body: bytes) -> None:
+        """An exact repeat (same event id), possibly after later events: accepted, no effect."""
+        assert self.run(self._post_event(body)) == 200
+
+    @rule(body=consumes(deliveries), stale=st.booleans())
+    def replay_with_a_bad_signature(self, body: bytes, stale: bool) -> None:
+        import time
+
+        headers = signed(body, at=int(time.time()) - 400) if stale else signed(body, secret="x" * 32)
+        status = self.run(self._post(body, headers))
+        assert status == 400
+
+    @rule(user=st.sampled_from(USERS), share=st.integers(1, 100))
+    def spend_coins(self, user: str, share: int) -> None:
+        coins = self.balances[user] * share // 100
+        if coins <= 0:
+            return
+        self.run(spend(self.rt.pool, user, coins))
+        self.balances[user] -= coins
+
+    # ---- the model ---------------------------------------------------------------
+    def _apply(self, m: ModelPurchase, event_type: str) -> None:
+        if event_type == "payment.succeeded" and m.status in ("pending", "failed"):
+            m.status = "succeeded"
+            self.balances[m.user] += m.coins
+        elif event_type == "payment.failed" and m.status == "pending":
+            m.status = "failed"
+        elif event_type in ("payment.refunded", "payment.disputed"):
+            new = event_type.removeprefix("payment.")
+            if m.status == "succeeded":
+                still_there = min(max(self.balances[m.user], 0), m.coins)
+                self.losses += m.price * (m.coins - still_there) // m.coins
+                self.balances[m.user] -= m.coins
+                m.status = new
+            elif m.status in ("pending", "failed"):
+                m.status = new
+
+    # ---- invariants ----------------------------------------------------------------
+    @invariant()
+    def books_balance_and_match_the_model(self) -> None:
+        report = self.run(audit(self.rt.pool))
+        assert report.ok, json.dumps(report.to_json(), indent=1)
+        rows = self.run(self.rt.pool.fetch("SELECT owner, balance FROM accounts WHERE kind = 'wallet'"))
+        actual = dict.fromkeys(USERS, 0) | {r["owner"]: r["balance"] for r in rows}
+        assert actual == self.balances
+        statuses = self.run(self.rt.pool.fetch("SELECT id, status FROM purchases"))
+        assert {r["id"]: r["status"] for r in statuses} == {k: m.status for k, m in self.model.items()}
+        losses = self.run(self.rt.pool.fetchval(
+            "SELECT balance FROM accounts WHERE kind = 'chargeback_losses'"))
+        assert losses == self.losses
+
+    # ---- HTTP ----------------------------------------------------------------------
+    async def _post_purchase(self, user: str, pack: str, key: str) -> tuple[int, Any]:
+        resp = await self.client.post("/v1/purchases", json={"pack_id": pack, "idempotency_key": key},
+                                      headers=bearer(user))
+        return resp.status, await resp.json()
+
+    async def _post(self, body: bytes, headers: dict[str, str]) -> int:
+        resp = await self.client.post("/v1/payments/webhook", data=body, headers=headers)
+        await resp.read()
+        return resp.status
+
+    async def _post_event(self, body: bytes) -> int:
+        return await self._post(body, signed(body))
+
+
+def test_wallet_matches_a_reference_model_and_the_audit_passes_after_every_step(
+        servers: dict[str, str], template_db: str) -> None:
+    """Any sequence of purchases, replays, events (repeated, reordered, forged) and spending keeps the books right."""
+    WalletMachine.servers = servers
+    WalletMachine.template = template_db
+    WalletMachine.TestCase.settings = settings(
+        max_examples=12, stateful_step_count=20, deadline=None,
+        suppress_health_check=[HealthCheck.too_slow, HealthCheck.filter_too_much],
+    )
+    runner = WalletMachine.TestCase("runTest")
+    runner.runTest()
+
