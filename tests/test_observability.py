@@ -139,7 +139,8 @@ async def test_dev_sign_in_mints_a_working_token_for_the_chosen_user_and_role(de
 
 async def test_pages_and_their_static_files_are_served(client):
     for path, kind in (("/", "text/html"), ("/viewer", "text/html"), ("/dashboard", "text/html"),
-                       ("/static/app.js", "text/javascript"), ("/static/style.css", "text/css")):
+                       ("/static/app.js", "text/javascript"), ("/static/viewer.js", "text/javascript"),
+                       ("/static/dashboard.js", "text/javascript"), ("/static/style.css", "text/css")):
         resp = await client.get(path)
         assert resp.status == 200, path
         assert resp.content_type == kind

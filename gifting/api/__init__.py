@@ -35,3 +35,13 @@ def create_app(settings: Settings, *, pool: Any, redis: Any, wallet_service: Wal
     if settings.dev_mode:  # development sign-in: never with real secrets
         app.add_routes(dev.routes)
     return app
+
+
+def create_ops_app(pool: Any, redis: Any, metrics: Metrics) -> web.Application:
+    """Only /healthz, /readyz and /metrics: for processes that serve no API (``--role gateway``)."""
+    app = web.Application(middlewares=[observe.request_middleware, error_middleware])
+    app[ops.POOL] = pool
+    app[ops.REDIS] = redis
+    app[observe.METRICS] = metrics
+    app.add_routes(ops.routes)
+    return app
