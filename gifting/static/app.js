@@ -94,6 +94,8 @@ const G = (() => {
       this.attempt = 0;
       this.pending = new Map(); // ref -> {resolve, reject}
       this.refs = 0;
+      this.holdUntil = 0;
+      this.lastWelcome = null;
     }
 
     async open() {
@@ -126,7 +128,8 @@ const G = (() => {
           return;
         }
         // 1001 going away, 4408 too slow, network drops: come back and resume from lastSeq.
-        const delay = Math.min(10000, 250 * 2 ** this.attempt) * (0.5 + Math.random() / 2);
+        const delay = Math.max(this.holdUntil - Date.now(),
+                               Math.min(10000, 250 * 2 ** this.attempt) * (0.5 + Math.random() / 2));
         this.attempt += 1;
         this.status("reconnecting");
         setTimeout(() => this.open(), delay);
@@ -137,6 +140,7 @@ const G = (() => {
       switch (msg.type) {
         case "welcome":
           this.attempt = 0;
+          this.lastWelcome = msg;
           if (this.lastSeq === null || msg.recovered === false) {
             // First join, or the gap can no longer be replayed: start from the head and reload state.
             const missed = this.lastSeq !== null && msg.seq > this.lastSeq;
@@ -182,8 +186,12 @@ const G = (() => {
       });
     }
 
-    // For tests and the curious: drop the connection as a network failure would.
-    drop() { if (this.ws) this.ws.close(4000, "dropped by the page"); }
+    // For tests and the curious: drop the connection as a network failure would,
+    // and stay away for at least `holdMs` before resuming.
+    drop(holdMs) {
+      this.holdUntil = Date.now() + (holdMs || 0);
+      if (this.ws) this.ws.close(4000, "dropped by the page");
+    }
 
     status(s) { this.h.status && this.h.status(s); }
 
