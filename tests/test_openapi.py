@@ -106,3 +106,10 @@ async def test_a_query_parameter_given_twice_is_400(client):
     assert resp.status == 400
     assert (await resp.json())["error"]["code"] == "invalid_request"
     assert (await client.get("/v1/streams?limit=5")).status == 200
+
+
+async def test_a_split_effective_in_year_1_is_422_not_a_server_error(client):
+    resp = await client.put("/v1/admin/creators/alice/split", headers=bearer("root", "admin"),
+                            json={"creator_bps": 1, "agency_id": None, "effective_from": "0001-01-01T00:00:00Z"})
+    assert resp.status == 422
+    assert (await resp.json())["error"]["code"] == "invalid_split"
