@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import logging
+from datetime import UTC, datetime
 from typing import Any
 
 import pytest
@@ -146,3 +147,27 @@ async def test_pages_and_their_static_files_are_served(client):
         assert resp.content_type == kind
     assert (await client.get("/static/..%2Fopenapi.py")).status == 404
     assert (await client.get("/static/nope.js")).status == 404
+
+
+async def test_settlement_runs_show_in_the_metrics_from_postgres(client, rt):
+    from tests.settlement_support import settlement
+
+    stream = await start_stream(client)
+    await fund(rt.wallet, "bob", 70)
+    assert (await gift(client, stream["id"], "bob", "k1")).status == 201
+    text = await metrics_text(client)
+    assert sample(text, "gifting_settlement_runs") == 0
+    cutoff = datetime.now(UTC)
+    await settlement(rt).settle(cutoff)
+    text = await metrics_text(client)
+    assert sample(text, "gifting_settlement_runs") == 1
+    assert sample(text, "gifting_settlement_last_cutoff_timestamp_seconds") == pytest.approx(cutoff.timestamp())
+
+
+async def test_a_gateway_only_process_serves_health_and_metrics(rt):
+    from gifting.api import create_ops_app
+
+    async with TestClient(TestServer(create_ops_app(rt.pool, rt.redis, rt.metrics))) as c:
+        assert (await c.get("/readyz")).status == 200
+        assert "gifting_gifts_committed_total" in await metrics_text(c)
+        assert (await c.get("/v1/gifts")).status == 404

@@ -4,6 +4,7 @@ against a real ``gifting serve``: HTTP API, WebSocket gateway, Postgres, Redis, 
 from __future__ import annotations
 
 import os
+import re
 import shutil
 from collections.abc import AsyncIterator
 from typing import Any
@@ -99,6 +100,12 @@ async def test_a_gift_sent_from_one_viewer_page_appears_on_another_and_on_the_da
     await alice.screenshot(path=str(OUTPUT / "viewer-sender.png"), full_page=True)
     await bob.screenshot(path=str(OUTPUT / "viewer-other.png"), full_page=True)
     await dash.screenshot(path=str(OUTPUT / "dashboard.png"), full_page=True)
+
+    # the gateway's connections and deliveries show in the process's metrics
+    async with aiohttp.ClientSession() as http, http.get(f"{service.http}/metrics") as r:
+        text = await r.text()
+    assert re.search(r"^gifting_gateway_connections\{[^}]*\} [3-9]", text, re.M), text
+    assert re.search(r"^gifting_fanout_deliveries_total\{[^}]*\} [1-9]", text, re.M)
 
     # a gift the wallet refuses says why and changes nothing
     await alice.select_option("#count", "1")
