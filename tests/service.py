@@ -42,6 +42,7 @@ class Service:
     data_dir: Path
     log_path: Path
     proc: subprocess.Popen[bytes]
+    env: dict[str, str]
 
     async def token(self, user: str, role: str = "viewer", name: str | None = None) -> str:
         async with aiohttp.ClientSession() as s, s.post(f"{self.http}/v1/dev/token",
@@ -49,6 +50,13 @@ class Service:
                                                               "name": name or user}) as r:
             assert r.status == 201, await r.text()
             return str((await r.json())["token"])
+
+    async def cli(self, *args: str) -> str:
+        """Runs another ``gifting`` command against this service's database and Redis."""
+        done = await asyncio.to_thread(subprocess.run, [sys.executable, "-m", "gifting", *args], env=self.env,
+                                       capture_output=True, text=True, timeout=120)
+        assert done.returncode == 0, done.stderr[-3000:]
+        return done.stdout
 
     def log(self) -> str:
         return self.log_path.read_text(errors="replace")
@@ -93,7 +101,8 @@ async def running_service(servers: dict[str, str], template_db: str, tmp: Path, 
     with open(log_path, "wb") as log:
         proc = subprocess.Popen([sys.executable, "-m", "gifting", "--log-format", "json", "serve", *args],
                                 env=child_env, stdout=log, stderr=subprocess.STDOUT)
-    service = Service(f"http://127.0.0.1:{http_port}", f"ws://127.0.0.1:{ws_port}", data_dir, log_path, proc)
+    service = Service(f"http://127.0.0.1:{http_port}", f"ws://127.0.0.1:{ws_port}", data_dir, log_path, proc,
+                      child_env)
     try:
         await _wait_ready(service, 60)
         yield service

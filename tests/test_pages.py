@@ -3,10 +3,12 @@ against a real ``gifting serve``: HTTP API, WebSocket gateway, Postgres, Redis, 
 
 from __future__ import annotations
 
+import json
 import os
 import re
 import shutil
 from collections.abc import AsyncIterator
+from datetime import UTC, datetime
 from typing import Any
 
 import aiohttp
@@ -118,6 +120,33 @@ async def test_a_gift_sent_from_one_viewer_page_appears_on_another_and_on_the_da
     await dash.wait_for_selector("#offline-controls:not([hidden])")
     await bob.wait_for_function("document.querySelector('#message').textContent.includes('ended')")
     for page in (alice, bob, dash):
+        assert page.errors == []
+        await page.context.close()
+
+
+async def test_the_dashboard_shows_past_settlements_and_the_payable_amount(browser, service):
+    dash, stream_id = await go_live(browser, service, "singer", "Ballads")
+    fan = await open_page(browser, f"{service.http}/viewer?user=fan&stream={stream_id}")
+    await live(fan)
+    await fan.click("#packs [data-pack=coins_3500]")
+    await fan.wait_for_function("document.querySelector('#balance').dataset.coins === '3500'")
+    await fan.click("#catalog [data-gift=galaxy]")
+    await dash.wait_for_function("document.querySelector('#stream-coins').dataset.coins === '1000'")
+    await dash.wait_for_function("document.querySelector('#unsettled').textContent === '1,000'")
+    await dash.click("#end")
+    await dash.wait_for_selector("#offline-controls:not([hidden])")
+
+    summary = json.loads(await service.cli("settle", "--cutoff", datetime.now(UTC).isoformat()))
+    assert summary["gross_coins"] >= 1000, summary  # with the other tests' gifts on this service
+    await dash.reload()
+    await dash.wait_for_selector("#settlements tbody tr td:nth-child(4)")
+    row = await dash.eval_on_selector_all("#settlements tbody tr", "rows => rows.map(r => r.innerText)")
+    assert len(row) == 1 and "1,000" in row[0], row
+    assert await dash.text_content("#unsettled") == "0"
+    # 1,000 coins at 1.06 cents, half to the creator by the default split
+    assert await dash.text_content("#payable") == "$5.30"
+    await dash.screenshot(path=str(OUTPUT / "dashboard-settled.png"), full_page=True)
+    for page in (fan, dash):
         assert page.errors == []
         await page.context.close()
 
