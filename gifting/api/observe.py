@@ -23,6 +23,9 @@ from gifting.metrics import Metrics
 log = logging.getLogger("gifting.http")
 
 METRICS: web.AppKey[Metrics] = web.AppKey("metrics", Metrics)
+# Fields a handler adds to its request's access log line (a gift's id, say):
+# one line per request, even on the hot path.
+LOG_FIELDS: web.RequestKey[dict[str, object]] = web.RequestKey("log_fields", dict)
 HEADER = "X-Request-Id"
 _SANE = re.compile(r"^[A-Za-z0-9._:-]{8,64}$")
 
@@ -61,7 +64,8 @@ async def request_middleware(request: web.Request, handler: Handler) -> web.Stre
             metrics.http_requests.labels(request.method, route, str(status)).inc()
             metrics.http_seconds.labels(route).observe(elapsed)
         if route not in ("/metrics", "/healthz", "/readyz"):
-            log.info("%s %s %d", request.method, request.path, status,
-                     extra={"method": request.method, "path": request.path, "route": route, "status": status,
-                            "ms": round(elapsed * 1000, 2)})
+            fields: dict[str, object] = {"method": request.method, "path": request.path, "route": route,
+                                         "status": status, "ms": round(elapsed * 1000, 2)}
+            fields.update(request.get(LOG_FIELDS) or {})
+            log.info("%s %s %d", request.method, request.path, status, extra=fields)
         request_id.reset(token)
