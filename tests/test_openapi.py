@@ -10,13 +10,14 @@ from collections.abc import AsyncIterator
 from pathlib import Path
 from typing import Any
 
+import aiohttp
 import pytest
 from aiohttp import web
 
 from gifting.openapi import document
 from gifting.provider import ExternalProvider
 from gifting.server import build_app
-from tests.conftest import bearer
+from tests.conftest import bearer, wait_for
 from tests.service import OUTPUT, Service, running_service
 
 METHODS = {"get", "put", "post", "delete", "patch"}
@@ -73,13 +74,48 @@ async def service(servers: dict[str, str], template_db: str,
         yield s
 
 
+@pytest.fixture(scope="module")
+async def fuzz_config(service: Service, tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """The settings file, plus a live stream and a funded viewer, so generated gifts can commit."""
+    creator = {"Authorization": f"Bearer {await service.token('st_creator', 'creator')}"}
+    viewer = {"Authorization": f"Bearer {await service.token('fuzz_viewer', 'viewer')}"}
+    async with aiohttp.ClientSession() as http:
+        async with http.post(f"{service.http}/v1/streams", json={"title": "fuzzed"}, headers=creator) as r:
+            stream_id = (await r.json())["stream"]["id"]
+        async with http.post(f"{service.http}/v1/purchases", headers=viewer,
+                             json={"pack_id": "coins_17500", "idempotency_key": "fuzz-funds"}) as r:
+            assert r.status == 201
+
+        async def funded() -> bool:
+            async with http.get(f"{service.http}/v1/wallet", headers=viewer) as r:
+                return (await r.json())["coins"] > 0
+
+        await wait_for(funded, timeout=10)
+    path = tmp_path_factory.mktemp("st-config") / "schemathesis.toml"
+    path.write_text(Path(__file__).with_name("schemathesis.toml").read_text() + f"""
+[dictionaries.live_streams]
+values = ["{stream_id}"]
+
+[dictionaries.gifts]
+values = ["rose", "heart", "donut", "galaxy", "lion"]
+
+[dictionaries.packs]
+values = ["coins_70", "coins_350", "coins_17500"]
+
+[parameters]
+"path.stream_id" = {{ dictionary = "live_streams", probability = 0.7 }}
+"body.gift_id" = {{ dictionary = "gifts", probability = 0.7 }}
+"body.pack_id" = {{ dictionary = "packs", probability = 0.7 }}
+""")
+    return path
 
 
 @pytest.mark.parametrize("role", ["viewer", "creator", "admin"])
-async def test_schemathesis_finds_no_server_errors_and_no_responses_that_break_the_document(service, role):
+async def test_schemathesis_finds_no_server_errors_and_no_responses_that_break_the_document(service, fuzz_config,
+                                                                                            role):
     token = await service.token(f"fuzz_{role}", role)
     exe = Path(sys.executable).with_name("schemathesis")
-    cmd = [str(exe), "--config-file", str(Path(__file__).with_name("schemathesis.toml")),
+    cmd = [str(exe), "--config-file", str(fuzz_config),
            "run", f"{service.http}/openapi.json", "--max-examples", "12",
            "--seed", "7", "--phases", "examples,coverage,fuzzing", "--workers", "1", "--no-shrink",
            "-H", f"Authorization: Bearer {token}", "--exclude-path", "/metrics",
