@@ -7,6 +7,7 @@ import logging
 from datetime import UTC, datetime
 from typing import Any
 
+import aiohttp
 import pytest
 from aiohttp.test_utils import TestClient, TestServer
 from prometheus_client.parser import text_string_to_metric_families
@@ -170,3 +171,17 @@ async def test_a_gateway_only_process_serves_health_and_metrics(rt):
         assert (await c.get("/readyz")).status == 200
         assert "gifting_gifts_committed_total" in await metrics_text(c)
         assert (await c.get("/v1/gifts")).status == 404
+
+
+async def test_serve_role_gateway_answers_health_and_metrics_with_its_gateway_gauges(servers, template_db, tmp_path):
+    from tests.service import running_service
+
+    async with running_service(servers, template_db, tmp_path, name="gateway-only", args=("--role", "gateway")) as s, \
+            aiohttp.ClientSession() as http:
+        async with http.get(f"{s.http}/metrics") as r:
+            assert r.status == 200
+            text = await r.text()
+        assert any(f.name == "gifting_gateway_connections" and f.samples
+                   for f in text_string_to_metric_families(text))
+        async with http.get(f"{s.http}/v1/gifts") as r:
+            assert r.status == 404  # no API in this process
