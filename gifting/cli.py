@@ -83,8 +83,21 @@ async def cmd_serve(args: argparse.Namespace, settings: Settings) -> int:
     loop = asyncio.get_running_loop()
     for sig in (signal.SIGINT, signal.SIGTERM):
         loop.add_signal_handler(sig, stop.set)
-    await serve(settings, role=args.role, stop=stop, demo=getattr(args, "demo", False))
+    demo = getattr(args, "demo", False)
+    if demo:
+        from gifting.demo import check
+
+        problem = check(settings.with_dev_secrets())
+        if problem:
+            print(f"gifting: {problem}", file=sys.stderr)
+            return 2
+    await serve(settings, role=args.role, stop=stop, demo=demo)
     return 0
+
+
+async def cmd_demo(args: argparse.Namespace, settings: Settings) -> int:
+    args.role, args.demo = "all", True
+    return await cmd_serve(args, settings)
 
 
 def build_parser() -> tuple[argparse.ArgumentParser, dict[str, Command]]:
@@ -102,6 +115,11 @@ def build_parser() -> tuple[argparse.ArgumentParser, dict[str, Command]]:
     p.add_argument("--ws-host", default=None)
     p.add_argument("--demo", action="store_true", help="seed a creator and simulated viewers")
     commands["serve"] = cmd_serve
+
+    p = sub.add_parser("demo", help="serve with a demo creator, a live stream and simulated viewers")
+    p.add_argument("--http-port", type=int, default=None)
+    p.add_argument("--ws-port", type=int, default=None)
+    commands["demo"] = cmd_demo
 
     p = sub.add_parser("migrate", help="apply pending SQL migrations")
     commands["migrate"] = cmd_migrate

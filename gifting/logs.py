@@ -5,12 +5,25 @@ Never log tokens or secrets: handlers log ids, not headers or bodies.
 
 from __future__ import annotations
 
+import contextvars
 import json
 import logging
 import sys
 from datetime import UTC, datetime
 
 _STANDARD = set(logging.LogRecord("", 0, "", 0, "", None, None).__dict__) | {"message", "asctime"}
+
+# The id of the HTTP request being handled (set by the API's request middleware);
+# every log line written while handling it carries it as ``request_id``.
+request_id: contextvars.ContextVar[str | None] = contextvars.ContextVar("request_id", default=None)
+
+
+class RequestIdFilter(logging.Filter):
+    def filter(self, record: logging.LogRecord) -> bool:
+        rid = request_id.get()
+        if rid is not None and not hasattr(record, "request_id"):
+            record.request_id = rid
+        return True
 
 
 class JsonFormatter(logging.Formatter):
@@ -35,6 +48,7 @@ def setup_logging(fmt: str = "auto", level: int = logging.INFO) -> None:
         handler.setFormatter(JsonFormatter())
     else:
         handler.setFormatter(logging.Formatter("%(asctime)s %(levelname)-7s %(name)s: %(message)s"))
+    handler.addFilter(RequestIdFilter())
     root = logging.getLogger()
     root.handlers[:] = [handler]
     root.setLevel(level)

@@ -15,6 +15,7 @@ from typing import Any
 import asyncpg
 
 from gifting.embedded import EmbeddedServices
+from gifting.metrics import Metrics
 from gifting.migrate import migrate
 from gifting.ratelimit import RateLimiter
 from gifting.settings import Settings
@@ -42,6 +43,7 @@ class Runtime:
         self.gifts: GiftService
         self.hot: HotState | None = None
         self.limiter: RateLimiter | None = None
+        self.metrics = Metrics()
         self._stack = contextlib.AsyncExitStack()
 
     async def __aenter__(self) -> Runtime:
@@ -116,5 +118,6 @@ class Runtime:
             # Closed after the gift service (exit stack order): gifts still in
             # flight at shutdown reach Redis before the applier drains and stops.
             self._stack.push_async_callback(hot.close)
+        self.metrics.wire(self.gifts, self.hot)
         await self.gifts.start()
         self._stack.push_async_callback(self.gifts.close)

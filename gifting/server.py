@@ -3,12 +3,14 @@
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import logging
 
 from aiohttp import web
 
-from gifting.api import create_app
+from gifting.api import create_app, create_ops_app
 from gifting.api import streams as streams_api
+from gifting.api.observe import METRICS
 from gifting.provider import ExternalProvider, PaymentProvider, SandboxProvider
 from gifting.runtime import Runtime
 from gifting.settings import Settings
@@ -18,7 +20,8 @@ log = logging.getLogger("gifting.server")
 
 
 def build_app(rt: Runtime, provider: PaymentProvider) -> web.Application:
-    extra: dict[object, object] = {streams_api.STREAMS: rt.streams, streams_api.GIFTS: rt.gifts}
+    extra: dict[object, object] = {streams_api.STREAMS: rt.streams, streams_api.GIFTS: rt.gifts,
+                                   METRICS: rt.metrics}
     if rt.hot is not None:
         hot = rt.hot
         extra[streams_api.HOT] = hot
@@ -56,6 +59,7 @@ async def serve(settings: Settings, *, role: str, stop: asyncio.Event, demo: boo
         runners: list[web.AppRunner] = []
         provider = make_provider(settings)
         gateway = None
+        demo_task = None
         try:
             if role in ("all", "api"):
                 app = build_app(rt, provider)
@@ -69,7 +73,18 @@ async def serve(settings: Settings, *, role: str, stop: asyncio.Event, demo: boo
 
                 gateway = build_gateway(rt)
                 await gateway.start(settings.ws_host, settings.ws_port)
+                rt.metrics.watch_gateway(gateway)
                 log.info("WebSocket gateway on ws://%s:%d", settings.ws_host, settings.ws_port)
+            if role == "gateway":
+                # A gateway-only process still answers /healthz, /readyz and /metrics on its HTTP port.
+                runner = web.AppRunner(create_ops_app(rt.pool, rt.redis, rt.metrics), access_log=None)
+                await runner.setup()
+                await web.TCPSite(runner, settings.http_host, settings.http_port).start()
+                runners.append(runner)
+            if demo:
+                from gifting.demo import Demo
+
+                demo_task = Demo(settings).spawn()
             if settings.dev_mode:
                 log.warning("development secrets from %s/secrets (never use in production)",
                             settings.data_dir)
@@ -85,6 +100,10 @@ async def serve(settings: Settings, *, role: str, stop: asyncio.Event, demo: boo
         finally:
             # SIGTERM: the gateway stops accepting, finishes gifts in flight and sends
             # viewers away with 1001 while the gift service and Redis are still open.
+            if demo_task is not None:
+                demo_task.cancel()
+                with contextlib.suppress(asyncio.CancelledError):
+                    await demo_task
             if gateway is not None:
                 await gateway.stop()
             for runner in reversed(runners):

@@ -100,6 +100,8 @@ def require_str(doc: dict[str, Any], name: str, *, max_len: int = 128, min_len: 
         raise bad_request(f"{name} must be a string")
     if not min_len <= len(value) <= max_len:
         raise invalid(f"{name} must be {min_len}-{max_len} characters")
+    if "\x00" in value:  # Postgres text cannot hold NUL: refuse it here, not with a 500 there
+        raise invalid(f"{name} must not contain NUL characters")
     return value
 
 
@@ -111,13 +113,18 @@ def idempotency_key(doc: dict[str, Any]) -> str:
         raise bad_request("idempotency_key must be a string")
     if not 1 <= len(value) <= 128:
         raise invalid("idempotency_key must be 1-128 characters", "invalid_idempotency_key")
+    if "\x00" in value:
+        raise invalid("idempotency_key must not contain NUL characters", "invalid_idempotency_key")
     return value
 
 
 def query_int(request: web.Request, name: str, default: int, lo: int, hi: int) -> int:
-    raw = request.query.get(name)
-    if raw is None or raw == "":
+    values = request.query.getall(name, [])
+    if not values:
         return default
+    if len(values) > 1:
+        raise bad_request(f"{name} is given more than once")
+    raw = values[0]
     try:
         value = int(raw)
     except ValueError:

@@ -9,6 +9,8 @@ import asyncpg
 from aiohttp import web
 from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 
+from gifting.api.observe import METRICS
+
 POOL: web.AppKey[asyncpg.Pool] = web.AppKey("pool", asyncpg.Pool)
 REDIS: web.AppKey[Any] = web.AppKey("redis", object)
 
@@ -46,7 +48,13 @@ async def readyz(request: web.Request) -> web.Response:
 
 @routes.get("/metrics")
 async def metrics(request: web.Request) -> web.Response:
-    resp = web.Response(body=generate_latest())
+    metrics = request.app.get(METRICS)
+    if metrics is not None:
+        await metrics.refresh_from_postgres(request.app[POOL])
+        body = metrics.render()
+    else:
+        body = generate_latest()
+    resp = web.Response(body=body)
     resp.content_type = CONTENT_TYPE_LATEST.split(";")[0]
     resp.charset = "utf-8"
     return resp

@@ -53,6 +53,9 @@ def _effective_from(doc: dict[str, Any]) -> datetime:
         raise invalid("effective_from is not an RFC 3339 timestamp", "invalid_split") from None
     if value.tzinfo is None:
         raise invalid("effective_from needs a time zone", "invalid_split")
+    # Years 1 and 9999 parse, then overflow when shifted to UTC and back (a 500).
+    if not 1970 <= value.year <= 9000:
+        raise invalid("effective_from must be between the years 1970 and 9000", "invalid_split")
     return value
 
 

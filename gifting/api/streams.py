@@ -16,6 +16,7 @@ from gifting.api.common import (
     read_json,
     require_str,
 )
+from gifting.api.observe import LOG_FIELDS
 from gifting.ratelimit import RateLimiter
 from streams.hot import HotState
 from wallet import errors
@@ -114,6 +115,8 @@ async def send_gift(request: web.Request) -> web.Response:
         sender_id=who.id, sender_name=who.display_name, stream_id=stream_id, gift_id=gift_id,
         count=count, idempotency_key=key, sender_role=who.role,
     ))
+    request[LOG_FIELDS] = {"gift_id": result.event.id, "stream_id": stream_id, "seq": result.event.seq,
+                           "sender_id": who.id, "coins": result.event.coins, "replayed": result.replayed}
     return web.json_response({"gift": result.event.to_json(), "balance": result.balance}, status=201)
 
 

@@ -17,7 +17,9 @@ from gifting.api.common import (
     read_json,
     require_str,
 )
+from gifting.api.observe import METRICS
 from gifting.provider import PaymentProvider
+from wallet.errors import WalletError
 from wallet.service import Wallet
 from wallet.webhook import InvalidEvent, InvalidSignature, parse_event, verify
 
@@ -67,6 +69,7 @@ async def create_purchase(request: web.Request) -> web.Response:
     pack_id = require_str(doc, "pack_id", max_len=64)
     key = idempotency_key(doc)
     purchase, created = await request.app[WALLET].create_purchase(who.id, pack_id, key)
+    request.app[METRICS].purchases.labels("created" if created else "replayed").inc()
     body = {"purchase": purchase.to_json(status="pending")}
     if created:
         body["checkout"] = await request.app[PROVIDER].checkout(purchase)
@@ -88,17 +91,27 @@ async def get_purchase(request: web.Request) -> web.Response:
 async def payment_webhook(request: web.Request) -> web.Response:
     settings = request.app[SETTINGS]
     assert settings.webhook_secret
+    counter = request.app[METRICS].webhooks
     body = await request.read()
     try:
         verify(settings.webhook_secret, request.headers.get("Gifting-Signature"), body, time.time())
     except InvalidSignature as e:
         log.warning("webhook refused: %s", e)
+        counter.labels("unknown", "invalid_signature").inc()
         raise ApiError(400, "invalid_signature", str(e)) from None
     try:
         event = parse_event(body)
     except InvalidEvent as e:
+        counter.labels("unknown", "invalid_event").inc()
         raise bad_request(str(e), "invalid_event") from None
-    outcome = await request.app[WALLET].apply_payment_event(event)
+    try:
+        outcome = await request.app[WALLET].apply_payment_event(event)
+    except WalletError as e:
+        counter.labels(event.type, e.code).inc()
+        raise
+    counter.labels(event.type, "duplicate" if outcome.duplicate else outcome.outcome).inc()
     log.info("webhook %s %s -> %s%s", event.id, event.type, outcome.outcome,
-             " (repeat)" if outcome.duplicate else "")
+             " (repeat)" if outcome.duplicate else "",
+             extra={"event_id": event.id, "event_type": event.type, "purchase_id": event.purchase_id,
+                    "outcome": outcome.outcome})
     return web.json_response({"received": True})

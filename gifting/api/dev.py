@@ -1,0 +1,44 @@
+"""HTTP: the development sign-in, mounted only when the service runs with development secrets.
+
+With secrets generated in the data dir (``Settings.dev_mode``) anyone who can
+reach the port may mint a token for any user and role: that is the point for
+the pages and the demo, and the reason it must never exist with real secrets
+(``create_app`` does not add these routes then, so they answer 404).
+"""
+
+from __future__ import annotations
+
+import time
+
+from aiohttp import web
+
+from gifting import auth
+from gifting.api.common import SETTINGS, ApiError, invalid, read_json, require_str
+
+routes = web.RouteTableDef()
+
+DEV_TOKEN_TTL = 12 * 3600
+
+
+@routes.post("/v1/dev/token")
+async def dev_token(request: web.Request) -> web.Response:
+    settings = request.app[SETTINGS]
+    assert settings.jwt_secret
+    doc = await read_json(request, {"user_id", "role", "name"})
+    user_id = require_str(doc, "user_id", max_len=64)
+    if not auth.USER_ID.match(user_id):
+        raise invalid("user_id is 1-64 characters of [A-Za-z0-9_-]", "invalid_user_id")
+    role = doc.get("role", "viewer")
+    if role not in auth.ROLES:
+        raise invalid(f"role is one of {', '.join(auth.ROLES)}", "invalid_role")
+    name = doc.get("name")
+    if name is not None:
+        name = require_str(doc, "name", max_len=auth.MAX_NAME)
+    now = int(time.time())
+    try:
+        token = auth.mint(settings.jwt_secret, user_id, role, name, DEV_TOKEN_TTL, now=now)
+    except ValueError as e:
+        raise ApiError(422, "invalid_value", str(e)) from None
+    expires = time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime(now + DEV_TOKEN_TTL))
+    return web.json_response({"token": token, "user": {"id": user_id, "role": role, "name": name or user_id},
+                              "expires_at": expires}, status=201)

@@ -1,0 +1,222 @@
+"""``gifting demo`` (or ``gifting serve --demo``): a creator, a live stream and simulated viewers.
+
+Runs inside the serving process once the HTTP API and the gateway listen, and
+uses them exactly as real clients do: viewers buy coin packs over HTTP (the
+sandbox provider completes them with a signed webhook), join the room over the
+WebSocket gateway and send gifts there. Nothing here touches the database.
+
+Gifting is bursty: a viewer idles for a while (exponential, mean ``idle``
+seconds), then sends a burst of a few gifts in quick succession; cheap gifts
+are common, expensive ones rare, and one "whale" sends the big ones. If the
+stream is ended (from the dashboard, say), the creator goes live again.
+
+Must never: run against real secrets or a real payment provider (``check``
+refuses), or let one viewer's failure stop the others.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import json
+import logging
+import random
+import secrets
+from collections.abc import Sequence
+from typing import Any
+from urllib.parse import quote
+
+import aiohttp
+from websockets.asyncio.client import connect
+from websockets.exceptions import ConnectionClosed
+
+from gifting import auth
+from gifting.settings import Settings
+
+log = logging.getLogger("gifting.demo")
+
+CREATOR = ("demo_creator", "Mika")
+TITLES = ["Cooking ramen from scratch", "Late night synthwave set", "Speedrunning with chat", "Painting a city at dusk"]
+NAMES = ["Ada", "Bao", "Chidi", "Dana", "Emil", "Farah", "Goro", "Hana", "Ivo", "Jia", "Kofi", "Lena", "Mateo",
+         "Nia", "Omar", "Priya", "Quinn", "Rosa", "Sven", "Tariq", "Uma", "Vik", "Wren", "Yuki", "Zane"]
+# (gift id, weight) for ordinary viewers, and for the whale
+GIFTS = [("rose", 50), ("heart", 25), ("donut", 10), ("hat", 6), ("confetti", 4), ("sunglasses", 2.5),
+         ("corgi", 1.5), ("money_gun", 0.7), ("galaxy", 0.3)]
+WHALE_GIFTS = [("confetti", 20), ("money_gun", 30), ("galaxy", 25), ("whale", 20), ("lion", 5)]
+PACKS = [("coins_70", 10), ("coins_350", 40), ("coins_700", 30), ("coins_1400", 15), ("coins_3500", 5)]
+
+
+def check(settings: Settings) -> str | None:
+    """Why the demo cannot run with these settings, or None."""
+    if not settings.dev_mode:
+        return "the demo runs only with development secrets (unset GIFTING_JWT_SECRET and GIFTING_WEBHOOK_SECRET)"
+    if (settings.payment_provider or "sandbox") != "sandbox":
+        return "the demo needs the sandbox payment provider"
+    return None
+
+
+def local(host: str) -> str:
+    return "127.0.0.1" if host in ("", "0.0.0.0", "::") else host
+
+
+def pick(rng: random.Random, table: Sequence[tuple[str, float]]) -> str:
+    return rng.choices([k for k, _ in table], weights=[w for _, w in table])[0]
+
+
+def _report(task: asyncio.Task[None]) -> None:
+    if not task.cancelled() and task.exception() is not None:
+        log.error("the demo stopped", exc_info=task.exception())
+
+
+class Demo:
+    def __init__(self, settings: Settings, *, viewers: int = 12, idle: float = 6.0, seed: int | None = None,
+                 announce: bool = True) -> None:
+        assert settings.jwt_secret
+        self.settings = settings
+        self.viewers = viewers
+        self.idle = idle
+        self.rng = random.Random(seed)
+        self.announce = announce
+        self.http = f"http://{local(settings.http_host)}:{settings.http_port}"
+        self.ws = f"ws://{local(settings.ws_host)}:{settings.ws_port}"
+        self.session: aiohttp.ClientSession | None = None
+        self.stream_id: str | None = None
+        self._stream_lock = asyncio.Lock()
+        self.sent = 0
+
+    def token(self, user: str, role: str, name: str) -> str:
+        assert self.settings.jwt_secret
+        return auth.mint(self.settings.jwt_secret, user, role, name, ttl=24 * 3600)
+
+    def spawn(self) -> asyncio.Task[None]:
+        task = asyncio.create_task(self.run(), name="demo")
+        task.add_done_callback(_report)
+        return task
+
+    async def call(self, method: str, path: str, token: str, body: dict[str, Any] | None = None) -> tuple[int, Any]:
+        assert self.session is not None
+        async with self.session.request(method, self.http + path, json=body,
+                                        headers={"Authorization": f"Bearer {token}"}) as r:
+            return r.status, await r.json()
+
+    async def run(self) -> None:
+        async with aiohttp.ClientSession(timeout=aiohttp.ClientTimeout(total=15)) as session:
+            self.session = session
+            stream_id = await self.live_stream()
+            if self.announce:
+                print(f"gifting demo: creator dashboard  {self.http}/dashboard?user={CREATOR[0]}\n"
+                      f"gifting demo: viewer page        {self.http}/viewer?stream={stream_id}\n"
+                      f"gifting demo: {self.viewers} simulated viewers are sending gifts; Ctrl-C stops",
+                      flush=True)
+            names = self.rng.sample(NAMES, k=min(self.viewers, len(NAMES)))
+            names += [f"viewer{i}" for i in range(len(names), self.viewers)]
+            tasks = [asyncio.create_task(self.viewer(i, name, whale=i == 0)) for i, name in enumerate(names)]
+            try:
+                await asyncio.gather(*tasks)
+            finally:
+                for t in tasks:
+                    t.cancel()
+                await asyncio.gather(*tasks, return_exceptions=True)
+
+    async def live_stream(self) -> str:
+        """The demo creator's live stream, started when there is none."""
+        async with self._stream_lock:
+            token = self.token(CREATOR[0], "creator", CREATOR[1])
+            if self.stream_id is not None:
+                status, doc = await self.call("GET", f"/v1/streams/{self.stream_id}", token)
+                if status == 200 and doc["stream"]["status"] == "live":
+                    return self.stream_id
+            _, doc = await self.call("GET", "/v1/streams?status=live&limit=500", token)
+            mine = [s for s in doc["streams"] if s["creator_id"] == CREATOR[0]]
+            if mine:
+                self.stream_id = str(mine[0]["id"])
+            else:
+                status, doc = await self.call("POST", "/v1/streams", token, {"title": self.rng.choice(TITLES)})
+                if status != 201:
+                    raise RuntimeError(f"demo could not start a stream: {doc}")
+                self.stream_id = str(doc["stream"]["id"])
+                log.info("demo stream %s is live", self.stream_id)
+            return self.stream_id
+
+    async def buy(self, token: str, pack: str) -> None:
+        status, doc = await self.call("POST", "/v1/purchases", token,
+                                      {"pack_id": pack, "idempotency_key": "demo-" + secrets.token_hex(8)})
+        if status != 201:
+            log.warning("demo purchase refused: %s", doc)
+            return
+        pid = quote(doc["purchase"]["id"], safe="")
+        for _ in range(100):  # the sandbox provider's webhook completes it in a moment
+            _, p = await self.call("GET", f"/v1/purchases/{pid}", token)
+            if p.get("purchase", {}).get("status") != "pending":
+                return
+            await asyncio.sleep(0.1)
+
+    async def viewer(self, i: int, name: str, *, whale: bool) -> None:
+        user = f"demo_{name.lower()}"
+        token = self.token(user, "viewer", name)
+        rng = random.Random(self.rng.random())
+        await asyncio.sleep(rng.uniform(0, 3))  # viewers drift in
+        await self.buy(token, "coins_17500" if whale else pick(rng, PACKS))
+        backoff = 0.5
+        while True:
+            stream_id = await self.live_stream()
+            try:
+                async with connect(f"{self.ws}/v1/streams/{stream_id}/live?token={token}",
+                                   open_timeout=10, close_timeout=2) as ws:
+                    backoff = 0.5
+                    await self.watch(ws, token, rng, whale)
+            except (OSError, ConnectionClosed, TimeoutError) as e:
+                code = getattr(getattr(e, "rcvd", None), "code", None)
+                if code in (1000, 4404):  # the stream ended: wait for the next one
+                    await asyncio.sleep(rng.uniform(1, 3))
+                    continue
+                await asyncio.sleep(backoff)
+                backoff = min(10.0, backoff * 2)
+            except Exception:  # one viewer's trouble never stops the show
+                log.warning("demo viewer %s failed; rejoining", name, exc_info=True)
+                await asyncio.sleep(backoff)
+                backoff = min(10.0, backoff * 2)
+
+    async def watch(self, ws: Any, token: str, rng: random.Random, whale: bool) -> None:
+        replies: dict[str, asyncio.Future[dict[str, Any]]] = {}
+
+        async def read() -> None:
+            async for raw in ws:
+                doc = json.loads(raw)
+                for msg in doc if isinstance(doc, list) else [doc]:
+                    ref = msg.get("ref")
+                    if msg.get("type") in ("ack", "error") and ref in replies:
+                        replies.pop(ref).set_result(msg)
+
+        reader = asyncio.create_task(read())
+        try:
+            n = 0
+            while not reader.done():
+                await asyncio.sleep(rng.expovariate(1 / (self.idle * (2.5 if whale else 1))))
+                for _ in range(rng.choice([1, 1, 2, 3, 4, 6, 10])):
+                    gift = pick(rng, WHALE_GIFTS if whale else GIFTS)
+                    count = 1 if whale else rng.choices([1, 5, 10], weights=[85, 10, 5])[0]
+                    n += 1
+                    ref = f"d{n}"
+                    reply_future: asyncio.Future[dict[str, Any]] = asyncio.get_running_loop().create_future()
+                    replies[ref] = reply_future
+                    await ws.send(json.dumps({"type": "send_gift", "ref": ref, "gift_id": gift, "count": count,
+                                              "idempotency_key": "demo-" + secrets.token_hex(8)}))
+                    waiting: set[asyncio.Future[Any]] = {reply_future, reader}
+                    done, _ = await asyncio.wait(waiting, timeout=15,
+                                                 return_when=asyncio.FIRST_COMPLETED)
+                    if reply_future not in done:
+                        return  # the connection went away (or stalled): reconnect
+                    reply = reply_future.result()
+                    if reply["type"] == "ack":
+                        self.sent += 1
+                    elif reply.get("code") in ("insufficient_funds", "wallet_in_debt"):
+                        await self.buy(token, "coins_17500" if whale else pick(rng, PACKS))
+                        break
+                    elif reply.get("code") == "stream_not_live":
+                        return
+                    await asyncio.sleep(rng.uniform(0.12, 0.5))
+        finally:
+            reader.cancel()
+            with contextlib.suppress(asyncio.CancelledError, ConnectionClosed):
+                await reader

@@ -1,0 +1,280 @@
+"""The OpenAPI 3.1 document for the HTTP API (served at ``GET /openapi.json``).
+
+Written by hand from the client contract, then checked against the code two
+ways in the tests: every aiohttp route is in the document and every
+documented operation is a route; schemathesis calls the real service with
+generated requests and checks the answers against these schemas.
+
+Schemas allow extra properties: the contract lets the service add fields.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+JSON = "application/json"
+Schema = dict[str, Any]
+
+
+def ref(name: str) -> Schema:
+    return {"$ref": f"#/components/schemas/{name}"}
+
+
+def obj(required: dict[str, Schema], optional: dict[str, Schema] | None = None) -> Schema:
+    return {"type": "object", "required": list(required), "properties": {**required, **(optional or {})}}
+
+
+def array(items: Schema) -> Schema:
+    return {"type": "array", "items": items}
+
+
+STR: Schema = {"type": "string"}
+INT: Schema = {"type": "integer"}
+BOOL: Schema = {"type": "boolean"}
+TIME: Schema = {"type": "string", "format": "date-time"}
+NULLABLE_TIME: Schema = {"type": ["string", "null"], "format": "date-time"}
+ID: Schema = {"type": "string", "minLength": 1}
+
+
+def text(max_len: int, min_len: int = 1) -> Schema:
+    """A request string: Postgres text holds no NUL character, so the API refuses it (422)."""
+    return {"type": "string", "minLength": min_len, "maxLength": max_len, "pattern": "^[^\\u0000]*$"}
+
+
+IDEMPOTENCY_KEY: Schema = text(128)
+USER_ID: Schema = {"type": "string", "pattern": "^[A-Za-z0-9_-]{1,64}$"}
+
+SCHEMAS: dict[str, Schema] = {
+    "Error": obj({"error": obj({"code": {"type": "string", "pattern": "^[a-z][a-z0-9_]*$"}, "message": STR})}),
+    "Money": obj({"amount": INT, "currency": {"type": "string", "enum": ["USD"]}}),
+    "Gift": obj({"id": ID, "name": STR, "coins": {"type": "integer", "minimum": 1}, "tier": INT}),
+    "CoinPack": obj({"id": ID, "coins": {"type": "integer", "minimum": 1}, "price": ref("Money")}),
+    "Wallet": obj({"user_id": USER_ID, "coins": INT}),
+    "WalletTransaction": obj({"id": ID, "kind": STR, "coins": INT, "balance_after": INT, "created_at": TIME,
+                              "ref": STR}),
+    "Purchase": obj({"id": ID, "pack_id": ID, "coins": INT, "price": ref("Money"),
+                     "status": {"type": "string", "enum": ["pending", "succeeded", "failed", "refunded",
+                                                           "disputed"]}},
+                    {"created_at": TIME}),
+    "Stream": obj({"id": ID, "creator_id": USER_ID, "title": STR,
+                   "status": {"type": "string", "enum": ["live", "ended"]},
+                   "started_at": TIME, "ended_at": NULLABLE_TIME,
+                   "viewers": {"type": "integer", "minimum": 0},
+                   "coins_received": {"type": "integer", "minimum": 0}}),
+    "GiftEvent": obj({"id": ID, "stream_id": ID, "seq": {"type": "integer", "minimum": 1},
+                      "sender": obj({"id": USER_ID, "name": STR}),
+                      "gift": obj({"id": ID, "name": STR, "coins": INT}),
+                      "count": {"type": "integer", "minimum": 1, "maximum": 999},
+                      "coins": {"type": "integer", "minimum": 1}, "created_at": TIME}),
+    "TopGifter": obj({"user_id": USER_ID, "name": STR, "coins": {"type": "integer", "minimum": 0}}),
+    "Earnings": obj({"creator_id": USER_ID, "unsettled_coins": INT, "settled_coins": INT,
+                     "payable": ref("Money"), "paid": ref("Money")}),
+    "SettlementLine": obj({"run_id": ID, "cutoff": TIME, "settled_at": TIME,
+                           "agency_id": {"type": ["string", "null"]}, "gifts": INT, "gross_coins": INT,
+                           "coin_value_micros": INT, "gross": ref("Money"), "creator": ref("Money"),
+                           "agency": ref("Money"), "platform": ref("Money")},
+                          {"carried": {"type": "object"}}),
+    "Split": obj({"creator_id": USER_ID, "creator_bps": {"type": "integer", "minimum": 0, "maximum": 10000},
+                  "agency_id": {"type": ["string", "null"]},
+                  "agency_bps": {"type": "integer", "minimum": 0, "maximum": 10000},
+                  "platform_bps": {"type": "integer", "minimum": 0, "maximum": 10000},
+                  "effective_from": NULLABLE_TIME, "created_at": NULLABLE_TIME}),
+}
+
+ERRORS = {
+    400: "Malformed request: not JSON, a missing or unknown field, a value of the wrong type.",
+    401: "No, invalid or expired access token.",
+    402: "Not enough coins (`insufficient_funds`).",
+    403: "The caller's role or relation does not allow this (`forbidden`, `self_gift`, `wallet_in_debt`).",
+    404: "No such resource.",
+    405: "Method not allowed on this path.",
+    409: "Conflicts with the current state (`idempotency_conflict`, `already_live`, `stream_not_live`, "
+         "`history_is_settled`).",
+    413: "Request body over 64 KiB.",
+    422: "A value out of range or otherwise invalid.",
+    429: "Too many requests (`rate_limited`).",
+    503: "A dependency is unavailable, or the service is shutting down; retry (with the same idempotency key).",
+}
+
+
+def error(status: int) -> dict[str, Any]:
+    return {"$ref": f"#/components/responses/E{status}"}
+
+
+def ok(schema: Schema, description: str = "OK") -> dict[str, Any]:
+    return {"description": description, "content": {JSON: {"schema": schema}}}
+
+
+def body(schema: Schema) -> dict[str, Any]:
+    # Request bodies are closed: the API refuses unknown fields (400 unknown_field), so a
+    # misspelt field is an error, not silently ignored. Responses stay open.
+    return {"required": True, "content": {JSON: {"schema": {**schema, "additionalProperties": False}}}}
+
+
+def path_param(name: str, schema: Schema | None = None) -> dict[str, Any]:
+    return {"name": name, "in": "path", "required": True, "schema": schema or STR}
+
+
+def query_param(name: str, schema: Schema, description: str = "") -> dict[str, Any]:
+    return {"name": name, "in": "query", "required": False, "schema": schema, "description": description}
+
+
+AUTH: list[dict[str, list[str]]] = [{"bearer": []}]
+PUBLIC: list[dict[str, list[str]]] = []
+
+
+def op(summary: str, responses: dict[int, Any], *, tags: list[str], security: list[Any] | None = None,
+       errors: tuple[int, ...] = (), request: Schema | None = None, params: list[Any] | None = None,
+       description: str = "", open_body: bool = False) -> dict[str, Any]:
+    out: dict[str, Any] = {"summary": summary, "tags": tags, "security": security if security is not None else AUTH}
+    if description:
+        out["description"] = description
+    if params:
+        out["parameters"] = params
+    if request is not None:
+        out["requestBody"] = {"required": True, "content": {JSON: {"schema": request}}} if open_body else body(request)
+    codes = set(errors) | {400, 503}
+    if out["security"]:
+        codes.add(401)
+    resp = {str(k): v for k, v in responses.items()}
+    for code in sorted(codes):
+        resp[str(code)] = error(code)
+    out["responses"] = resp
+    return out
+
+
+def html(summary: str) -> dict[str, Any]:
+    return op(summary, {200: {"description": "An HTML page", "content": {"text/html": {"schema": STR}}}},
+              tags=["pages"], security=PUBLIC)
+
+
+STREAM_ID = path_param("stream_id")
+LIMIT = {"type": "integer", "minimum": 1}
+
+PATHS: dict[str, dict[str, Any]] = {
+    "/healthz": {"get": op("Liveness", {200: ok(obj({"status": {"const": "ok"}}))}, tags=["operations"],
+                           security=PUBLIC)},
+    "/readyz": {"get": op("Readiness: Postgres and Redis reachable",
+                          {200: ok(obj({"status": STR, "checks": {"type": "object"}})),
+                           503: ok(obj({"status": STR, "checks": {"type": "object"}}), "Not ready")},
+                          tags=["operations"], security=PUBLIC)},
+    "/metrics": {"get": op("Prometheus metrics (text exposition format)",
+                           {200: {"description": "Metrics", "content": {"text/plain": {"schema": STR}}}},
+                           tags=["operations"], security=PUBLIC)},
+    "/openapi.json": {"get": op("This document", {200: ok({"type": "object"})}, tags=["operations"],
+                                security=PUBLIC)},
+    "/": {"get": html("Index: links to the viewer page and the creator dashboard")},
+    "/viewer": {"get": html("The viewer page")},
+    "/dashboard": {"get": html("The creator dashboard")},
+    "/static/{name}": {"get": op("A static file of the pages (CSS, JavaScript)",
+                                 {200: {"description": "The file",
+                                        "content": {"text/css": {"schema": STR}, "text/javascript": {"schema": STR},
+                                                    "text/html": {"schema": STR}}}},
+                                 tags=["pages"], security=PUBLIC, errors=(404,), params=[path_param("name")])},
+    "/v1/config": {"get": op("Where the pages find the WebSocket gateway",
+                             {200: ok(obj({"ws_url": STR, "dev_sign_in": BOOL}))}, tags=["pages"],
+                             security=PUBLIC)},
+    "/v1/dev/token": {"post": op(
+        "Development sign-in: a token for any user and role",
+        {201: ok(obj({"token": STR, "user": obj({"id": USER_ID, "role": STR, "name": STR}),
+                      "expires_at": TIME}), "A token")},
+        tags=["development"], security=PUBLIC, errors=(404, 413, 422),
+        request=obj({"user_id": USER_ID},
+                    {"role": {"type": "string", "enum": ["viewer", "creator", "admin"]},
+                     "name": {**text(64), "type": ["string", "null"]}}),
+        description="Exists only when the service runs with development secrets (generated in the data "
+                    "dir); otherwise 404.")},
+    "/v1/gifts": {"get": op("The gift catalog", {200: ok(obj({"gifts": array(ref("Gift"))}))}, tags=["catalog"],
+                            security=PUBLIC)},
+    "/v1/coin-packs": {"get": op("Coin packs for sale", {200: ok(obj({"packs": array(ref("CoinPack"))}))},
+                                 tags=["catalog"], security=PUBLIC)},
+    "/v1/wallet": {"get": op("The caller's coin balance (negative after a chargeback)", {200: ok(ref("Wallet"))},
+                             tags=["wallet"])},
+    "/v1/wallet/transactions": {"get": op(
+        "The caller's wallet history, newest first",
+        {200: ok(obj({"items": array(ref("WalletTransaction")), "next_cursor": {"type": ["string", "null"]}}))},
+        tags=["wallet"], errors=(422,),
+        params=[query_param("limit", {**LIMIT, "maximum": 200}), query_param("cursor", STR)])},
+    "/v1/purchases": {"post": op(
+        "Start buying a coin pack (the provider's webhook completes it)",
+        {201: ok(obj({"purchase": ref("Purchase")}, {"checkout": {"type": "object"}}), "Pending purchase")},
+        tags=["wallet"], errors=(404, 409, 413, 422),
+        request=obj({"pack_id": text(64),
+                     "idempotency_key": IDEMPOTENCY_KEY}))},
+    "/v1/purchases/{purchase_id}": {"get": op(
+        "One of the caller's purchases", {200: ok(obj({"purchase": ref("Purchase")}))}, tags=["wallet"],
+        errors=(404,), params=[path_param("purchase_id")])},
+    "/v1/payments/webhook": {"post": op(
+        "Payment provider events, signed with Gifting-Signature",
+        {200: ok(obj({"received": {"const": True}}))}, tags=["payments"], security=PUBLIC,
+        errors=(404, 413, 422),
+        params=[{"name": "Gifting-Signature", "in": "header", "required": True,
+                 "schema": {"type": "string"}, "description": "t=<unix seconds>,v1=<hex HMAC-SHA256>"}],
+        request=obj({"id": STR, "type": {"type": "string", "enum": ["payment.succeeded", "payment.failed",
+                                                                      "payment.refunded", "payment.disputed"]},
+                     "data": obj({"purchase_id": STR, "amount": INT, "currency": STR})}))},
+    "/v1/streams": {
+        "post": op("Go live", {201: ok(obj({"stream": ref("Stream")}), "Live")}, tags=["streams"],
+                   errors=(403, 409, 413, 422),
+                   request=obj({"title": text(200)})),
+        "get": op("Live streams", {200: ok(obj({"streams": array(ref("Stream"))}))}, tags=["streams"],
+                  security=PUBLIC, errors=(422,),
+                  params=[query_param("status", {"type": "string", "enum": ["live"]}),
+                          query_param("limit", {**LIMIT, "maximum": 500})]),
+    },
+    "/v1/streams/{stream_id}": {"get": op("One stream", {200: ok(obj({"stream": ref("Stream")}))},
+                                          tags=["streams"], security=PUBLIC, errors=(404,), params=[STREAM_ID])},
+    "/v1/streams/{stream_id}/end": {"post": op(
+        "End a stream (its creator or an admin)", {200: ok(obj({"stream": ref("Stream")}))}, tags=["streams"],
+        errors=(403, 404), params=[STREAM_ID])},
+    "/v1/streams/{stream_id}/gifts": {"post": op(
+        "Send a gift; answered after the durable commit", {201: ok(obj({"gift": ref("GiftEvent"), "balance": INT}),
+                                                                    "Committed")},
+        tags=["streams"], errors=(402, 403, 404, 409, 413, 422, 429), params=[STREAM_ID],
+        request=obj({"gift_id": text(64),
+                     "count": {"type": "integer", "minimum": 1, "maximum": 999},
+                     "idempotency_key": IDEMPOTENCY_KEY}))},
+    "/v1/streams/{stream_id}/leaderboard": {"get": op(
+        "Top gifters of a stream", {200: ok(obj({"top": array(ref("TopGifter"))}))}, tags=["streams"],
+        security=PUBLIC, errors=(404, 422), params=[STREAM_ID, query_param("limit", {**LIMIT, "maximum": 100})])},
+    "/v1/creators/me/earnings": {"get": op("The calling creator's earnings", {200: ok(ref("Earnings"))},
+                                           tags=["creators"], errors=(403,))},
+    "/v1/creators/me/settlements": {"get": op(
+        "The calling creator's settlement lines, newest first",
+        {200: ok(obj({"items": array(ref("SettlementLine"))}, {"next_cursor": {"type": ["string", "null"]}}))},
+        tags=["creators"], errors=(403, 422),
+        params=[query_param("limit", {**LIMIT, "maximum": 200}), query_param("cursor", STR)])},
+    "/v1/admin/creators/{creator_id}/split": {
+        "put": op("Set a creator's revenue split from a date on (admin)", {200: ok(obj({"split": ref("Split")}))},
+                  tags=["admin"], errors=(403, 404, 409, 413, 422), params=[path_param("creator_id")],
+                  request=obj({"creator_bps": {"type": "integer", "minimum": 0, "maximum": 10000},
+                               "effective_from": TIME},
+                              {"agency_id": {"type": ["string", "null"]},
+                               "agency_bps": {"type": "integer", "minimum": 0, "maximum": 10000}})),
+        "get": op("A creator's split in force and its history (admin, that creator)",
+                  {200: ok(obj({"current": ref("Split"), "history": array(ref("Split"))}))},
+                  tags=["admin"], errors=(403, 404), params=[path_param("creator_id")]),
+    },
+}
+
+
+def document() -> dict[str, Any]:
+    responses = {f"E{status}": {"description": text, "content": {JSON: {"schema": ref("Error")}}}
+                 for status, text in ERRORS.items()}
+    return {
+        "openapi": "3.1.0",
+        "info": {
+            "title": "Gifting",
+            "version": "1",
+            "description": "Live-stream virtual gifts: coin wallet, gifts, live rooms, settlement. Money is "
+                           "integers (coins; cash in minor units). Live updates come over the WebSocket "
+                           "gateway (`ws://HOST:WS_PORT/v1/streams/{id}/live`), described in the contract.",
+            "license": {"name": "Apache-2.0", "identifier": "Apache-2.0"},
+        },
+        "paths": PATHS,
+        "components": {
+            "schemas": SCHEMAS,
+            "responses": responses,
+            "securitySchemes": {"bearer": {"type": "http", "scheme": "bearer", "bearerFormat": "JWT"}},
+        },
+    }
