@@ -171,7 +171,7 @@ async def test_redis_killed_mid_load_and_restarted_empty_catches_up_to_postgres(
 
             from tests.conftest import wait_for
 
-            await wait_for(caught_up, timeout=20)
+            await wait_for(caught_up, timeout=60)
             assert len(first) == 100
             report = await full_audit(rt)
             assert report.ok, report.to_json()
