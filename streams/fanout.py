@@ -391,10 +391,13 @@ class Fanout:
         if since is not None:
             if since > room.seq:
                 # The client saw gifts this process has not delivered yet (another gateway
-                # was ahead): wait for the room to catch up rather than repeat or skip.
-                room.want_seq = max(room.want_seq, since)
-                room.wake.set()
-                await room.reached(since, self.config.catch_up_timeout)
+                # was ahead): wait for the room to catch up rather than repeat or skip. Only
+                # for seqs the room's state says exist: a client's number never moves a room.
+                committed = (await self.state(stream_id))[0]
+                if committed >= since:
+                    room.want_seq = max(room.want_seq, since)
+                    room.wake.set()
+                    await room.reached(since, self.config.catch_up_timeout)
             if since > room.seq:
                 recovered = False
             else:

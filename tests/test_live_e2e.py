@@ -154,9 +154,13 @@ async def test_a_viewer_resumes_with_since_and_gets_exactly_the_gifts_it_missed(
     await send_gifts(sender, 3, "z")
     await again.wait(lambda c: len(c.gift_seqs) >= 28)
     assert again.gift_seqs == list(range(11, 39))
-    # a since the room cannot have reached yet is not recoverable
+    # a since beyond anything committed is not recoverable, and moves nothing for the others
     lost = await cluster.viewer(cluster.gw[1], sid, "w2", since=10_000)
     assert lost.messages[0]["recovered"] is False
+    await send_gifts(sender, 2, "y")
+    await again.wait(lambda c: len(c.gift_seqs) >= 30)
+    await lost.wait(lambda c: c.gift_seqs == [39, 40])
+    assert again.gift_seqs == list(range(11, 41))
     for c in (sender, again, lost):
         await c.close()
 
