@@ -15,7 +15,7 @@ import sys
 from collections.abc import Callable, Coroutine
 from typing import Any
 
-from gifting import auth
+from gifting import auth, settlement_cli
 from gifting.logs import setup_logging
 from gifting.settings import Settings
 
@@ -116,6 +116,8 @@ def build_parser() -> tuple[argparse.ArgumentParser, dict[str, Command]]:
     p = sub.add_parser("audit", help="check the books; exit 1 if any invariant fails")
     p.add_argument("--skip-redis", action="store_true", help="check Postgres only")
     commands["audit"] = cmd_audit
+
+    settlement_cli.add_parsers(sub, commands)
 
     return parser, commands
 

@@ -14,6 +14,7 @@ from tests.conftest import create_test_db, drop_test_db, with_database
 EXPECTED_TABLES = {
     "accounts", "ledger_txns", "ledger_entries", "coin_packs", "gift_catalog", "purchases",
     "payment_events", "streams", "gifts", "schema_migrations",
+    "split_policies", "settlement_runs", "settlement_lines", "payout_batches", "payout_items",
 }
 
 

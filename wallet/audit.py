@@ -13,6 +13,8 @@ from typing import Any
 
 import asyncpg
 
+from wallet.settlement_audit import SETTLEMENT_CHECKS
+
 MAX_LISTED = 20
 
 
@@ -136,6 +138,7 @@ SQL_CHECKS: dict[str, str] = {
            AND NOT EXISTS (SELECT 1 FROM purchases p JOIN payment_events e ON e.purchase_id = p.id
                             WHERE p.user_id = a.owner AND e.outcome = 'taken_back')
     """,
+    **SETTLEMENT_CHECKS,
 }
 
 SQL_COIN_CONSERVATION = """

@@ -6,7 +6,7 @@ from typing import Any
 
 from aiohttp import web
 
-from gifting.api import ops, streams, wallet
+from gifting.api import ops, settlement, streams, wallet
 from gifting.api.common import MAX_BODY, SETTINGS, error_middleware
 from gifting.provider import PaymentProvider
 from gifting.settings import Settings
@@ -21,9 +21,11 @@ def create_app(settings: Settings, *, pool: Any, redis: Any, wallet_service: Wal
     app[ops.REDIS] = redis
     app[wallet.WALLET] = wallet_service
     app[wallet.PROVIDER] = provider
+    app[settlement.SETTLEMENT] = settlement.build(settings, pool)
     for key, value in (extra or {}).items():
         app[key] = value
     app.add_routes(ops.routes)
     app.add_routes(wallet.routes)
     app.add_routes(streams.routes)
+    app.add_routes(settlement.routes)
     return app

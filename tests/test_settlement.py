@@ -1,0 +1,269 @@
+"""Nightly settlement against a real Postgres: exactly once, crash-safe, balanced."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import os
+import signal
+import sys
+from datetime import UTC, datetime, timedelta
+
+import pytest
+
+from tests.conftest import wait_for
+from tests.settlement_support import (
+    assert_books_clean,
+    buy,
+    counts,
+    gift,
+    open_stream,
+    settlement,
+)
+from wallet import errors
+from wallet.settlement import CutoffBeforeLastRun
+from wallet.settlement_math import Policy
+from wallet.webhook import PaymentEvent
+
+DAY = timedelta(days=1)
+
+
+def day0() -> datetime:
+    return (datetime.now(UTC) - 10 * DAY).replace(hour=0, minute=0, second=0, microsecond=0)
+
+
+async def balance(rt, kind: str, owner: str = "", asset: str = "USD") -> int:
+    return int(await rt.pool.fetchval(
+        "SELECT coalesce(sum(balance), 0) FROM accounts WHERE kind = $1 AND owner = $2 AND asset = $3",
+        kind, owner, asset))
+
+
+async def test_a_run_splits_each_creators_gross_by_policy_and_books_it_balanced(rt):
+    d = day0()
+    s = settlement(rt)
+    await s.set_split("bob", Policy(6000, "agency1", 1000), d - DAY)
+    await buy(rt, "fan")
+    alice, bob = await open_stream(rt.pool, "alice"), await open_stream(rt.pool, "bob")
+    await gift(rt.pool, alice, "fan", 999, d + timedelta(hours=1))
+    await gift(rt.pool, bob, "fan", 500, d + timedelta(hours=2))
+    await gift(rt.pool, bob, "fan", 500, d + timedelta(hours=3))
+    await gift(rt.pool, bob, "fan", 7, d + DAY + timedelta(hours=1))  # after the cutoff
+
+    result = await s.settle(d + DAY)
+
+    assert result.created and result.summary["gifts"] == 3 and result.summary["gross_coins"] == 1999
+    # 999 coins * 1.06 cents = 1058.94 cents; creator 50% = 529.47 -> 529 (0.47 carried)
+    assert await balance(rt, "creator_payable", "alice") == 529
+    # 1000 coins = 1060 cents: bob 60% = 636, agency 10% = 106, platform 30% = 318
+    assert await balance(rt, "creator_payable", "bob") == 636
+    assert await balance(rt, "agency_payable", "agency1") == 106
+    assert await balance(rt, "creator_unsettled", "alice", "COIN") == 0
+    assert await balance(rt, "creator_unsettled", "bob", "COIN") == 7
+    cash = result.summary["cash"]
+    assert cash["creators"]["amount"] + cash["agencies"]["amount"] + cash["platform"]["amount"] \
+        == cash["gross"]["amount"]
+    await assert_books_clean(rt)
+
+
+async def test_rerunning_a_cutoff_returns_the_same_summary_and_changes_nothing(rt):
+    d = day0()
+    s = settlement(rt)
+    await buy(rt, "fan")
+    stream = await open_stream(rt.pool, "alice")
+    await gift(rt.pool, stream, "fan", 10, d + timedelta(hours=1))
+    first = await s.settle(d + DAY)
+    await gift(rt.pool, stream, "fan", 20, d + timedelta(hours=2))  # late: the rerun must not take it
+    before = await counts(rt)
+
+    again = await s.settle(d + DAY)
+
+    assert not again.created and again.summary == first.summary
+    assert await counts(rt) == before
+    await assert_books_clean(rt)
+
+
+async def test_two_concurrent_runs_are_serialized_and_never_settle_a_gift_twice(rt):
+    d = day0()
+    s = settlement(rt)
+    await buy(rt, "fan", 2)
+    streams = [await open_stream(rt.pool, f"c{i}") for i in range(5)]
+    for i, st in enumerate(streams):
+        for h in range(4):
+            await gift(rt.pool, st, "fan", 10 + i, d + timedelta(hours=h * 10))
+
+    same = await asyncio.gather(s.settle(d + DAY), s.settle(d + DAY))
+    assert sorted(r.created for r in same) == [False, True]
+    assert same[0].summary == same[1].summary
+    # Different cutoffs: serialized too; if the later one wins the lock the earlier is refused.
+    later = await asyncio.gather(s.settle(d + 2 * DAY), s.settle(d + 3 * DAY), return_exceptions=True)
+    assert later[1].created
+    assert isinstance(later[0], CutoffBeforeLastRun) or later[0].created
+
+    settled = await rt.pool.fetchval("SELECT sum(gross_coins) FROM settlement_lines")
+    assert settled == sum(4 * (10 + i) for i in range(5))
+    await assert_books_clean(rt)
+
+
+@pytest.mark.parametrize("step", ["locked", "aggregated", "computed", "lines_written", "posted", "committing"])
+async def test_a_crash_at_any_step_leaves_nothing_and_the_rerun_settles_everything_once(rt, step):
+    d = day0()
+    s = settlement(rt)
+    await buy(rt, "fan")
+    a, b = await open_stream(rt.pool, "alice"), await open_stream(rt.pool, "bob")
+    await gift(rt.pool, a, "fan", 333, d + timedelta(hours=1))
+    await gift(rt.pool, b, "fan", 444, d + timedelta(hours=2))
+    before = await counts(rt)
+
+    async def crash(name, info):
+        if name == step:
+            raise RuntimeError(f"injected crash at {name}")
+
+    with pytest.raises(RuntimeError, match="injected"):
+        await s.settle(d + DAY, progress=crash)
+    assert await counts(rt) == before
+
+    result = await s.settle(d + DAY)
+    assert result.created and result.summary["gross_coins"] == 777
+    await assert_books_clean(rt)
+
+
+async def test_killing_the_settle_process_mid_run_then_rerunning_completes_the_cutoff(rt, settings):
+    d = day0()
+    await buy(rt, "fan")
+    a, b = await open_stream(rt.pool, "alice"), await open_stream(rt.pool, "bob")
+    await gift(rt.pool, a, "fan", 100, d + timedelta(hours=1))
+    await gift(rt.pool, b, "fan", 200, d + timedelta(hours=2))
+    cutoff = (d + DAY).isoformat()
+    env = {**os.environ, "GIFTING_DATABASE_URL": settings.database_url,
+           "GIFTING_DATA_DIR": str(settings.data_dir)}
+    cmd = [sys.executable, "-m", "gifting", "--log-format", "json", "settle", "--cutoff", cutoff]
+    async with rt.pool.acquire() as blocker, blocker.transaction():
+        # Hold coin_sales: the job blocks while posting, after aggregating and writing its lines.
+        await blocker.execute("SELECT 1 FROM accounts WHERE kind = 'coin_sales' FOR UPDATE")
+        proc = await asyncio.create_subprocess_exec(*cmd, env=env, stdout=asyncio.subprocess.DEVNULL,
+                                                    stderr=asyncio.subprocess.DEVNULL)
+        try:
+            pid = await wait_for(lambda: rt.pool.fetchval(
+                "SELECT pid FROM pg_stat_activity WHERE datname = current_database() "
+                "AND wait_event_type = 'Lock' AND query LIKE '%FOR UPDATE%'"), timeout=30)
+            os.kill(proc.pid, signal.SIGKILL)
+        finally:
+            if proc.returncode is None:
+                proc.kill()
+            await proc.wait()
+    # The dead job's session ends once its statement stops waiting; its transaction never committed.
+    await wait_for(lambda: rt.pool.fetchval("SELECT count(*) = 0 FROM pg_stat_activity WHERE pid = $1", pid),
+                   timeout=30)
+    assert await rt.pool.fetchval("SELECT count(*) FROM settlement_runs") == 0
+
+    rerun = await asyncio.create_subprocess_exec(*cmd, env=env, stdout=asyncio.subprocess.PIPE,
+                                                 stderr=asyncio.subprocess.PIPE)
+    out, err = await asyncio.wait_for(rerun.communicate(), 60)
+    assert rerun.returncode == 0, err.decode()
+    assert json.loads(out)["gross_coins"] == 300
+    await assert_books_clean(rt)
+
+
+async def test_a_gift_begun_before_the_cutoff_but_committed_after_the_run_is_settled_by_the_next(rt):
+    d = day0()
+    s = settlement(rt)
+    await buy(rt, "early")
+    await buy(rt, "late")
+    a, b = await open_stream(rt.pool, "alice"), await open_stream(rt.pool, "bob")
+    async with rt.pool.acquire() as slow:
+        tx = slow.transaction()
+        await tx.start()
+        await gift(slow, b, "late", 500, d + timedelta(hours=23))  # stamped before the cutoff, uncommitted
+        await gift(rt.pool, a, "early", 50, d + timedelta(hours=5))  # committed after it began
+        first = await s.settle(d + DAY)
+        await tx.commit()
+    # The horizon stopped below the open transaction: both wait, neither is lost.
+    assert first.summary["gifts"] == 0
+
+    second = await s.settle(d + 2 * DAY)
+    assert second.summary["gifts"] == 2 and second.summary["gross_coins"] == 550
+    assert await balance(rt, "creator_unsettled", "bob", "COIN") == 0
+    await assert_books_clean(rt)
+
+
+async def test_a_policy_change_applies_from_its_date_on_and_never_to_settled_history(rt):
+    d = day0()
+    s = settlement(rt)
+    await buy(rt, "fan")
+    st = await open_stream(rt.pool, "alice")
+    await gift(rt.pool, st, "fan", 100, d + timedelta(hours=1))
+    await s.settle(d + DAY)
+    with pytest.raises(errors.HistoryIsSettled):
+        await s.set_split("alice", Policy(9000), d + DAY)
+    await s.set_split("alice", Policy(7000, "ag", 2000), d + DAY + timedelta(hours=12))
+    await gift(rt.pool, st, "fan", 100, d + DAY + timedelta(hours=6))   # old policy: 50%
+    await gift(rt.pool, st, "fan", 100, d + DAY + timedelta(hours=18))  # new: 70% + 20% agency
+
+    result = await s.settle(d + 2 * DAY)
+
+    lines = await s.lines(int(result.summary["run_id"]))
+    assert [(ln["agency_id"], ln["gross_coins"], ln["creator_cash"], ln["agency_cash"]) for ln in lines] \
+        == [("", 100, 53, 0), ("ag", 100, 74, 21)]
+    # 100 coins = 106 cents: first run 53; then 53 + 74.2 -> 74 (0.2 carried), agency 21.2 -> 21
+    assert await balance(rt, "creator_payable", "alice") == 53 + 53 + 74
+    current, history = await s.splits("alice")
+    assert current["creator_bps"] == 7000 and len(history) == 1
+    await assert_books_clean(rt)
+
+
+async def test_a_dispute_after_settlement_is_absorbed_by_the_platform_and_the_books_stay_balanced(rt):
+    d = day0()
+    s = settlement(rt)
+    (purchase_id,) = await buy(rt, "fan")
+    st = await open_stream(rt.pool, "alice")
+    await gift(rt.pool, st, "fan", 999, d + timedelta(hours=1))
+    await gift(rt.pool, st, "fan", 1, d + DAY + timedelta(hours=1))  # unsettled at dispute time
+    await s.settle(d + DAY)
+    payable = await balance(rt, "creator_payable", "alice")
+
+    purchase = await rt.wallet.purchase(purchase_id)
+    await rt.wallet.apply_payment_event(PaymentEvent("evt_dispute", "payment.disputed", purchase_id,
+                                                     purchase.price_amount, purchase.currency))
+
+    assert await rt.wallet.balance("fan") == -1000  # the coins gifted are a debt now
+    assert await balance(rt, "creator_payable", "alice") == payable  # settled income untouched
+    assert await balance(rt, "creator_unsettled", "alice", "COIN") == 1  # unsettled income untouched
+    assert await balance(rt, "chargeback_losses") > 0
+    await s.settle(d + 2 * DAY)
+    await assert_books_clean(rt)
+
+
+async def test_payouts_pay_what_reached_the_threshold_once_per_batch_and_roll_the_rest_over(rt):
+    d = day0()
+    s = settlement(rt, threshold=1_000)
+    await buy(rt, "fan")
+    await s.set_split("big", Policy(5000, "ag", 2000), d - DAY)
+    big, small = await open_stream(rt.pool, "big"), await open_stream(rt.pool, "small")
+    for h in range(3):
+        await gift(rt.pool, big, "fan", 999, d + timedelta(hours=h))
+    await gift(rt.pool, small, "fan", 10, d + timedelta(hours=1))
+    await s.settle(d + DAY)
+
+    due = await s.due()
+    assert [(i["payee"], i["id"]) for i in due["items"]] == [("creator", "big")]  # agency 635 < 1000
+    paid, created = await s.mark_paid("2026-11-25")
+    again, created_again = await s.mark_paid("2026-11-25")
+    assert created and not created_again and again["items"] == paid["items"]
+    assert paid["total"]["amount"] == 1588  # 2997 coins * 1.06 / 2 = 1588.41
+    assert await balance(rt, "creator_payable", "big") == 0
+    assert await balance(rt, "creator_payable", "small") == 5  # rolls over
+    assert (await s.earnings("big"))["paid"] == {"amount": 1588, "currency": "USD"}
+    assert (await s.due())["items"] == []
+    await assert_books_clean(rt)
+
+
+async def test_cutoffs_never_go_back_and_never_lie_in_the_future(rt):
+    d = day0()
+    s = settlement(rt)
+    await s.settle(d + 2 * DAY)
+    with pytest.raises(CutoffBeforeLastRun):
+        await s.settle(d + DAY)
+    with pytest.raises(errors.InvalidRequest):
+        await s.settle(datetime.now(UTC) + DAY)
+    assert (await s.settle(d + 2 * DAY)).created is False
+    await assert_books_clean(rt)
