@@ -123,6 +123,8 @@ class History:
     drops: int = 0
     resumes: int = 0
     not_recovered: int = 0
+    # (monotonic time, "http"|"ws", seconds, outcome) of every gift attempt: the soak's latencies
+    timings: list[tuple[float, str, float, str]] = field(default_factory=list)
 
 
 # ---- processes ------------------------------------------------------------------------------------
@@ -470,10 +472,13 @@ class Run:
         deadline = time.monotonic() + 60
         while True:
             drop = self.rng.random() < self.config.drop_rate
+            began = time.monotonic()
             if via_ws:
                 attempt = await viewer.ws_gift(self, sid, gift_id, count, key, drop)
             else:
                 attempt = await self.http_gift(viewer, sid, gift_id, count, key, drop)
+            now = time.monotonic()
+            self.history.timings.append((now, attempt.via, now - began, attempt.outcome))
             record.attempts.append(attempt)
             if attempt.outcome == "ok":
                 return "ok"
