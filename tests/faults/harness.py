@@ -369,6 +369,10 @@ class Run:
                         doc = {"raw": text[:200]}
                     if resp.status >= 500 and "Traceback" in text:
                         self.violations.append(f"a 5xx body carried a stack trace: {text[:200]}")
+                    if resp.status == 500:
+                        # Store failures are 503 unavailable; a 500 is an error nobody handled.
+                        self.history.errors[f"http500:{path}"] += 1
+                        self.violations.append(f"500 from {path}: {text[:200]}")
                     return resp.status, doc
         except TimeoutError:
             return 0, "dropped" if drop_after is not None else "timeout"
@@ -714,10 +718,25 @@ class Run:
             "credited_events": int(credited), "negative_wallets": len(negative),
             "watcher_deliveries": delivered, "resumes": sum(w.resumes for w in self.watchers),
             "not_recovered": sum(w.not_recovered for w in self.watchers),
+            "watcher_close_codes": {str(k): v for k, v in sum((w.close_codes for w in self.watchers),
+                                                                 Counter()).items() if v},
+            "tracebacks_in_logs": self.tracebacks(),
         })
+        if any(w.close_codes.get(1011) for w in self.watchers):
+            v.append("a gateway closed a watcher with 1011 (internal error)")
         if self.config.settle:
             await self.check_settlement(int(total_coins), len(rows))
         await self.check_audit()
+
+    def tracebacks(self) -> dict[str, int]:
+        """Tracebacks each process logged (reported: under faults some are expected warnings)."""
+        out = {}
+        for p in [*self.apis, *self.gateways]:
+            with contextlib.suppress(OSError):
+                n = p.log_path.read_text(errors="replace").count("Traceback")
+                if n:
+                    out[p.name] = n
+        return out
 
     async def gifting(self, *args: str, timeout: float = 120) -> tuple[int, str, str]:
         proc = await asyncio.create_subprocess_exec(
@@ -864,6 +883,7 @@ class Watcher:
         self.order_errors: list[tuple[int, int]] = []
         self.resumes = 0
         self.not_recovered = 0
+        self.close_codes: Counter[int | None] = Counter()
         self.connected = False
         self.welcomed = asyncio.Event()
         self.ws: ClientConnection | None = None
@@ -908,7 +928,10 @@ class Watcher:
                         for m in doc if isinstance(doc, list) else [doc]:
                             self._on(m, first)
                         delay = 0.05
-            except (ConnectionClosed, OSError, InvalidStatus, TimeoutError):
+                    self.close_codes[ws.close_code] += 1  # a clean close (1000, 1001) ends the loop
+            except ConnectionClosed as e:
+                self.close_codes[e.rcvd.code if e.rcvd else None] += 1
+            except (OSError, InvalidStatus, TimeoutError):
                 pass
             finally:
                 self.ws = None
