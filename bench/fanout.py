@@ -35,7 +35,9 @@ from live_common import (
     cpu_seconds,
     dumps,
     free_port,
+    loadavg,
     pct,
+    pin,
     print_table,
     start_gateway,
     stop,
@@ -149,7 +151,7 @@ class SioCommitter(Committer):
 
 
 async def run_rate(name: str, pid: int, lg: LoadGen, committer: Committer, viewers: int, rate: float,
-                   seconds: float, batch: int) -> dict[str, Any]:
+                   seconds: float, batch: int, port: int | None = None) -> dict[str, Any]:
     await lg.reset()
     gifts = int(rate * seconds)
     cpu0 = cpu_seconds(pid)
@@ -178,6 +180,7 @@ async def run_rate(name: str, pid: int, lg: LoadGen, committer: Committer, viewe
             break
         await asyncio.sleep(0.25)
     cpu = cpu_seconds(pid) - cpu0
+    server = await server_stats(port)
     span = max(st["last_recv"] - t0, 1e-9)
     lat = st["latencies"]
     return {"server": name, "viewers": viewers, "rate": rate, "batch": batch, "gifts": gifts,
@@ -185,7 +188,22 @@ async def run_rate(name: str, pid: int, lg: LoadGen, committer: Committer, viewe
             "deliveries_per_s": st["deliveries"] / span, "cpu_s": round(cpu, 2),
             "cpu_us_per_delivery": cpu / max(st["deliveries"], 1) * 1e6,
             "p50_ms": pct(lat, 0.5) * 1000, "p99_ms": pct(lat, 0.99) * 1000, "max_ms": pct(lat, 1.0) * 1000,
-            "closes": st["closes"], "open_after": st["open"], "span_s": round(span, 2)}
+            "min_ms": pct(lat, 0.0) * 1000, "loadavg": loadavg(),
+            "closes": st["closes"], "open_after": st["open"], "span_s": round(span, 2), "server_stats": server}
+
+
+async def server_stats(port: int | None) -> dict[str, Any]:
+    """The gateway's own counters (GET /stats); empty for the baselines."""
+    if port is None:
+        return {}
+    try:
+        reader, writer = await asyncio.open_connection("127.0.0.1", port)
+        writer.write(b"GET /stats HTTP/1.1\r\nHost: x\r\n\r\n")
+        raw = await asyncio.wait_for(reader.read(65536), 5)
+        writer.close()
+        return dict(json.loads(raw.split(b"\r\n\r\n", 1)[1]))
+    except Exception:
+        return {}
 
 
 async def main() -> None:
@@ -197,9 +215,12 @@ async def main() -> None:
     ap.add_argument("--batch", type=int, default=1, help="gifts per commit (the gift path batches)")
     ap.add_argument("--clients", type=int, default=3, help="load generator processes")
     ap.add_argument("--only", default="ours,bare,socketio")
+    ap.add_argument("--no-pin", dest="pin", action="store_false", help="do not pin the server to core 0")
     args = ap.parse_args()
     only = set(args.only.split(","))
     rows: list[dict[str, Any]] = []
+    if args.pin:
+        pin(0, {1})  # this driver, Redis, Postgres and the clients on core 1; each server on core 0
     async with Stores() as stores:
         assert stores.database_url and stores.redis_url
         pool = await open_pool(stores.database_url, max_size=2)
@@ -211,6 +232,8 @@ async def main() -> None:
                 s = await streams.create("creator", "Creator", "bench room")
                 port = free_port()
                 proc = start_gateway(stores, port)
+                if args.pin:
+                    pin(proc.pid, {0})
                 paths = [f"/v1/streams/{s.id}/live?token={token(f'v{i}')}" for i in range(args.viewers)]
                 t = time.monotonic()
                 opened, failed = await lg.open(port, paths, sample_every=50, mode="gateway")
@@ -219,7 +242,7 @@ async def main() -> None:
                 committer = Committer(redis, stores.prefix, s.id)
                 for rate in [float(r) for r in args.rates.split(",")]:
                     rows.append(await run_rate("ours (gifting gateway)", proc.pid, lg, committer, opened, rate,
-                                               args.seconds, args.batch))
+                                               args.seconds, args.batch, port))
                     print(dumps(rows[-1]), file=sys.stderr)
                 await lg.call([("close",)] * args.clients)
                 stop(proc)
@@ -233,6 +256,8 @@ async def main() -> None:
                                         env={**os.environ, "PYTHONPATH": os.path.dirname(os.path.dirname(
                                             os.path.abspath(__file__)))})
                 wait_http(port, "/healthz", proc)
+                if args.pin:
+                    pin(proc.pid, {0})
                 opened, failed = await lg.open(port, ["/"] * args.viewers, sample_every=50)
                 print(f"bare: {opened} viewers open ({failed} failed)", file=sys.stderr)
                 committer = Committer(redis, stores.prefix, s.id)
@@ -249,6 +274,8 @@ async def main() -> None:
                 proc = subprocess.Popen([sys.executable, __file__, "--serve-socketio", str(port),  # noqa: ASYNC220
                                          stores.redis_url])
                 wait_http(port, "/healthz", proc)
+                if args.pin:
+                    pin(proc.pid, {0})
                 opened, failed = await lg.open(port, ["/socket.io/?EIO=4&transport=websocket"] * args.viewers,
                                                sample_every=50, mode="socketio")
                 print(f"socketio: {opened} viewers open ({failed} failed)", file=sys.stderr)
@@ -268,7 +295,8 @@ async def main() -> None:
     print_table("fan-out: one room", rows, [
         ("server", "server", ""), ("gifts/s", "rate", ".0f"), ("deliv/s", "deliveries_per_s", ".0f"),
         ("delivered", "deliveries", "d"), ("expected", "expected", "d"), ("frames", "frames", "d"),
-        ("us CPU/deliv", "cpu_us_per_delivery", ".2f"), ("p50 ms", "p50_ms", ".1f"), ("p99 ms", "p99_ms", ".1f")])
+        ("us CPU/deliv", "cpu_us_per_delivery", ".2f"), ("p50 ms", "p50_ms", ".1f"), ("p99 ms", "p99_ms", ".1f"),
+        ("load avg", "loadavg", ".1f")])
 
     def best(name: str) -> dict[str, Any] | None:
         full = [r for r in rows if r["server"].startswith(name) and r["deliveries"] >= 0.99 * r["expected"]]

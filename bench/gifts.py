@@ -48,6 +48,33 @@ from wallet.webhook import PaymentEvent
 GIFTS = [("rose", 1), ("heart", 5), ("donut", 30), ("hat", 99)]
 
 
+def postgres_cpu_seconds(postmaster_pid: int | None) -> float:
+    """CPU time of the postmaster's children (backends, walwriter, checkpointer...)."""
+    if not postmaster_pid:
+        return 0.0
+    tick = os.sysconf("SC_CLK_TCK")
+    total = 0
+    for entry in os.listdir("/proc"):
+        if not entry.isdigit():
+            continue
+        try:
+            with open(f"/proc/{entry}/stat") as f:
+                fields = f.read().rsplit(")", 1)[1].split()
+        except OSError:
+            continue
+        if int(fields[1]) == postmaster_pid or int(entry) == postmaster_pid:
+            total += int(fields[11]) + int(fields[12])
+    return total / tick
+
+
+def own_cpu_seconds() -> float:
+    t = os.times()
+    return t.user + t.system
+
+
+POSTMASTER: int | None = None
+
+
 def pct(values: list[float], p: float) -> float:
     if not values:
         return 0.0
@@ -76,9 +103,9 @@ async def seed(dsn: str, viewers: int, poor: int, creators: int) -> tuple[list[s
 
 
 async def run_ours(dsn: str, concurrency: int, seconds: float, rich: list[str], poor: list[str],
-                   streams: list[int], window_ms: float, lanes: int) -> dict[str, Any]:
-    pool = await open_pool(dsn, max_size=max(8, lanes + 4))
-    gifts = GiftService(pool, window_ms=window_ms, lanes=lanes)
+                   streams: list[int], window_ms: float, lanes: int, depth: int = 2) -> dict[str, Any]:
+    pool = await open_pool(dsn, max_size=max(8, lanes * depth + 4))
+    gifts = GiftService(pool, window_ms=window_ms, lanes=lanes, depth=depth)
     await gifts.start()
     latencies: list[float] = []
     outcomes: dict[str, int] = {}
@@ -113,12 +140,17 @@ async def run_ours(dsn: str, concurrency: int, seconds: float, rich: list[str], 
             outcomes[kind] = outcomes.get(kind, 0) + 1
 
     started = time.perf_counter()
+    cpu0, pg0 = own_cpu_seconds(), postgres_cpu_seconds(POSTMASTER)
     await asyncio.gather(*(worker(w) for w in range(concurrency)))
     elapsed = time.perf_counter() - started
+    cpu1, pg1 = own_cpu_seconds(), postgres_cpu_seconds(POSTMASTER)
     await gifts.close()
     await pool.close()
     batches = gifts.stats["batches"] or 1
+    committed = max(outcomes.get("committed", 0), 1)
     return {
+        "python_cpu_us_per_gift": (cpu1 - cpu0) / committed * 1e6,
+        "postgres_cpu_us_per_gift": (pg1 - pg0) / committed * 1e6 if POSTMASTER else None,
         "name": f"gifting GiftService, {concurrency} concurrent",
         "requests_per_s": len(latencies) / elapsed,
         "gifts_per_s": outcomes.get("committed", 0) / elapsed,
@@ -176,10 +208,14 @@ async def run_naive(dsn: str, concurrency: int, seconds: float, rich: list[str],
             latencies.append(time.perf_counter() - t0)
 
     started = time.perf_counter()
+    cpu0, pg0 = own_cpu_seconds(), postgres_cpu_seconds(POSTMASTER)
     await asyncio.gather(*(worker(w) for w in range(concurrency)))
     elapsed = time.perf_counter() - started
+    cpu1, pg1 = own_cpu_seconds(), postgres_cpu_seconds(POSTMASTER)
     await pool.close()
-    return {"name": f"naive: transaction per gift, pool 16, {concurrency} concurrent",
+    return {"python_cpu_us_per_gift": (cpu1 - cpu0) / max(committed, 1) * 1e6,
+            "postgres_cpu_us_per_gift": (pg1 - pg0) / max(committed, 1) * 1e6 if POSTMASTER else None,
+            "name": f"naive: transaction per gift, pool 16, {concurrency} concurrent",
             "requests_per_s": len(latencies) / elapsed, "gifts_per_s": committed / elapsed,
             "p50_ms": pct(latencies, 0.5), "p99_ms": pct(latencies, 0.99)}
 
@@ -216,14 +252,18 @@ async def main() -> None:
     ap.add_argument("--viewers", type=int, default=2000)
     ap.add_argument("--creators", type=int, default=21)
     ap.add_argument("--window-ms", type=float, default=2.0)
-    ap.add_argument("--lanes", type=int, default=4)
+    ap.add_argument("--lanes", type=int, default=1)
+    ap.add_argument("--depth", type=int, default=2)
     args = ap.parse_args()
 
+    global POSTMASTER
     embedded = None
     base = os.environ.get("GIFTING_DATABASE_URL")
     if not base:
         embedded = EmbeddedPostgres(Path(tempfile.mkdtemp(prefix="gifting-bench-")))
         base = embedded.start()
+        assert embedded.proc is not None
+        POSTMASTER = embedded.proc.pid
     try:
         admin = await asyncpg.connect(base)
         name = f"bench_gifts_{secrets.token_hex(3)}"
@@ -239,7 +279,8 @@ async def main() -> None:
               f"in {time.perf_counter() - t0:.1f}s", file=sys.stderr)
         rows = []
         for c in [int(x) for x in args.concurrency.split(",")]:
-            rows.append(await run_ours(dsn, c, args.seconds, rich, poor, streams, args.window_ms, args.lanes))
+            rows.append(await run_ours(dsn, c, args.seconds, rich, poor, streams, args.window_ms, args.lanes,
+                                        args.depth))
         naive = await run_naive(dsn, 64, args.seconds, rich, streams)
         rows.append(naive)
         await prepare_pgbench(dsn)
@@ -256,10 +297,11 @@ async def main() -> None:
 
     print(f"\nmachine: {platform.machine()}, {os.cpu_count()} cores, Python {platform.python_version()}, "
           f"Postgres embedded={'yes' if embedded else 'no'}")
-    print(f"{'what':64} {'gifts/s':>10} {'req/s':>10} {'p50 ms':>8} {'p99 ms':>8}")
+    print(f"{'what':64} {'gifts/s':>10} {'req/s':>10} {'p50 ms':>8} {'p99 ms':>8} {'py µs/g':>8} {'pg µs/g':>8}")
     for r in rows:
+        py, pgc = r.get("python_cpu_us_per_gift"), r.get("postgres_cpu_us_per_gift")
         print(f"{r['name']:64} {r['gifts_per_s']:10.0f} {r['requests_per_s']:10.0f} {r['p50_ms']:8.1f} "
-              f"{r['p99_ms']:8.1f}")
+              f"{r['p99_ms']:8.1f} {'-' if py is None else round(py):>8} {'-' if pgc is None else round(pgc):>8}")
     ours64 = next((r for r in rows if r["name"].endswith(" 64 concurrent") and "GiftService" in r["name"]), rows[0])
     ratios = {
         "ours64_vs_naive": ours64["gifts_per_s"] / max(naive["gifts_per_s"], 1),
@@ -274,4 +316,9 @@ async def main() -> None:
 
 
 if __name__ == "__main__":
+    # The service runs on uvloop (gifting.cli); so does its benchmark, unless BENCH_LOOP=asyncio.
+    if os.environ.get("BENCH_LOOP", "uvloop") == "uvloop":
+        import uvloop
+
+        uvloop.install()
     asyncio.run(main())

@@ -54,6 +54,11 @@ def rss_kib(pid: int) -> int:
     return 0
 
 
+def loadavg() -> float:
+    """The machine's 1-minute load average: other work on these shared cores shows here."""
+    return float(Path("/proc/loadavg").read_text().split()[0])
+
+
 def pct(values: list[float], p: float) -> float:
     if not values:
         return float("nan")
@@ -149,9 +154,13 @@ def stop(proc: subprocess.Popen[bytes]) -> None:
 # ---- a lean WebSocket client -------------------------------------------------------------
 
 class Stats:
-    __slots__ = ("closes", "deliveries", "frames", "last_recv", "latencies", "opened")
+    __slots__ = ("ack_latencies", "acks", "closes", "deliveries", "errors", "frames", "last_recv", "latencies",
+                 "opened")
 
     def __init__(self) -> None:
+        self.acks = 0
+        self.errors = 0
+        self.ack_latencies: list[float] = []
         self.deliveries = 0
         self.frames = 0
         self.latencies: list[float] = []
@@ -163,8 +172,8 @@ class Stats:
 class RawClient(asyncio.Protocol):
     """One connection: handshake, then count gift deliveries; answer pings (WS and Engine.IO)."""
 
-    __slots__ = ("buf", "host", "marker", "mode", "on_send", "opened", "path", "sample", "stats",
-                 "transport", "upgraded")
+    __slots__ = ("buf", "gift_until", "host", "marker", "mode", "n_sent", "on_send", "opened", "path", "sample",
+                 "sent_at", "stats", "transport", "upgraded", "who")
 
     def __init__(self, host: str, path: str, stats: Stats, sample: bool, mode: str,
                  opened: asyncio.Future[None], on_send: bytes | None = None) -> None:
@@ -179,10 +188,24 @@ class RawClient(asyncio.Protocol):
         self.transport: asyncio.Transport | None = None
         self.marker = b'42["gift"' if mode == "socketio" else b'"type":"gift"'
         self.on_send = on_send
+        self.gift_until = 0.0
+        self.sent_at = 0.0
+        self.n_sent = 0
+        self.who = os.urandom(4).hex()
+
+    def send_gift(self) -> None:
+        """Closed loop: one gift in flight per viewer; the next goes when the answer comes."""
+        self.n_sent += 1
+        self.sent_at = time.perf_counter()
+        self.send(b'{"type":"send_gift","ref":%d,"gift_id":"rose","count":1,"idempotency_key":"%s-%d"}'
+                  % (self.n_sent, self.who.encode(), self.n_sent))
 
     def connection_made(self, transport: asyncio.BaseTransport) -> None:
-        assert isinstance(transport, asyncio.Transport)
-        self.transport = transport
+        self.transport = transport  # type: ignore[assignment]  # uvloop's is no asyncio.Transport subclass
+        sock = transport.get_extra_info("socket")
+        if sock is not None:  # small request frames must not wait for Nagle
+            with contextlib.suppress(OSError):
+                sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
         key = base64.b64encode(os.urandom(16)).decode()
         transport.write((f"GET {self.path} HTTP/1.1\r\nHost: {self.host}\r\nUpgrade: websocket\r\n"
                          f"Connection: Upgrade\r\nSec-WebSocket-Key: {key}\r\nSec-WebSocket-Version: 13\r\n\r\n"
@@ -260,8 +283,19 @@ class RawClient(asyncio.Protocol):
             if payload[:2] == b"40" and not self.opened.done():
                 self.opened.set_result(None)
                 return
-        elif self.mode == "gateway" and not self.opened.done() and b'"type":"welcome"' in payload:
-            self.opened.set_result(None)  # in the room: every later gift is due to us
+        elif self.mode == "gateway":
+            if not self.opened.done() and b'"type":"welcome"' in payload:
+                self.opened.set_result(None)  # in the room: every later gift is due to us
+            if self.gift_until and (payload.startswith(b'{"type":"ack"') or payload.startswith(b'{"type":"error"')):
+                st.ack_latencies.append(time.perf_counter() - self.sent_at)
+                if payload[9] == ord("a"):
+                    st.acks += 1
+                else:
+                    st.errors += 1
+                if time.monotonic() < self.gift_until:
+                    self.send_gift()
+                else:
+                    self.gift_until = 0.0
         n = payload.count(self.marker)
         if not n:
             return
@@ -294,7 +328,7 @@ async def _loadgen(conn: Any) -> None:
                     c = RawClient("127.0.0.1", path, stats, i % sample_every == 0, mode, fut)
                     try:
                         await loop.create_connection(lambda c=c: c, "127.0.0.1", port)
-                        async with asyncio.timeout(30):
+                        async with asyncio.timeout(20):
                             await fut
                         clients.append(c)
                         stats.opened += 1
@@ -303,14 +337,23 @@ async def _loadgen(conn: Any) -> None:
 
             await asyncio.gather(*(one(i, p, sem, port, sample_every, mode) for i, p in enumerate(paths)))
             conn.send(("opened", stats.opened, failures))
+        elif op == "gifts":
+            until = time.monotonic() + cmd[1]
+            for c in clients:
+                c.gift_until = until
+                c.send_gift()
+            conn.send(("ok",))
         elif op == "reset":
+            stats.acks = stats.errors = 0
+            stats.ack_latencies = []
             stats.deliveries = stats.frames = 0
             stats.latencies = []
             stats.closes = {}
             conn.send(("ok",))
         elif op == "stats":
             conn.send(("stats", stats.deliveries, stats.frames, stats.latencies, dict(stats.closes),
-                       stats.last_recv, len([c for c in clients if c.transport and not c.transport.is_closing()])))
+                       stats.last_recv, len([c for c in clients if c.transport and not c.transport.is_closing()]),
+                       stats.acks, stats.errors, stats.ack_latencies, sum(1 for c in clients if c.gift_until)))
         elif op == "send":
             for c in clients:
                 if c.transport and not c.transport.is_closing():
@@ -329,7 +372,18 @@ def _loadgen_main(conn: Any) -> None:
 
     _, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
     resource.setrlimit(resource.RLIMIT_NOFILE, (hard, hard))
-    asyncio.run(_loadgen(conn))
+    try:  # the load generator should cost as little CPU as it can
+        import uvloop
+
+        uvloop.run(_loadgen(conn))
+    except ImportError:
+        asyncio.run(_loadgen(conn))
+
+
+def pin(pid: int, cpus: set[int]) -> None:
+    """Pins a process to some cores (as the reference runs did: server on one, clients on the other)."""
+    if hasattr(os, "sched_setaffinity") and os.cpu_count() and os.cpu_count() > max(cpus):  # type: ignore[operator]
+        os.sched_setaffinity(pid, cpus)
 
 
 class LoadGen:
@@ -371,7 +425,12 @@ class LoadGen:
                 closes[code] = closes.get(code, 0) + n
         return {"deliveries": sum(r[1] for r in res), "frames": sum(r[2] for r in res),
                 "latencies": [x for r in res for x in r[3]], "closes": closes,
-                "last_recv": max(r[5] for r in res), "open": sum(r[6] for r in res)}
+                "last_recv": max(r[5] for r in res), "open": sum(r[6] for r in res),
+                "acks": sum(r[7] for r in res), "errors": sum(r[8] for r in res),
+                "ack_latencies": [x for r in res for x in r[9]], "sending": sum(r[10] for r in res)}
+
+    async def gifts(self, seconds: float) -> None:
+        await self.call([("gifts", seconds)] * len(self.pipes))
 
     async def send_all(self, payload: bytes) -> None:
         await self.call([("send", payload)] * len(self.pipes))

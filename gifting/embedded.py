@@ -112,6 +112,24 @@ def _pid_alive(pid: int) -> bool:
         return False
 
 
+def _pid_exists(pid: int) -> bool:
+    """Whether the pid names any process at all, zombies included (unlike ``_pid_alive``)."""
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True
+    return True
+
+
+def _impossible_pid() -> int:
+    try:
+        return int(Path("/proc/sys/kernel/pid_max").read_text()) + 1
+    except (OSError, ValueError):
+        return 2**22 + 1  # the largest pid_max Linux allows, plus one
+
+
 def _cmdline(pid: int) -> list[str]:
     try:
         with open(f"/proc/{pid}/cmdline", "rb") as f:
@@ -203,11 +221,38 @@ class EmbeddedPostgres:
         log.warning("stopping an orphaned embedded Postgres (pid %d) left by a crash", pid)
         _stop_pid(pid, signal.SIGINT, signal.SIGQUIT, 20)
 
+    def _clear_stale_lock(self) -> None:
+        """Unblock a start after a kill -9 whose lock file names a process that is not our Postgres.
+
+        Postgres refuses to start while the pid in ``postmaster.pid`` exists, and
+        after a kill -9 of the postmaster that pid can be a zombie for a while (or
+        for ever, under a PID 1 that does not reap orphans), or, after a reboot,
+        an unrelated process that reused it. Point the lock at a pid that cannot
+        exist and let Postgres run its own stale-lock checks, which include the
+        shared-memory interlock that still refuses while old backends live.
+        """
+        pidfile = self.pgdata / "postmaster.pid"
+        try:
+            lines = pidfile.read_text().splitlines(keepends=True)
+            pid = int(lines[0])
+        except (OSError, ValueError, IndexError):
+            return
+        if not _pid_exists(pid):
+            return  # Postgres handles a dead pid itself
+        args = _cmdline(pid)
+        ours = bool(args) and args[0].endswith("postgres") and str(self.pgdata) in args
+        if ours and _pid_alive(pid):
+            return  # a live server on this data dir: never steal its lock
+        log.warning("embedded Postgres lock names pid %d, which is not a running server here: clearing it", pid)
+        lines[0] = f"{_impossible_pid()}\n"
+        pidfile.write_text("".join(lines))
+
     def start(self, timeout: float = 60.0) -> str:
         self.root.mkdir(parents=True, exist_ok=True)
         if not (self.pgdata / "PG_VERSION").exists():
             self._initdb()
         self._stop_orphan()
+        self._clear_stale_lock()
         stored = self.root / "postgres.port"
         if self.port is None:
             previous = int(stored.read_text()) if stored.exists() else None

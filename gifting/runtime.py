@@ -7,7 +7,6 @@ the wallet and the room services on top. Closing happens in reverse order.
 
 from __future__ import annotations
 
-import asyncio
 import contextlib
 import logging
 from typing import Any
@@ -61,7 +60,10 @@ class Runtime:
         want_redis = self.need_redis and s.redis_url is None
         if want_pg or want_redis:
             self.embedded = EmbeddedServices(s.data_dir, postgres=want_pg, redis=want_redis)
-            urls = await asyncio.to_thread(self.embedded.start)
+            # Started on this (the main) thread on purpose: the children's parent-death
+            # signal fires when the thread that started them exits, and an executor
+            # thread may exit before the process does.
+            urls = self.embedded.start()
             self._stack.callback(self.embedded.stop)
             s = s.replace(
                 database_url=s.database_url or urls.database_url,
@@ -85,7 +87,7 @@ class Runtime:
         self.wallet = Wallet(self.pool)
         self.streams = Streams(self.pool, self.wallet.ledger)
         self.gifts = GiftService(self.pool, window_ms=s.batch_window_ms, max_batch=s.batch_max,
-                                 lanes=s.batch_lanes)
+                                 lanes=s.batch_lanes, depth=s.batch_depth)
         if self.redis is not None:
             assert s.redis_url
             hot = HotState(self.redis, self.pool, self.gifts.events_since, prefix=s.redis_prefix,

@@ -73,6 +73,9 @@ async def serve(settings: Settings, *, role: str, stop: asyncio.Event, demo: boo
             if settings.dev_mode:
                 log.warning("development secrets from %s/secrets (never use in production)",
                             settings.data_dir)
+                print(f"gifting: development secrets (kept in {settings.data_dir}/secrets):\n"
+                      f"  GIFTING_JWT_SECRET={settings.jwt_secret}\n"
+                      f"  GIFTING_WEBHOOK_SECRET={settings.webhook_secret}", flush=True)
             print(f"gifting: serving role={role} http://{settings.http_host}:{settings.http_port} "
                   f"ws://{settings.ws_host}:{settings.ws_port} "
                   f"database={'embedded' if rt.embedded and rt.embedded.pg else 'external'}",

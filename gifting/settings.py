@@ -56,7 +56,9 @@ class Settings:
     # how many gifts one batch may carry.
     batch_window_ms: float = 2.0
     batch_max: int = 1000
-    batch_lanes: int = 4
+    batch_lanes: int = 1
+    # Batches of one lane in flight at once (the next starts when the last holds its locks).
+    batch_depth: int = 2
     db_pool_size: int = 16
     # Coins' cash value for payouts, in micro-units of the payout currency per coin
     # (TikTok-like: a creator's "diamond" is worth about half a cent; a coin ~1.06 cents).
@@ -93,7 +95,8 @@ class Settings:
             redis_prefix=env.get("GIFTING_REDIS_PREFIX") or "",
             batch_window_ms=_float(env, "GIFTING_BATCH_WINDOW_MS", 2.0),
             batch_max=_int(env, "GIFTING_BATCH_MAX", 1000),
-            batch_lanes=_int(env, "GIFTING_BATCH_LANES", 4),
+            batch_lanes=_int(env, "GIFTING_BATCH_LANES", 1),
+            batch_depth=_int(env, "GIFTING_BATCH_DEPTH", 2),
             db_pool_size=_int(env, "GIFTING_DB_POOL_SIZE", 16),
             coin_value_micros=_int(env, "GIFTING_COIN_VALUE_MICROS", 10_600),
             payout_threshold_minor=_int(env, "GIFTING_PAYOUT_THRESHOLD", 1_000),

@@ -228,11 +228,18 @@ class Room:
         targets = list(self.creators if creators_only else self.members)
         chunk = self.hub.config.chunk
         push = self.hub.push
+        hub = self.hub
+        started = t = time.perf_counter()
         for i in range(0, len(targets), chunk):
             if i:
                 await asyncio.sleep(0)
+                t = time.perf_counter()
             for v in targets[i:i + chunk]:
                 push(v, frame)
+            hub.block_max = max(hub.block_max, time.perf_counter() - t)
+        hub.broadcasts += 1
+        hub.broadcast_s += time.perf_counter() - started
+        hub.broadcast_max = max(hub.broadcast_max, time.perf_counter() - started)
 
     async def _end(self) -> None:
         # Make sure every gift committed before the end went out first.
@@ -290,6 +297,11 @@ class Fanout:
         self._sub_waiters: dict[str, list[asyncio.Future[None]]] = {}
         self.delivered = 0  # gifts delivered to rooms (not per viewer)
         self.cut_slow = 0
+        # How long broadcasts take: whole (wall) and the longest stretch without yielding.
+        self.broadcasts = 0
+        self.broadcast_s = 0.0
+        self.broadcast_max = 0.0
+        self.block_max = 0.0
         self.on_room_dropped: Callable[[int], None] | None = None
 
     # ---- lifecycle --------------------------------------------------------------------

@@ -139,7 +139,9 @@ class Gateway:
         f = self.fanout
         return {"gateway": self.gateway_id, "connections": sum(self.per_user.values()), "rooms": len(f.rooms),
                 "delivered": f.delivered, "cut_slow": f.cut_slow, "gifts_acked": self.gifts_acked,
-                "gifts_in_flight": len(self.gift_tasks)}
+                "gifts_in_flight": len(self.gift_tasks), "broadcasts": f.broadcasts,
+                "broadcast_ms_avg": round(f.broadcast_s / max(f.broadcasts, 1) * 1000, 2),
+                "broadcast_ms_max": round(f.broadcast_max * 1000, 2), "loop_block_ms_max": round(f.block_max * 1000, 2)}
 
     # ---- handshake --------------------------------------------------------------------
     def _process_request(self, connection: ServerConnection, request: Request) -> Response | None:

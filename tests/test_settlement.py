@@ -267,3 +267,122 @@ async def test_cutoffs_never_go_back_and_never_lie_in_the_future(rt):
         await s.settle(datetime.now(UTC) + DAY)
     assert (await s.settle(d + 2 * DAY)).created is False
     await assert_books_clean(rt)
+
+
+async def _cli(settings, *args: str) -> tuple[int, str, str]:
+    env = {**os.environ, "GIFTING_DATABASE_URL": settings.database_url, "GIFTING_DATA_DIR": str(settings.data_dir),
+           "GIFTING_PAYOUT_THRESHOLD": "500"}
+    proc = await asyncio.create_subprocess_exec(sys.executable, "-m", "gifting", "--log-format", "json", *args,
+                                                env=env, stdout=asyncio.subprocess.PIPE,
+                                                stderr=asyncio.subprocess.PIPE)
+    out, err = await asyncio.wait_for(proc.communicate(), 60)
+    assert proc.returncode is not None
+    return proc.returncode, out.decode(), err.decode()
+
+
+async def test_the_commands_settle_with_a_report_replay_the_summary_and_mark_a_payout_batch_once(rt, settings,
+                                                                                                tmp_path):
+    d = day0()
+    await buy(rt, "fan")
+    st = await open_stream(rt.pool, "alice")
+    await gift(rt.pool, st, "fan", 999, d + timedelta(hours=1))
+    cutoff = (d + DAY).isoformat()
+
+    code, first, err = await _cli(settings, "settle", "--cutoff", cutoff, "--report-dir", str(tmp_path))
+    assert code == 0, err
+    assert '"step": "aggregated"' in err  # structured progress off a terminal
+    code, again, _ = await _cli(settings, "settle", "--cutoff", cutoff)
+    assert code == 0 and again == first
+    (csv_file,) = tmp_path.glob("*.csv")
+    rows = csv_file.read_text().splitlines()
+    assert rows[0].startswith("run_id,cutoff,creator_id") and ",alice,,1,999," in rows[1]
+    assert json.loads(next(tmp_path.glob("*.json")).read_text()) == json.loads(first)
+
+    code, _, err = await _cli(settings, "settle", "--cutoff", "2999-01-01T00:00:00Z")
+    assert code == 2 and "future" in err
+    code, due, _ = await _cli(settings, "payouts")
+    assert [i["id"] for i in json.loads(due)["items"]] == ["alice"]
+    code, _, err = await _cli(settings, "payouts", "--mark-paid")
+    assert code == 2 and "--batch" in err
+    code, paid, _ = await _cli(settings, "payouts", "--mark-paid", "--batch", "w48")
+    code2, paid_again, _ = await _cli(settings, "payouts", "--mark-paid", "--batch", "w48")
+    assert code == code2 == 0 and paid == paid_again
+    assert json.loads(paid)["total"] == {"amount": 529, "currency": "USD"}
+    await assert_books_clean(rt)
+
+
+async def test_a_late_gift_from_before_a_boundary_that_precedes_the_last_cutoff_gets_its_own_policy(rt):
+    d = day0()
+    s = settlement(rt)
+    await buy(rt, "fan")
+    await buy(rt, "late")
+    st = await open_stream(rt.pool, "alice")
+    await s.set_split("alice", Policy(9000), d + timedelta(hours=12))
+    async with rt.pool.acquire() as slow:
+        tx = slow.transaction()
+        await tx.start()
+        await gift(slow, st, "late", 100, d + timedelta(hours=6))  # under the default 50%
+        first = await s.settle(d + DAY)
+        await tx.commit()
+    await gift(rt.pool, st, "fan", 100, d + DAY + timedelta(hours=1))  # under 90%
+
+    second = await s.settle(d + 2 * DAY)
+
+    assert first.summary["gifts"] == 0
+    assert second.summary["aggregate_path"] == "ranges"  # a late gift: the general path
+    (line,) = await s.lines(int(second.summary["run_id"]))
+    assert line["creator_cash"] == 53 + 95  # 106 * 50% + 106 * 90% = 53 + 95.4
+    await assert_books_clean(rt)
+
+
+async def _scenario(pool, force_ranges: bool) -> list[tuple]:
+    """Policies changing inside runs, agencies switching; settles two nights by one path."""
+    from tests.settlement_support import PACK
+    from wallet.service import Wallet
+    from wallet.settlement import Settlement
+
+    d = day0()
+    s = Settlement(pool, coin_value_micros=10_600, payout_threshold=1_000)
+    s.force_ranges = force_ranges
+    w = Wallet(pool)
+    for user in ("f1", "f2"):
+        purchase, _ = await w.create_purchase(user, PACK, "k")
+        await w.apply_payment_event(PaymentEvent(f"evt_{user}", "payment.succeeded", purchase.id,
+                                                 purchase.price_amount, purchase.currency))
+    await s.set_split("a", Policy(6000, "x", 1000), d + timedelta(hours=5))
+    await s.set_split("a", Policy(6000, "y", 1500), d + timedelta(hours=9))
+    await s.set_split("b", Policy(8000), d + timedelta(hours=9))
+    await s.set_split("b", Policy(3000, "x", 3000), d + DAY + timedelta(hours=3))
+    streams = {c: await open_stream(pool, c) for c in ("a", "b", "c")}
+    for h in range(0, 40, 3):
+        for i, st in enumerate(streams.values()):
+            await gift(pool, st, f"f{1 + (h + i) % 2}", 7 + 13 * h + i, d + timedelta(hours=h, minutes=i))
+    out = []
+    for cutoff in (d + DAY, d + 2 * DAY):
+        result = await s.settle(cutoff)
+        assert result.summary["aggregate_path"] == ("ranges" if force_ranges else "buckets")
+        out += [tuple(r[k] for k in ("creator_id", "agency_id", "gifts", "gross_coins", "creator_cash",
+                                     "agency_cash", "platform_cash", "creator_carry_out", "agency_carry_out",
+                                     "platform_carry_out"))
+                for r in await s.lines(int(result.summary["run_id"]))]
+    return out
+
+
+async def test_the_fast_bucket_path_and_the_general_range_path_settle_identically(rt, servers, template_db):
+    import asyncpg
+
+    from tests.conftest import create_test_db, drop_test_db, with_database
+
+    fast = await _scenario(rt.pool, force_ranges=False)
+    name = await create_test_db(servers, template_db)
+    try:
+        pool = await asyncpg.create_pool(with_database(servers["database_url"], name), min_size=1, max_size=2)
+        try:
+            general = await _scenario(pool, force_ranges=True)
+        finally:
+            await pool.close()
+    finally:
+        await drop_test_db(servers, name)
+    assert fast == general
+    assert {ln[1] for ln in fast} == {"", "x", "y"}  # the scenario does cross agencies and boundaries
+    await assert_books_clean(rt)

@@ -4,8 +4,6 @@ from __future__ import annotations
 
 from datetime import UTC, datetime, timedelta
 
-import pytest
-
 from tests.conftest import bearer
 from tests.settlement_support import assert_books_clean, buy, gift, open_stream, settlement
 
@@ -43,7 +41,7 @@ async def test_an_admin_sets_a_split_and_the_admin_and_that_creator_read_current
     assert (await r.json())["current"]["creator_bps"] == 5000  # the default
 
 
-@pytest.mark.parametrize(("body", "status"), [
+INVALID_SPLITS = [
     ({"creator_bps": 10001, "agency_id": None, "agency_bps": 0, "effective_from": "2030-01-01T00:00:00Z"}, 422),
     ({"creator_bps": 6000, "agency_id": "a", "agency_bps": 5000, "effective_from": "2030-01-01T00:00:00Z"}, 422),
     ({"creator_bps": 6000, "agency_id": None, "agency_bps": 10, "effective_from": "2030-01-01T00:00:00Z"}, 422),
@@ -52,11 +50,14 @@ async def test_an_admin_sets_a_split_and_the_admin_and_that_creator_read_current
     ({"creator_bps": 6000, "agency_id": None, "agency_bps": 0, "effective_from": "2030-01-01T00:00:00"}, 422),
     ({"creator_bps": 6000, "agency_id": None, "agency_bps": 0}, 400),
     ({"creator_bps": 6000, "effective_from": "2030-01-01T00:00:00Z", "extra": 1}, 400),
-])
-async def test_invalid_splits_are_refused_with_the_contracts_statuses(client, body, status):
-    r = await client.put("/v1/admin/creators/alice/split", headers=bearer("root", "admin"), json=body)
-    assert r.status == status
-    assert "code" in (await r.json())["error"]
+]
+
+
+async def test_invalid_splits_are_refused_with_the_contracts_statuses(client):
+    for body, status in INVALID_SPLITS:
+        r = await client.put("/v1/admin/creators/alice/split", headers=bearer("root", "admin"), json=body)
+        assert (r.status, body) == (status, body)
+        assert "code" in (await r.json())["error"]
 
 
 async def test_only_an_admin_may_set_a_split(client):
@@ -103,3 +104,27 @@ async def test_a_creator_sees_unsettled_settled_payable_paid_and_paged_settlemen
     r = await client.get("/v1/creators/me/earnings", headers=bearer("fan"))
     assert r.status == 403
     await assert_books_clean(rt)
+
+
+async def test_gifts_sent_through_the_real_gift_path_settle_and_the_full_audit_stays_clean(client, rt):
+    from gifting.audit import full_audit
+    from tests.helpers import fund
+
+    await fund(rt.wallet, "fan", 5000)
+    r = await client.post("/v1/streams", headers=bearer("alice", "creator"), json={"title": "live"})
+    assert r.status == 201
+    stream_id = (await r.json())["stream"]["id"]
+    for k in range(3):
+        r = await client.post(f"/v1/streams/{stream_id}/gifts", headers=bearer("fan"),
+                              json={"gift_id": "galaxy", "count": 1, "idempotency_key": f"g{k}"})
+        assert r.status == 201, await r.text()
+
+    result = await settlement(rt).settle(datetime.now(UTC))
+
+    assert result.summary["gross_coins"] == 3000
+    r = await client.get("/v1/creators/me/earnings", headers=bearer("alice", "creator"))
+    body = await r.json()
+    assert body["unsettled_coins"] == 0 and body["settled_coins"] == 3000
+    assert body["payable"] == {"amount": 1590, "currency": "USD"}  # 3000 * 1.06 / 2
+    report = await full_audit(rt)
+    assert report.ok, report.to_json()

@@ -1,9 +1,10 @@
 """Stateful property test: purchases and provider events in any order keep the books right.
 
 Hypothesis drives purchases, key replays, payment events (succeeded, failed,
-refunded, disputed, mismatched amounts, exact repeats) and gift-like spending
-over real HTTP against a real Postgres, and after every step checks the wallet
-against a plain in-memory model and runs the full audit.
+refunded, disputed, mismatched amounts, exact repeats, forged replays) and
+gifts over real HTTP against real Postgres and Redis, and after every step
+checks the wallets against a plain in-memory model, runs the audit of the
+books, and waits for Redis's hot state to agree with Postgres.
 """
 
 from __future__ import annotations
@@ -23,12 +24,24 @@ from gifting.provider import ExternalProvider
 from gifting.runtime import Runtime
 from gifting.server import build_app
 from gifting.settings import Settings
-from tests.conftest import JWT_SECRET, WEBHOOK_SECRET, bearer, create_test_db, drop_test_db, signed, with_database
-from tests.wallet_helpers import PACKS, event_body, spend
+from tests.conftest import (
+    JWT_SECRET,
+    WEBHOOK_SECRET,
+    bearer,
+    create_test_db,
+    delete_prefix,
+    drop_test_db,
+    signed,
+    wait_for,
+    with_database,
+)
+from tests.wallet_helpers import PACKS, event_body
 from wallet.audit import audit
 from wallet.payments import EVENT_TYPES
 
 USERS = ("ann", "ben")
+CREATOR = "cara"
+GIFTS = {"rose": 1, "heart": 5, "donut": 30, "confetti": 100, "galaxy": 1000}
 
 
 @dataclass
@@ -53,16 +66,21 @@ class WalletMachine(RuleBasedStateMachine):
         super().__init__()
         self.loop = asyncio.new_event_loop()
         self.db = self.run(create_test_db(self.servers, self.template))
+        self.prefix = f"sm{secrets.token_hex(4)}:"
         self.settings = Settings(
-            database_url=with_database(self.servers["database_url"], self.db), redis_url=None,
+            database_url=with_database(self.servers["database_url"], self.db),
+            redis_url=self.servers["redis_url"], redis_prefix=self.prefix,
             jwt_secret=JWT_SECRET, webhook_secret=WEBHOOK_SECRET, payment_provider="external",
+            batch_window_ms=1.0,
         )
-        self.rt = Runtime(self.settings, need_redis=False, apply_migrations=False, pool_size=4)
+        self.rt = Runtime(self.settings, apply_migrations=False, pool_size=4)
         self.run(self.rt.__aenter__())
         self.client: TestClient[Any, Any] = self.run(self._open_client())
+        self.stream_id = self.run(self._open_stream())
         self.model: dict[str, ModelPurchase] = {}
         self.balances = dict.fromkeys(USERS, 0)
         self.losses = 0
+        self.gifted = 0
 
     async def _open_client(self) -> TestClient[Any, Any]:
         client: TestClient[Any, Any] = TestClient(TestServer(build_app(self.rt, ExternalProvider())))
@@ -77,6 +95,7 @@ class WalletMachine(RuleBasedStateMachine):
             self.run(self.client.close())
             self.run(self.rt.__aexit__(None, None, None))
             self.run(drop_test_db(self.servers, self.db))
+            self.run(delete_prefix(self.servers["redis_url"], self.prefix))
         finally:
             self.loop.close()
 
@@ -134,13 +153,43 @@ class WalletMachine(RuleBasedStateMachine):
         status = self.run(self._post(body, headers))
         assert status == 400
 
-    @rule(user=st.sampled_from(USERS), share=st.integers(1, 100))
-    def spend_coins(self, user: str, share: int) -> None:
-        coins = self.balances[user] * share // 100
-        if coins <= 0:
+    @rule(target=purchases, user=st.sampled_from(USERS), pack=st.sampled_from(sorted(PACKS)))
+    def buy_and_pay(self, user: str, pack: str) -> str:
+        """The common path in one step, so that gifts and refunds of spent coins are reached often."""
+        purchase = self.buy(user, pack)
+        self.deliver(purchase, "payment.succeeded")
+        return purchase
+
+    @rule(target=deliveries, purchase=purchases, dispute=st.booleans())
+    def charge_back(self, purchase: str, dispute: bool) -> bytes:
+        """Refunds and disputes get their own rule so that debts (take-backs of spent coins) come up often."""
+        return self.deliver(purchase, "payment.disputed" if dispute else "payment.refunded")
+
+    @rule(target=deliveries, user=st.sampled_from(USERS), pack=st.sampled_from(sorted(PACKS)),
+          share=st.integers(50, 100), dispute=st.booleans())
+    def spend_then_charge_back(self, user: str, pack: str, share: int, dispute: bool) -> bytes:
+        """Buy, gift most of the wallet away, then lose the payment: the path that leaves a debt."""
+        purchase = self.buy_and_pay(user, pack)
+        self.send_gift(user, "rose", share)
+        return self.charge_back(purchase, dispute)
+
+    @rule(user=st.sampled_from(USERS), gift=st.sampled_from(sorted(GIFTS)), share=st.integers(1, 120))
+    def send_gift(self, user: str, gift: str, share: int) -> None:
+        """Gifts spend coins; a wallet in debt gets 403 wallet_in_debt, a short one 402 insufficient_funds."""
+        count = min(999, max(1, max(self.balances[user], 0) * share // 100 // GIFTS[gift]))
+        status, body = self.run(self._post_gift(user, gift, count))
+        cost = GIFTS[gift] * count
+        if status == 429:  # the shared rate limiter; changes nothing
             return
-        self.run(spend(self.rt.pool, user, coins))
-        self.balances[user] -= coins
+        if self.balances[user] < 0:
+            assert (status, body["error"]["code"]) == (403, "wallet_in_debt"), body
+        elif self.balances[user] < cost:
+            assert (status, body["error"]["code"]) == (402, "insufficient_funds"), body
+        else:
+            assert status == 201, body
+            self.balances[user] -= cost
+            self.gifted += cost
+            assert body["balance"] == self.balances[user] and body["gift"]["coins"] == cost
 
     # ---- the model ---------------------------------------------------------------
     def _apply(self, m: ModelPurchase, event_type: str) -> None:
@@ -169,14 +218,36 @@ class WalletMachine(RuleBasedStateMachine):
         assert actual == self.balances
         statuses = self.run(self.rt.pool.fetch("SELECT id, status FROM purchases"))
         assert {r["id"]: r["status"] for r in statuses} == {k: m.status for k, m in self.model.items()}
-        losses = self.run(self.rt.pool.fetchval(
-            "SELECT balance FROM accounts WHERE kind = 'chargeback_losses'"))
-        assert losses == self.losses
+        platform = dict(self.run(self.rt.pool.fetch(
+            "SELECT kind, balance FROM accounts WHERE kind IN ('chargeback_losses', 'creator_unsettled')")))
+        assert platform.get("chargeback_losses") == self.losses
+        assert platform.get("creator_unsettled", 0) == self.gifted
+
+    @invariant()
+    def redis_catches_up_with_postgres(self) -> None:
+        hot = self.rt.hot
+        assert hot is not None
+
+        async def agrees() -> bool:
+            return (await audit(self.rt.pool, [hot.audit_check])).ok
+
+        self.run(wait_for(agrees, timeout=10))
 
     # ---- HTTP ----------------------------------------------------------------------
     async def _post_purchase(self, user: str, pack: str, key: str) -> tuple[int, Any]:
         resp = await self.client.post("/v1/purchases", json={"pack_id": pack, "idempotency_key": key},
                                       headers=bearer(user))
+        return resp.status, await resp.json()
+
+    async def _open_stream(self) -> str:
+        resp = await self.client.post("/v1/streams", json={"title": "stateful"}, headers=bearer(CREATOR, "creator"))
+        assert resp.status == 201, await resp.text()
+        return str((await resp.json())["stream"]["id"])
+
+    async def _post_gift(self, user: str, gift: str, count: int) -> tuple[int, Any]:
+        resp = await self.client.post(
+            f"/v1/streams/{self.stream_id}/gifts", headers=bearer(user),
+            json={"gift_id": gift, "count": count, "idempotency_key": secrets.token_hex(8)})
         return resp.status, await resp.json()
 
     async def _post(self, body: bytes, headers: dict[str, str]) -> int:
@@ -194,7 +265,7 @@ def test_wallet_matches_a_reference_model_and_the_audit_passes_after_every_step(
     WalletMachine.servers = servers
     WalletMachine.template = template_db
     WalletMachine.TestCase.settings = settings(
-        max_examples=12, stateful_step_count=20, deadline=None,
+        max_examples=12, stateful_step_count=25, deadline=None,
         suppress_health_check=[HealthCheck.too_slow, HealthCheck.filter_too_much],
     )
     runner = WalletMachine.TestCase("runTest")

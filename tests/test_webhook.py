@@ -90,7 +90,7 @@ def test_several_v1_values_all_wrong_are_refused() -> None:
     "v1=" + "0" * 64,                          # no t
     f"t=abc,v1={'0' * 64}",                    # non-numeric t
     f"t=-{NOW},v1={'0' * 64}",                 # signed t
-    f"t=１２３,v1={'0' * 64}",                  # noqa: RUF001 - non-ASCII digits on purpose
+    f"t=\uff11\uff12\uff13,v1={'0' * 64}",     # non-ASCII (fullwidth) digits
     f"t={'9' * 13},v1={'0' * 64}",             # absurd t
     f"t={NOW},v1={'0' * 64},",                 # trailing comma
     f"t={NOW};v1={'0' * 64}",                  # wrong separator

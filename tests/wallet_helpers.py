@@ -3,8 +3,9 @@
 ``spend`` books a gift the way migration 0002 defines one (a ``gifts`` row is the
 double-entry transfer: the sender's wallet -coins, the creator's unsettled
 income +coins, with the balance projections updated in the same transaction).
-It stands in for ``wallet.gifts`` so the ledger tests can spend coins without
-depending on the gift path.
+It writes those rows directly, so the ledger tests can spend exact amounts
+without a live stream, the batcher or Redis; the stateful test spends through
+the real gift path over HTTP.
 """
 
 from __future__ import annotations
