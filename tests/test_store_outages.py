@@ -85,3 +85,24 @@ async def test_money_requests_while_postgres_is_down_are_503_unavailable_then_wo
             assert await rt.wallet.balance("bob") == 70
     finally:
         await asyncio.to_thread(pg.stop)
+
+
+async def test_a_gift_after_its_lanes_idle_connections_were_terminated_commits_first_time(rt):
+    """pg_terminate_backend on a lane's idle connection: the next gift commits instead of failing 503."""
+    from tests.conftest import wait_for
+    from wallet.gift_decide import GiftRequest
+
+    sid = (await rt.streams.create("cr", "Cr", "live")).id
+    await fund(rt.wallet, "bob", 70)
+    await rt.gifts.send(GiftRequest("bob", "bob", sid, "rose", 1, "warm"))  # the lane keeps this connection
+    async with rt.pool.acquire() as conn:
+        await conn.execute("SELECT pg_terminate_backend(pid) FROM pg_stat_activity "
+                           "WHERE datname = current_database() AND pid <> pg_backend_pid()")
+
+    def idle_detached() -> bool:  # asyncpg takes a dead pooled connection back on its own
+        idle = [c for lane in rt.gifts._lanes for c in lane.idle]
+        return bool(idle) and all(c._con is None for c in idle)
+
+    await wait_for(idle_detached, timeout=10)
+    result = await rt.gifts.send(GiftRequest("bob", "bob", sid, "rose", 1, "after"))
+    assert result.balance == 68
