@@ -52,9 +52,11 @@ def invalid(message: str, code: str = "invalid_value") -> ApiError:
 
 
 # The store is unreachable or went away mid-request: nothing was committed that a
-# retry with the same key would not find. OSError covers refused connections.
+# retry with the same key would not find. OSError covers refused connections;
+# InternalClientError is what asyncpg raises when it resets a pooled connection
+# that the server ended in the middle of a query.
 STORE_UNAVAILABLE = (asyncpg.PostgresConnectionError, asyncpg.InterfaceError, asyncpg.CannotConnectNowError,
-                     asyncpg.AdminShutdownError, asyncpg.CrashShutdownError, OSError)
+                     asyncpg.AdminShutdownError, asyncpg.CrashShutdownError, asyncpg.InternalClientError, OSError)
 
 _HTTP_CODES = {
     400: "invalid_request", 401: "unauthorized", 403: "forbidden", 404: "not_found",
