@@ -41,7 +41,7 @@ from typing import Any
 import aiohttp
 import asyncpg
 from websockets.asyncio.client import ClientConnection, connect
-from websockets.exceptions import ConnectionClosed, InvalidStatus
+from websockets.exceptions import ConnectionClosed, WebSocketException
 
 from gifting import auth
 from gifting.embedded import EmbeddedPostgres, EmbeddedRedis
@@ -857,7 +857,7 @@ class Viewer:
                             code = m.get("code", "")
                             outcome = "unknown" if code in ("internal_error", "unavailable") else "refused"
                             return Attempt("ws", outcome, code)
-        except (ConnectionClosed, OSError, InvalidStatus, TimeoutError) as e:
+        except (WebSocketException, OSError, TimeoutError) as e:
             ws = self.ws.pop(sid, None)
             if ws is not None:
                 ws.transport.abort()
@@ -931,7 +931,7 @@ class Watcher:
                     self.close_codes[ws.close_code] += 1  # a clean close (1000, 1001) ends the loop
             except ConnectionClosed as e:
                 self.close_codes[e.rcvd.code if e.rcvd else None] += 1
-            except (OSError, InvalidStatus, TimeoutError):
+            except (WebSocketException, OSError, TimeoutError):  # refused, or a handshake cut short
                 pass
             finally:
                 self.ws = None
