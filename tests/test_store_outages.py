@@ -106,3 +106,42 @@ async def test_a_gift_after_its_lanes_idle_connections_were_terminated_commits_f
     await wait_for(idle_detached, timeout=10)
     result = await rt.gifts.send(GiftRequest("bob", "bob", sid, "rose", 1, "after"))
     assert result.balance == 68
+
+
+async def test_joining_a_room_while_redis_is_down_is_1001_not_1011_and_works_once_it_is_back(settings, tmp_path):
+    """Redis down: a join is sent away with 1001 (reconnect with since), never 1011; back up, joins work."""
+    import json
+
+    from websockets.asyncio.client import connect
+    from websockets.exceptions import ConnectionClosed
+
+    from gifting.live import build_gateway
+    from tests.conftest import token
+
+    redis = EmbeddedRedis(tmp_path / "r")
+    url = redis.start()
+    try:
+        async with Runtime(settings.replace(redis_url=url), apply_migrations=False) as rt:
+            gw = build_gateway(rt)
+            await gw.start("127.0.0.1", 0)
+            try:
+                sid = (await rt.streams.create("cr", "Cr", "live")).id
+                room = f"ws://127.0.0.1:{gw.port}/v1/streams/{sid}/live?token={token('va')}"
+                assert redis.proc is not None
+                redis.proc.kill()
+                redis.proc.wait()
+                async with connect(room, open_timeout=5) as ws:
+                    try:
+                        async with asyncio.timeout(10):
+                            first = json.loads(await ws.recv())
+                        assert first["type"] == "welcome"  # joined without Redis: fine too
+                    except ConnectionClosed as e:
+                        assert e.rcvd is not None and e.rcvd.code == 1001, e
+                redis.start()
+                async with connect(room, open_timeout=5) as ws:
+                    async with asyncio.timeout(10):
+                        assert json.loads(await ws.recv())["type"] == "welcome"
+            finally:
+                await gw.stop()
+    finally:
+        redis.stop()
