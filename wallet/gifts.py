@@ -302,10 +302,27 @@ class GiftService:
         await conn.execute("SET plan_cache_mode = force_generic_plan")
         return conn
 
+    @staticmethod
+    def _idle_connection(lane: _Lane) -> Any:
+        """A kept connection that is still ours, or None.
+
+        When the server ends a pooled connection (pg_terminate_backend, a restart),
+        asyncpg takes it back into the pool by itself and detaches our proxy: every
+        call on it then fails. Such a proxy is dropped here, not used for a batch.
+        """
+        while lane.idle:
+            conn = lane.idle.pop()
+            try:
+                if not conn.is_closed():
+                    return conn
+            except asyncpg.InterfaceError:  # detached: "released back to the pool"
+                continue
+        return None
+
     async def _process(self, lane: _Lane, items: list[_Item], locked: asyncio.Event) -> None:
         started = time.perf_counter()
         requests = [item.request for item in items]
-        conn = lane.idle.pop() if lane.idle else await self._lane_connection()
+        conn = self._idle_connection(lane) or await self._lane_connection()
         healthy = False
         try:
             async with asyncio.timeout(self.timeout):
@@ -323,7 +340,7 @@ class GiftService:
             healthy = True
             self._fail_all(items, e)
             return
-        except (asyncpg.PostgresConnectionStatusError, asyncpg.InterfaceError, OSError, TimeoutError,
+        except (asyncpg.InterfaceError, OSError, TimeoutError,
                 asyncpg.DeadlockDetectedError, asyncpg.SerializationError,
                 asyncpg.PostgresConnectionError, asyncpg.AdminShutdownError) as e:
             log.warning("gift batch of %d not committed: %s", len(items), e)
