@@ -227,7 +227,12 @@ PATHS: dict[str, dict[str, Any]] = {
     "/v1/streams/{stream_id}/end": {"post": op(
         "End a stream (its creator or an admin)", {200: ok(obj({"stream": ref("Stream")}))}, tags=["streams"],
         errors=(403, 404), params=[STREAM_ID])},
-    "/v1/streams/{stream_id}/gifts": {"post": op(
+    "/v1/streams/{stream_id}/gifts": {"get": op(
+        "A stream's committed gifts after after_seq, in seq order (reload after recovered: false)",
+        {200: ok(obj({"gifts": array(ref("GiftEvent")), "next_after_seq": {"type": ["integer", "null"]}}))},
+        tags=["streams"], security=PUBLIC, errors=(404, 422),
+        params=[STREAM_ID, query_param("after_seq", {"type": "integer", "minimum": 0}),
+                query_param("limit", {**LIMIT, "maximum": 1000})]), "post": op(
         "Send a gift; answered after the durable commit", {201: ok(obj({"gift": ref("GiftEvent"), "balance": INT}),
                                                                     "Committed")},
         tags=["streams"], errors=(402, 403, 404, 409, 413, 422, 429), params=[STREAM_ID],

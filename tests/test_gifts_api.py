@@ -127,3 +127,16 @@ async def test_leaderboard_lists_top_gifters_with_names(client, rt):
     assert resp.status == 200
     assert (await resp.json())["top"] == [{"user_id": "u2", "name": "U2", "coins": 35},
                                           {"user_id": "u1", "name": "U1", "coins": 15}]
+
+
+async def test_a_rooms_gifts_can_be_reloaded_over_http_in_seq_order_page_by_page(client, rt):
+    stream = await start_stream(client)
+    await fund(rt.wallet, "bob", 70)
+    for i in range(5):
+        assert (await gift(client, stream["id"], "bob", f"k{i}")).status == 201
+    page = await (await client.get(f"/v1/streams/{stream['id']}/gifts?after_seq=1&limit=3")).json()
+    assert [g["seq"] for g in page["gifts"]] == [2, 3, 4] and page["next_after_seq"] == 4
+    rest = await (await client.get(f"/v1/streams/{stream['id']}/gifts?after_seq=4")).json()
+    assert [g["seq"] for g in rest["gifts"]] == [5] and rest["next_after_seq"] is None
+    assert (await client.get("/v1/streams/424242/gifts")).status == 404
+    assert (await client.get(f"/v1/streams/{stream['id']}/gifts?after_seq=-1")).status == 422

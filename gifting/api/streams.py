@@ -125,6 +125,20 @@ async def send_gift(request: web.Request) -> web.Response:
     return web.json_response({"gift": result.event.to_json(), "balance": result.balance}, status=201)
 
 
+@routes.get("/v1/streams/{stream_id}/gifts")
+async def stream_gifts(request: web.Request) -> web.Response:
+    """A room's committed gifts after ``after_seq``, in seq order: what a client reloads over
+    HTTP when the gateway answers ``recovered: false`` (added to the contract)."""
+    stream = await request.app[STREAMS].get(request.match_info["stream_id"])
+    after = query_int(request, "after_seq", 0, 0, 2**62)
+    limit = query_int(request, "limit", 100, 1, 1000)
+    events = await request.app[GIFTS].events_since(stream.id, after, limit)
+    return web.json_response({
+        "gifts": [e.to_json() for e in events],
+        "next_after_seq": events[-1].seq if len(events) == limit else None,
+    })
+
+
 @routes.get("/v1/streams/{stream_id}/leaderboard")
 async def leaderboard(request: web.Request) -> web.Response:
     limit = query_int(request, "limit", 10, 1, 100)
