@@ -153,15 +153,15 @@ class Gateway:
             gc.callbacks.remove(self._gc_timer)
         if self._gc_task is not None:
             self._gc_task.cancel()
-            with contextlib.suppress(asyncio.CancelledError):
-                await self._gc_task
+            await asyncio.wait({self._gc_task}, timeout=1.0)
             self._gc_task = None
             gc.unfreeze()
         await self.presence.close()
         await self.fanout.close()
         for hook in self.on_stopped:
             with contextlib.suppress(Exception):
-                await hook()
+                async with asyncio.timeout(self.config.close_timeout):
+                    await hook()
         self.on_stopped.clear()
 
     async def __aenter__(self) -> Gateway:
