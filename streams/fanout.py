@@ -149,7 +149,8 @@ class Room:
     # ---- delivery task ------------------------------------------------------------
     async def run(self) -> None:
         try:
-            await self.ready
+            # Shielded: cancelling this task (drop) must not cancel the future every joiner awaits.
+            await asyncio.shield(self.ready)
         except Exception:
             return
         while not self.closed:

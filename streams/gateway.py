@@ -53,6 +53,7 @@ class GatewayConfig:
     malformed_close_after: int = 3  # malformed messages before 1008
     max_inflight_gifts: int = 32  # per connection
     max_connections_per_user: int = 20
+    presence_timeout: float = 1.0  # a join waits this long for the viewer count, then says 0
     # SO_SNDBUF of each viewer socket (0: the kernel's autotuning). A small one makes
     # a stalled viewer show up in our own bounded buffer sooner, and bounds kernel memory.
     socket_send_buffer: int = 0
@@ -271,8 +272,14 @@ class Gateway:
                     p.TokenBucket(self.config.gift_rate, self.config.gift_burst, time.monotonic()))
         counted = False
         try:
-            count = await self.presence.joined(stream_id)
-            counted = True
+            try:
+                # Presence is derived state: a viewer joins even when Redis cannot count it.
+                async with asyncio.timeout(self.config.presence_timeout):
+                    count = await self.presence.joined(stream_id)
+            except Exception as e:
+                log.warning("viewer count unavailable for room %d: %s", stream_id, e)
+                count = 0
+            counted = True  # joined() counted it locally before asking Redis
 
             def welcome(seq: int, recovered: bool | None) -> dict[str, Any]:
                 return p.welcome(stream.json | {"viewers": count}, identity.id, identity.role, seq, count,
@@ -282,6 +289,10 @@ class Gateway:
                 await self.fanout.join(viewer, stream_id, since, welcome)
             except StreamGone:
                 await ws.close(p.CLOSE_UNKNOWN_STREAM, "stream ended")
+                return
+            except Exception as e:  # Redis (fan-out) unreachable: not an internal error (1011)
+                log.warning("cannot join room %d now: %s", stream_id, e)
+                await ws.close(p.CLOSE_GOING_AWAY, "room unavailable; reconnect with since")
                 return
             self._arm_expiry(conn)
             await self._receive(conn)

@@ -237,9 +237,8 @@ class HotState:
             creator = events[0].creator_id
             if creator in batch.creator_unsettled:
                 unsettled_by_stream[sid] = batch.creator_unsettled[creator]
-        results = await asyncio.gather(*(
-            self._apply_room(sid, events, unsettled_by_stream.get(sid)) for sid, events in by_room.items()
-        ))
+        results = await self._apply_rooms(
+            [(sid, events, unsettled_by_stream.get(sid)) for sid, events in by_room.items()])
         await self.cache_balances(batch.wallets)
         if self.lag_observer:
             self.lag_observer(time.time() - batch.committed_at)
@@ -247,18 +246,43 @@ class HotState:
             if not ok:
                 await self.catch_up(sid)
 
-    async def _apply_room(self, stream_id: int, events: Sequence[GiftEvent], unsettled: int | None) -> bool:
-        """True when applied (or already there); False on a gap."""
+    def _apply_args(self, stream_id: int, events: Sequence[GiftEvent], unsettled: int | None
+                    ) -> tuple[list[str], list[Any]]:
         k = self.keys(stream_id)
         args: list[Any] = [k.channel, self.publish_cmd, HISTORY_MAX,
                            "" if unsettled is None else unsettled, len(events)]
         for e in events:
             args += [e.seq, e.sender_id, e.sender_name, e.coins, gift_json(e)]
-        added, _applied = await self._apply(keys=k.all(), args=args)
+        return k.all(), args
+
+    async def _apply_room(self, stream_id: int, events: Sequence[GiftEvent], unsettled: int | None) -> bool:
+        """True when applied (or already there); False on a gap."""
+        keys, args = self._apply_args(stream_id, events, unsettled)
+        return self._applied(await self._apply(keys=keys, args=args))
+
+    def _applied(self, result: Any) -> bool:
+        added = int(result[0])
         if added == -1:
             return False
-        self.stats["applied"] += int(added)
+        self.stats["applied"] += added
         return True
+
+    async def _apply_rooms(self, rooms: list[tuple[int, Sequence[GiftEvent], int | None]]) -> list[bool]:
+        """Every room of a batch: one pipeline on a single Redis, a bounded fan-out on a cluster."""
+        if self.cluster:
+            limit = asyncio.Semaphore(16)
+
+            async def one(sid: int, events: Sequence[GiftEvent], unsettled: int | None) -> bool:
+                async with limit:
+                    return await self._apply_room(sid, events, unsettled)
+
+            return list(await asyncio.gather(*(one(*room) for room in rooms)))
+        async with self.redis.pipeline(transaction=False) as pipe:
+            for sid, events, unsettled in rooms:
+                keys, args = self._apply_args(sid, events, unsettled)
+                await self._apply(keys=keys, args=args, client=pipe)
+            results = await pipe.execute()
+        return [self._applied(r) for r in results]
 
     async def cache_balances(self, changes: Sequence[BalanceChange]) -> None:
         if not changes:

@@ -37,6 +37,13 @@ JWT_SECRET = "test-jwt-secret-0123456789abcdef"
 WEBHOOK_SECRET = "test-webhook-secret-0123456789"
 
 
+def pytest_addoption(parser: pytest.Parser) -> None:
+    group = parser.getgroup("faults", "fault injection (tests/test_faults.py)")
+    group.addoption("--faults-long", action="store_true", help="run the fault suite for 10 minutes")
+    group.addoption("--faults-seed", type=int, default=None, help="seed of the fault run (replays its choices)")
+    group.addoption("--faults-seconds", type=float, default=None, help="load time of the fault run")
+
+
 def with_database(url: str, name: str) -> str:
     parts = urlsplit(url)
     return urlunsplit(parts._replace(path="/" + name))

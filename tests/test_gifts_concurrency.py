@@ -179,3 +179,35 @@ async def test_redis_killed_mid_load_and_restarted_empty_catches_up_to_postgres(
             assert int(await hot.redis.hget(hot.keys(sid).state, "coins")) == 300
     finally:
         redis.stop()
+
+
+async def test_contending_batches_from_two_services_see_every_locked_wallet_and_creator(rt, settings, caplog):
+    """Batches that wait for each other's row locks still read every row they lock: rich wallets are never
+    refused and the commit listener sees every account it changed."""
+    from gifting.stores import open_pool
+    from wallet.gifts import GiftService
+
+    streams = [await live_stream(rt, f"cr{i}") for i in range(40)]
+    senders = [f"rich{i}" for i in range(400)]
+    sem = asyncio.Semaphore(16)
+
+    async def rich(user: str) -> None:
+        async with sem:
+            await fund(rt.wallet, user, 700)
+
+    await asyncio.gather(*(rich(s) for s in senders))
+    pool = await open_pool(settings.database_url, max_size=8)
+    other = GiftService(pool, window_ms=1.0, lanes=2, depth=2)
+    await other.start()
+    try:
+        results = await outcomes([
+            svc.send(req(senders[(i * 7 + j + n) % 400], streams[(i + j) % 40], f"x{n}-{i}-{j}"))
+            for n, svc in enumerate((rt.gifts, other)) for i in range(400) for j in range(2)])
+    finally:
+        await other.close()
+        await pool.close()
+    failures = [type(r).__name__ for r in results if isinstance(r, BaseException)]
+    assert failures == []
+    assert rt.gifts.stats["listener_errors"] == 0
+    assert "gift batch failed" not in caplog.text
+    assert (await audit(rt.pool)).ok

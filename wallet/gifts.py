@@ -59,10 +59,14 @@ WITH s AS (
     SELECT id, creator_id, creator_account, status = 'live' AS live, last_seq, coins_received
       FROM streams WHERE id = ANY($1::bigint[]) ORDER BY id FOR UPDATE
 ), a AS (
+    -- The ids are computed once (an init plan) before any row is locked: when a
+    -- lock wait ends, Postgres rechecks only "id = ANY(that array)", which the
+    -- newer row version still passes. (A join or IN (subquery) here is rechecked
+    -- against other relations and could drop a row it had waited for.)
     SELECT a.id, a.kind, a.owner, a.balance FROM accounts a
-     WHERE a.id IN (SELECT w.id FROM accounts w
-                     WHERE w.kind = 'wallet' AND w.asset = 'COIN' AND w.owner = ANY($2::text[])
-                    UNION ALL SELECT creator_account FROM s)
+     WHERE a.id = ANY(ARRAY(SELECT w.id FROM accounts w
+                             WHERE w.kind = 'wallet' AND w.asset = 'COIN' AND w.owner = ANY($2::text[])
+                            UNION ALL SELECT creator_account FROM s))
      ORDER BY a.id FOR UPDATE
 )
 SELECT 's' AS k, id, creator_id AS t1, '' AS t2, creator_account AS n1, last_seq AS n2,
@@ -187,7 +191,7 @@ class GiftService:
         self._lanes = [_Lane(max(1, depth)) for _ in range(max(1, lanes))]
         self._listeners: list[CommitListener] = []
         self._closing = False
-        self.stats = {"batches": 0, "committed": 0, "rejected": 0, "replayed": 0}
+        self.stats = {"batches": 0, "committed": 0, "rejected": 0, "replayed": 0, "listener_errors": 0}
         self.batch_observer: Callable[[int, float], None] | None = None
         self.outcome_observer: Callable[[str], None] | None = None
 
@@ -298,10 +302,27 @@ class GiftService:
         await conn.execute("SET plan_cache_mode = force_generic_plan")
         return conn
 
+    @staticmethod
+    def _idle_connection(lane: _Lane) -> Any:
+        """A kept connection that is still ours, or None.
+
+        When the server ends a pooled connection (pg_terminate_backend, a restart),
+        asyncpg takes it back into the pool by itself and detaches our proxy: every
+        call on it then fails. Such a proxy is dropped here, not used for a batch.
+        """
+        while lane.idle:
+            conn = lane.idle.pop()
+            try:
+                if not conn.is_closed():
+                    return conn
+            except asyncpg.InterfaceError:  # detached: "released back to the pool"
+                continue
+        return None
+
     async def _process(self, lane: _Lane, items: list[_Item], locked: asyncio.Event) -> None:
         started = time.perf_counter()
         requests = [item.request for item in items]
-        conn = lane.idle.pop() if lane.idle else await self._lane_connection()
+        conn = self._idle_connection(lane) or await self._lane_connection()
         healthy = False
         try:
             async with asyncio.timeout(self.timeout):
@@ -319,7 +340,7 @@ class GiftService:
             healthy = True
             self._fail_all(items, e)
             return
-        except (asyncpg.PostgresConnectionStatusError, asyncpg.InterfaceError, OSError, TimeoutError,
+        except (asyncpg.InterfaceError, OSError, TimeoutError,
                 asyncpg.DeadlockDetectedError, asyncpg.SerializationError,
                 asyncpg.PostgresConnectionError, asyncpg.AdminShutdownError) as e:
             log.warning("gift batch of %d not committed: %s", len(items), e)
@@ -400,6 +421,10 @@ class GiftService:
                 else:
                     created_at = datetime.fromisoformat(r["j"])
             assert created_at is not None
+            missing = {st.creator_account for st in streams.values()} - owners.keys()
+            if missing:
+                # Never decide on a partial read: roll back and let the batch fail over.
+                raise RuntimeError(f"gift batch read no row for creator accounts {sorted(missing)}")
             decision = decide(requests, streams, wallets, prices, existing)
             if decision.accepted:
                 wrote = await conn.fetch(SQL_WRITE, *self._write_args(decision, created_at))
@@ -466,4 +491,5 @@ class GiftService:
                 if maybe is not None:
                     await maybe
             except Exception:  # derived state only: a listener never fails a committed gift
+                self.stats["listener_errors"] += 1
                 log.warning("commit listener failed", exc_info=True)

@@ -1,7 +1,10 @@
 """What every HTTP handler shares: the error shape, JSON parsing, authentication.
 
 Errors are ``{"error": {"code", "message"}}``. Domain errors carry their code
-and status; anything unexpected is a 500 with no stack trace for the client.
+and status; a store that cannot be reached (Postgres down or restarting, a
+connection cut) is a 503 ``unavailable`` the client may retry with the same
+idempotency key; anything else unexpected is a 500 with no stack trace for the
+client.
 """
 
 from __future__ import annotations
@@ -12,6 +15,7 @@ import time
 from collections.abc import Awaitable, Callable
 from typing import Any
 
+import asyncpg
 from aiohttp import web
 
 from gifting import auth
@@ -47,6 +51,13 @@ def invalid(message: str, code: str = "invalid_value") -> ApiError:
     return ApiError(422, code, message)
 
 
+# The store is unreachable or went away mid-request: nothing was committed that a
+# retry with the same key would not find. OSError covers refused connections;
+# InternalClientError is what asyncpg raises when it resets a pooled connection
+# that the server ended in the middle of a query.
+STORE_UNAVAILABLE = (asyncpg.PostgresConnectionError, asyncpg.InterfaceError, asyncpg.CannotConnectNowError,
+                     asyncpg.AdminShutdownError, asyncpg.CrashShutdownError, asyncpg.InternalClientError, OSError)
+
 _HTTP_CODES = {
     400: "invalid_request", 401: "unauthorized", 403: "forbidden", 404: "not_found",
     405: "method_not_allowed", 413: "payload_too_large", 415: "unsupported_media_type",
@@ -68,6 +79,11 @@ async def error_middleware(request: web.Request, handler: Handler) -> web.Stream
         message = e.reason if e.status != 413 else f"request body is limited to {MAX_BODY} bytes"
         headers = {"Allow": e.headers["Allow"]} if "Allow" in e.headers else None
         return error_response(e.status, code, message, headers)
+    except STORE_UNAVAILABLE as e:
+        log.warning("unavailable (a store or a connection failed) on %s %s: %s: %s",
+                    request.method, request.path, type(e).__name__, e)
+        return error_response(503, "unavailable", "temporarily unavailable; retry with the same idempotency key",
+                              {"Retry-After": "1"})
     except Exception:
         log.exception("unhandled error on %s %s", request.method, request.path)
         return error_response(500, "internal_error", "internal error")

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import logging
 from collections.abc import Awaitable, Callable
 from typing import Any
@@ -36,6 +37,8 @@ LIMITER: web.AppKey[RateLimiter] = web.AppKey("limiter", RateLimiter)
 VIEWERS: web.AppKey[Any] = web.AppKey("viewers", object)
 ON_STREAM_ENDED: web.AppKey[Any] = web.AppKey("on_stream_ended", object)
 
+VIEWERS_TIMEOUT = 0.25  # seconds a stream read waits for the viewer count
+
 routes = web.RouteTableDef()
 
 
@@ -44,7 +47,9 @@ async def _viewers(request: web.Request, stream: Stream) -> int:
     if counter is None or stream.status != "live":
         return 0
     try:
-        return await counter(stream.id)
+        # A silent Redis (a partition) must not hold a stream read: presence is best effort.
+        async with asyncio.timeout(VIEWERS_TIMEOUT):
+            return await counter(stream.id)
     except Exception:  # presence is derived state: never fail a read over it
         log.warning("viewer count unavailable for %s", stream.id, exc_info=True)
         return 0
