@@ -325,11 +325,11 @@ class Fanout:
         self.reader = asyncio.create_task(self._read(), name="fanout-reader")
         await self._wait_subscribed(control)
 
-    async def close(self) -> None:
+    async def close(self, timeout: float = 2.0) -> None:
+        """Stops reading and closes the pub/sub connection(s); never waits longer than ``timeout`` a step."""
         if self.reader:
             self.reader.cancel()
-            with contextlib.suppress(asyncio.CancelledError):
-                await self.reader
+            await asyncio.wait({self.reader}, timeout=timeout)
         for room in list(self.rooms.values()):
             room.closed = True
             if room.task:
@@ -338,7 +338,8 @@ class Fanout:
             t.cancel()
         if self.pubsub is not None:
             with contextlib.suppress(Exception):
-                await self.pubsub.aclose()
+                async with asyncio.timeout(timeout):
+                    await self.pubsub.aclose()
 
     def spawn(self, coro: Any) -> asyncio.Task[Any]:
         task = asyncio.create_task(coro)

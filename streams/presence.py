@@ -105,8 +105,7 @@ class Presence:
     async def close(self) -> None:
         if self._task:
             self._task.cancel()
-            with contextlib.suppress(asyncio.CancelledError):
-                await self._task
+            await asyncio.wait({self._task}, timeout=2.0)
         # Leave every room now rather than after the ttl.
         with contextlib.suppress(Exception):
             async with asyncio.timeout(2):
