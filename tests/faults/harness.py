@@ -525,9 +525,12 @@ class Run:
     # ---- faults ---------------------------------------------------------------------------------
     async def injector(self) -> None:
         bag: list[str] = []
+        hard_stop = self.stop_at + 60
         while True:
             wait = self.rng.uniform(*self.config.fault_every)
-            if time.monotonic() + wait > self.stop_at - 1:
+            # Past the load's end, finish the first round so a short run still injects every kind.
+            done_round = set(self.history.faults) >= set(self.config.fault_kinds)
+            if time.monotonic() + wait > (self.stop_at - 1 if done_round else hard_stop):
                 return
             await asyncio.sleep(wait)
             if not bag:  # every kind once per round, in an order drawn from the seed
