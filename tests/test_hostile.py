@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import base64
 import json
+import os
 import time
 import warnings
 from collections.abc import Iterator
@@ -31,7 +32,8 @@ from wallet.webhook import sign
 
 pytestmark = pytest.mark.filterwarnings("ignore::ResourceWarning")
 
-FUZZ = settings(max_examples=60, deadline=None, derandomize=False,
+# CI runs 60 examples per test; GIFTING_FUZZ_EXAMPLES=1000 for a deeper run by hand.
+FUZZ = settings(max_examples=int(os.environ.get("GIFTING_FUZZ_EXAMPLES") or 60), deadline=None,
                 suppress_health_check=[HealthCheck.too_slow, HealthCheck.function_scoped_fixture])
 
 PACKS = {"coins_70", "coins_350", "coins_700", "coins_1400", "coins_3500", "coins_7000", "coins_17500"}

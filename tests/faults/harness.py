@@ -525,9 +525,12 @@ class Run:
     # ---- faults ---------------------------------------------------------------------------------
     async def injector(self) -> None:
         bag: list[str] = []
+        hard_stop = self.stop_at + 60
         while True:
             wait = self.rng.uniform(*self.config.fault_every)
-            if time.monotonic() + wait > self.stop_at - 1:
+            # Past the load's end, finish the first round so a short run still injects every kind.
+            done_round = set(self.history.faults) >= set(self.config.fault_kinds)
+            if time.monotonic() + wait > (self.stop_at - 1 if done_round else hard_stop):
                 return
             await asyncio.sleep(wait)
             if not bag:  # every kind once per round, in an order drawn from the seed
@@ -615,8 +618,32 @@ class Run:
             await injector
         await self.heal()
         await self.settle_down()
+        await self.end_streams()
         await self.check()
         return self.report()
+
+    async def end_streams(self) -> None:
+        """Every room ends: each watcher gets stream_ended after the last gift, then close 1000."""
+        for sid, creator in self.streams.items():
+            status, doc = await self.until_ok("end", lambda s=sid, c=creator: self.post(
+                f"/v1/streams/{s}/end", None, bearer(c, "creator")), (200,))
+            if status != 200:
+                self.violations.append(f"could not end stream {sid}: {status} {doc}")
+        conn = await asyncpg.connect(self.db_url)
+        try:
+            heads = {r["id"]: r["last_seq"] for r in await conn.fetch("SELECT id, last_seq FROM streams")}
+        finally:
+            await conn.close()
+        for w in self.watchers:
+            try:
+                async with asyncio.timeout(30):
+                    await w.ended.wait()
+            except TimeoutError:
+                self.violations.append(f"watcher {w.name} never got stream_ended (at seq {w.last})")
+                continue
+            if w.ended_at_seq != heads[w.stream_id]:
+                self.violations.append(f"watcher {w.name} got stream_ended at seq {w.ended_at_seq}, "
+                                       f"the stream's last is {heads[w.stream_id]}")
 
     async def settle_down(self) -> None:
         """After the load: Redis caught up by the sweeper alone, every watcher at the head."""
@@ -886,6 +913,8 @@ class Watcher:
         self.close_codes: Counter[int | None] = Counter()
         self.connected = False
         self.welcomed = asyncio.Event()
+        self.ended = asyncio.Event()
+        self.ended_at_seq = -1
         self.ws: ClientConnection | None = None
         self.task: asyncio.Task[None] | None = None
         self.closing = False
@@ -912,7 +941,7 @@ class Watcher:
         delay = 0.05
         first = True
         deadline = time.monotonic() + 3600
-        while not self.closing and time.monotonic() < deadline:
+        while not self.closing and not self.ended.is_set() and time.monotonic() < deadline:
             gws = self.run.gateways
             gw = self.gateway if first else self.run.rng.choice([g for g in gws if g.alive] or gws)
             token = auth.mint(JWT_SECRET, self.name, "viewer", self.name, ttl=86400)
@@ -937,7 +966,7 @@ class Watcher:
                 self.ws = None
                 self.connected = False
             first = False
-            if self.closing:
+            if self.closing or self.ended.is_set():
                 return
             self.resumes += 1
             await asyncio.sleep(delay)
@@ -951,6 +980,9 @@ class Watcher:
             if not first and m.get("recovered") is not True:
                 self.not_recovered += 1
                 self.order_errors.append((-1, self.last))
+        elif kind == "stream_ended":
+            self.ended_at_seq = self.last  # every gift must come before the end
+            self.ended.set()
         elif kind == "gift":
             seq = int(m["seq"])
             if seq != self.last + 1:
