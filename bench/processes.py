@@ -228,14 +228,24 @@ async def drive(args: argparse.Namespace, apis: list[str], gateways: list[str]) 
         started = time.perf_counter()
         await asyncio.gather(*(sender(i) for i in range(args.senders)))
         elapsed = time.perf_counter() - started
-        await asyncio.sleep(2)  # let the last gifts reach every screen
+        # Let the last gifts reach every screen (bounded): then what is missing is missing.
+        deadline = time.monotonic() + 30
+        while time.monotonic() < deadline and any(
+                len(seqs[i]) < gifts_per_room.get(rooms[i % len(rooms)], 0) for i in seqs):
+            await asyncio.sleep(0.1)
         stop.set()
         await asyncio.gather(*viewer_tasks, return_exceptions=True)
 
     latencies = [seen - sent_at[g] for r in received.values() for g, seen in r.items() if g in sent_at]
     deliveries = sum(len(r) for r in received.values())
+    # In order and exactly once: each viewer's seqs are 1, 2, 3, … up to its room's last acked gift.
     exactly_once = all(
         seqs[i] == list(range(1, gifts_per_room.get(rooms[i % len(rooms)], 0) + 1)) for i in seqs)
+    if not exactly_once:
+        bad = next(i for i in seqs if seqs[i] != list(range(1, gifts_per_room.get(rooms[i % len(rooms)], 0) + 1)))
+        got, want = seqs[bad], gifts_per_room.get(rooms[bad % len(rooms)], 0)
+        print(f"viewer {bad}: {len(got)} gifts, expected {want}; ordered={got == sorted(set(got))}; "
+              f"first missing={next((n for n in range(1, want + 1) if n not in set(got)), None)}", file=sys.stderr)
     return {"gifts_per_s": len(acks) / elapsed, "deliveries_per_s": deliveries / elapsed,
             "screen_p50_ms": pct(latencies, 0.5), "screen_p99_ms": pct(latencies, 0.99),
             "ack_p99_ms": pct(acks, 0.99), "exactly_once": exactly_once, "gifts": len(acks),
