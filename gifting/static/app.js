@@ -218,6 +218,26 @@ const G = (() => {
       el("span", { class: "time" }, time(g.created_at)));
   }
 
+  // Both pages start the same way: a saved session, a ?user= with development
+  // sign-in, or the sign-in form; then start(session).
+  async function boot(role, start) {
+    $("#sign-out").onclick = () => { signOut(role); location.href = location.pathname; };
+    const cfg = await getConfig();
+    const asked = params.get("user");
+    const saved = restore(role);
+    if (saved && (!asked || saved.id === asked)) return start(saved);
+    if (asked && cfg.dev_sign_in) return start(await signIn(asked, role, params.get("name") || asked));
+    $("#sign-in").hidden = false;
+    if (!cfg.dev_sign_in) $("#sign-in-hint").textContent = "This service has no development sign-in.";
+    $("#sign-in-name").value = role + "-" + Math.random().toString(36).slice(2, 6);
+    $("#sign-in-form").onsubmit = async (ev) => {
+      ev.preventDefault();
+      const name = $("#sign-in-name").value.trim();
+      const id = name.replace(/[^A-Za-z0-9_-]/g, "_").slice(0, 64) || role;
+      try { await start(await signIn(id, role, name)); } catch (e) { $("#sign-in-hint").textContent = e.message; }
+    };
+  }
+
   return { $, el, api, key, params, getConfig, signIn, restore, signOut, useToken, coins, cash, time, LiveRoom,
-           ApiError, renderTop, giftItem };
+           ApiError, renderTop, giftItem, boot };
 })();

@@ -174,23 +174,5 @@
     await Promise.all([loadEarnings(), findMine()]);
   }
 
-  async function main() {
-    $("#sign-out").onclick = () => { G.signOut("creator"); location.href = location.pathname; };
-    const cfg = await G.getConfig();
-    const asked = params.get("user");
-    const saved = G.restore("creator");
-    if (saved && (!asked || saved.id === asked)) return start(saved);
-    if (asked && cfg.dev_sign_in) return start(await G.signIn(asked, "creator", params.get("name") || asked));
-    $("#sign-in").hidden = false;
-    if (!cfg.dev_sign_in) $("#sign-in-hint").textContent = "This service has no development sign-in.";
-    $("#sign-in-name").value = "creator-" + Math.random().toString(36).slice(2, 6);
-    $("#sign-in-form").onsubmit = async (ev) => {
-      ev.preventDefault();
-      const name = $("#sign-in-name").value.trim();
-      const id = name.replace(/[^A-Za-z0-9_-]/g, "_").slice(0, 64) || "creator";
-      try { await start(await G.signIn(id, "creator", name)); } catch (e) { $("#sign-in-hint").textContent = e.message; }
-    };
-  }
-
-  main().catch((e) => { document.body.prepend(el("p", { class: "message bad" }, e.message)); });
+  G.boot("creator", start).catch((e) => { document.body.prepend(el("p", { class: "message bad" }, e.message)); });
 })();

@@ -170,23 +170,5 @@
     setInterval(() => loadStreams().catch(() => {}), 5000);
   }
 
-  async function main() {
-    $("#sign-out").onclick = () => { G.signOut("viewer"); location.href = location.pathname; };
-    const cfg = await G.getConfig();
-    const asked = params.get("user");
-    const saved = G.restore("viewer");
-    if (saved && (!asked || saved.id === asked)) return start(saved);
-    if (asked && cfg.dev_sign_in) return start(await G.signIn(asked, "viewer", params.get("name") || asked));
-    $("#sign-in").hidden = false;
-    if (!cfg.dev_sign_in) $("#sign-in-hint").textContent = "This service has no development sign-in.";
-    $("#sign-in-name").value = "viewer-" + Math.random().toString(36).slice(2, 6);
-    $("#sign-in-form").onsubmit = async (ev) => {
-      ev.preventDefault();
-      const name = $("#sign-in-name").value.trim();
-      const id = name.replace(/[^A-Za-z0-9_-]/g, "_").slice(0, 64) || "viewer";
-      try { await start(await G.signIn(id, "viewer", name)); } catch (e) { $("#sign-in-hint").textContent = e.message; }
-    };
-  }
-
-  main().catch((e) => { document.body.prepend(el("p", { class: "message bad" }, e.message)); });
+  G.boot("viewer", start).catch((e) => { document.body.prepend(el("p", { class: "message bad" }, e.message)); });
 })();
