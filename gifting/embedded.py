@@ -430,10 +430,17 @@ class EmbeddedRedisCluster:
                     _redis_command(node, "CLUSTER", "ADDSLOTSRANGE", str(lo), str(hi))
             for node, bus in zip(self.nodes[1:], self.bus_ports[1:], strict=True):
                 _redis_command(self.nodes[0], "CLUSTER", "MEET", "127.0.0.1", str(node.port), str(bus))
+        self.wait_ok(timeout)
+        return self.url
+
+    def wait_ok(self, timeout: float = 30.0) -> None:
         deadline = time.monotonic() + timeout
         while time.monotonic() < deadline:
-            if all(self._state_ok(n) for n in self.nodes):
-                return self.url
+            try:
+                if all(self._state_ok(n) for n in self.nodes):
+                    return
+            except (OSError, EmbeddedError):
+                pass
             time.sleep(0.05)
         raise EmbeddedError("Redis Cluster did not reach cluster_state:ok")
 

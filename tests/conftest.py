@@ -68,19 +68,25 @@ def servers(tmp_path_factory: pytest.TempPathFactory) -> Iterator[dict[str, str]
 
 
 @pytest.fixture(scope="session")
-def redis_cluster_url(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
-    """A real Redis Cluster (three masters): GIFTING_TEST_REDIS_CLUSTER_URL, or a local one."""
-    url = os.environ.get("GIFTING_TEST_REDIS_CLUSTER_URL")
-    if url:
-        yield url
+def redis_cluster(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Any]:
+    """The local three-master cluster this run started, or None with GIFTING_TEST_REDIS_CLUSTER_URL."""
+    if os.environ.get("GIFTING_TEST_REDIS_CLUSTER_URL"):
+        yield None
         return
     from gifting.embedded import EmbeddedRedisCluster
 
     cluster = EmbeddedRedisCluster(tmp_path_factory.mktemp("cluster"))
     try:
-        yield cluster.start()
+        cluster.start()
+        yield cluster
     finally:
         cluster.stop()
+
+
+@pytest.fixture(scope="session")
+def redis_cluster_url(redis_cluster: Any) -> str:
+    """A real Redis Cluster (three masters): GIFTING_TEST_REDIS_CLUSTER_URL, or a local one."""
+    return os.environ.get("GIFTING_TEST_REDIS_CLUSTER_URL") or redis_cluster.url
 
 
 @pytest.fixture(scope="session")

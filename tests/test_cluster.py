@@ -5,6 +5,8 @@ from __future__ import annotations
 import asyncio
 import json
 
+import pytest
+
 from gifting.audit import full_audit
 from gifting.runtime import Runtime
 from gifting.stores import open_redis
@@ -62,6 +64,36 @@ async def test_a_room_wiped_from_the_cluster_is_rebuilt_from_postgres(settings, 
                 return await rt.hot.applied_seq(sid) == 50
 
             await wait_for(healed, timeout=10)
+            report = await full_audit(rt)
+            assert report.ok, report.to_json()
+    finally:
+        await delete_prefix(redis_cluster_url, settings.redis_prefix)
+
+
+async def test_a_cluster_node_restarted_empty_heals_its_rooms_from_postgres(settings, redis_cluster, redis_cluster_url):
+    """A master that restarts with no data (it keeps its slots) gets its rooms back from Postgres."""
+    if redis_cluster is None:
+        pytest.skip("needs the cluster this test run started")
+    s = settings.replace(redis_url=redis_cluster_url)
+    try:
+        async with Runtime(s, apply_migrations=False) as rt:
+            assert rt.hot is not None
+            rt.hot.sweep_interval = 0.05
+            streams = [(await rt.streams.create(f"c{i}", f"C{i}", "live")).id for i in range(6)]
+            await fund(rt.wallet, "a", 1400)
+            await asyncio.gather(*(rt.gifts.send(GiftRequest("a", "A", sid, "rose", 1, f"k{sid}-{i}"))
+                                   for sid in streams for i in range(20)))
+
+            async def all_applied() -> bool:
+                return all([await rt.hot.applied_seq(sid) == 20 for sid in streams])
+
+            await wait_for(all_applied, timeout=20)
+            owner = rt.redis.get_node_from_key(rt.hot.keys(streams[0]).state)
+            node = next(n for n in redis_cluster.nodes if n.port == owner.port)
+            node.stop()  # no AOF, no RDB: it comes back empty, with its slots (nodes.conf)
+            node.start()
+            await asyncio.to_thread(redis_cluster.wait_ok)
+            await wait_for(all_applied, timeout=30)
             report = await full_audit(rt)
             assert report.ok, report.to_json()
     finally:
