@@ -605,7 +605,7 @@ def stream_id_of_channel(prefix: str, channel: str) -> int | None:
     if not channel.startswith(head) or not channel.endswith("}:live"):
         return None
     raw = channel[len(head):-len("}:live")]
-    return int(raw) if raw.isdigit() else None
+    return int(raw) if raw.isascii() and raw.isdigit() else None
 
 
 def _gapless(items: list[tuple[int, str]]) -> bool:

@@ -231,7 +231,7 @@ class Gateway:
                 if scheme.lower() == "bearer" and value.strip():
                     token = value.strip()
         since_raw = (query.get("since") or [""])[0]
-        since = int(since_raw) if since_raw.isdigit() and len(since_raw) < 19 else None
+        since = int(since_raw) if since_raw.isascii() and since_raw.isdigit() and len(since_raw) < 19 else None
         return token, since
 
     async def handler(self, ws: ServerConnection) -> None:

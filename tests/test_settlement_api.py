@@ -128,3 +128,12 @@ async def test_gifts_sent_through_the_real_gift_path_settle_and_the_full_audit_s
     assert body["payable"] == {"amount": 1590, "currency": "USD"}  # 3000 * 1.06 / 2
     report = await full_audit(rt)
     assert report.ok, report.to_json()
+
+
+async def test_a_cursor_of_non_ascii_digits_is_a_400_not_a_500(client):
+    """'¹' passes str.isdigit() but not int(): the cursor check must say invalid_cursor."""
+    from tests.conftest import bearer
+
+    resp = await client.get("/v1/creators/me/settlements?cursor=%C2%B9", headers=bearer("cr", "creator"))
+    assert resp.status == 400
+    assert (await resp.json())["error"]["code"] == "invalid_cursor"

@@ -108,7 +108,7 @@ async def settlements(request: web.Request) -> web.Response:
     after: tuple[int, str] | None = None
     if raw is not None:
         run, _, agency = raw.partition(":")
-        if not run.isdigit() or len(run) > 18 or (agency and not auth.USER_ID.match(agency)):
+        if not (run.isascii() and run.isdigit()) or len(run) > 18 or (agency and not auth.USER_ID.match(agency)):
             raise bad_request("invalid cursor", "invalid_cursor")
         after = (int(run), agency)
     items, more = await request.app[SETTLEMENT].creator_lines(who.id, limit, after)
