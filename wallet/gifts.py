@@ -193,7 +193,7 @@ class GiftService:
         self._closing = False
         self.stats = {"batches": 0, "committed": 0, "rejected": 0, "replayed": 0, "listener_errors": 0}
         self.replan_after = 5.0  # seconds a lane connection keeps its prepared plans (two PREPAREs per renewal)
-        self._planned: dict[int, float] = {}
+        self._planned: dict[int, tuple[float, float]] = {}  # connection -> (planned at, next interval)
         self.batch_observer: Callable[[int, float], None] | None = None
         self.outcome_observer: Callable[[str], None] | None = None
 
@@ -307,10 +307,12 @@ class GiftService:
         batch, 15.8k/s re-preparing every 2 s.
         """
         now = time.monotonic()
-        if now - self._planned.get(id(conn), now) > self.replan_after:
+        planned, interval = self._planned.setdefault(id(conn), (now, 0.25))
+        if now - planned > interval:
+            # Soon after a start the tables grow fastest: re-plan after 0.25 s, then
+            # twice as long each time, up to ``replan_after``.
             await conn.reload_schema_state()  # drops asyncpg's statement cache: re-prepared on next use
-            self._planned[id(conn)] = now
-        self._planned.setdefault(id(conn), now)
+            self._planned[id(conn)] = (now, min(interval * 2, self.replan_after))
 
     async def _lane_connection(self) -> Any:
         conn = await self.pool.acquire()
