@@ -29,7 +29,7 @@ from typing import Any
 REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))
 
-from tests.faults.harness import Run, RunConfig, Viewer, Watcher  # noqa: E402
+from tests.faults.harness import Run, RunConfig, Viewer  # noqa: E402
 
 
 def pss_kib(pid: int) -> int:
@@ -107,14 +107,7 @@ class Soak(Run):
 
     async def execute(self) -> dict[str, Any]:
         c = self.config
-        await self.open_streams()
-        for sid in self.streams:
-            for i in range(c.watchers_per_stream):
-                w = Watcher(self, sid, f"w{sid}x{i}", self.gateways[i % len(self.gateways)])
-                self.watchers.append(w)
-                w.start()
-        await asyncio.gather(*(w.welcomed.wait() for w in self.watchers))
-        viewers = [Viewer(f"v{i + 1}") for i in range(c.viewers)]
+        viewers = await self.open_rooms()
         self.load_started = time.monotonic()
         self.stop_at = self.load_started + c.seconds
         self.log(f"soak {c.seconds:.0f}s at {self.rate:g} gifts/s: {c.viewers} viewers, "

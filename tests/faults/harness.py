@@ -600,7 +600,8 @@ class Run:
                     await p.start()
 
     # ---- driving a run --------------------------------------------------------------------------
-    async def execute(self) -> dict[str, Any]:
+    async def open_rooms(self) -> list[Viewer]:
+        """Opens a room per creator, puts the watchers in every room, and returns the viewers."""
         c = self.config
         await self.open_streams()
         for sid in self.streams:
@@ -609,7 +610,11 @@ class Run:
                 self.watchers.append(w)
                 w.start()
         await asyncio.gather(*(w.welcomed.wait() for w in self.watchers))
-        viewers = [Viewer(f"v{i + 1}") for i in range(c.viewers)]
+        return [Viewer(f"v{i + 1}") for i in range(c.viewers)]
+
+    async def execute(self) -> dict[str, Any]:
+        c = self.config
+        viewers = await self.open_rooms()
         self.stop_at = time.monotonic() + c.seconds
         self.log(f"running {c.seconds:.0f}s with {c.viewers} viewers in {len(self.streams)} rooms")
         injector = asyncio.create_task(self.injector())
