@@ -34,7 +34,7 @@ class Cluster:
         self.prefix = prefix
         self.tmp = tmp
         self.env = process_env(db_url, redis_url, prefix, tmp / "data",
-                               GIFTING_WS_SEND_BUFFER_LIMIT="32768",
+                               GIFTING_WS_SEND_BUFFER_LIMIT="98304",
                                GIFTING_WS_SOCKET_SEND_BUFFER="8192", GIFTING_PRESENCE_INTERVAL="0.25",
                                GIFTING_PRESENCE_TTL="1.5", GIFTING_WS_GIFT_RATE="10000",
                                GIFTING_WS_GIFT_BURST="50")
