@@ -33,8 +33,9 @@ from typing import Any
 import asyncpg
 
 from wallet.audit import Check
-from wallet.gifts import BalanceChange, CommittedBatch
+from wallet.gifts import BalanceChange, CommittedBatch, event_from_row
 from wallet.models import GiftEvent
+from wallet.streams import Streams
 
 log = logging.getLogger("streams.hot")
 
@@ -360,8 +361,6 @@ class HotState:
         async with self.pool.acquire() as conn, conn.transaction(isolation="repeatable_read", readonly=True):
             totals = await conn.fetch(SQL_REBUILD_TOTALS, stream_id, head)
             history = await conn.fetch(SQL_REBUILD_HISTORY, stream_id, head, HISTORY_MAX // 2)
-        from wallet.gifts import event_from_row
-
         coins = sum(r["coins"] for r in totals)
         args: list[Any] = [head, coins, len(totals)]
         for r in totals:
@@ -374,8 +373,6 @@ class HotState:
         log.info("rebuilt room %d from Postgres at seq %d", stream_id, head)
 
     async def _sweep(self) -> None:
-        from wallet.streams import Streams
-
         streams = Streams(self.pool)
         while True:
             await asyncio.sleep(self.sweep_interval)
@@ -397,8 +394,6 @@ class HotState:
                 await self.catch_up(sid, heads[sid])
 
     async def catch_up_all(self) -> None:
-        from wallet.streams import Streams
-
         await self.catch_up_heads(await Streams(self.pool).all_heads())
         await self.refresh_all_balances()
 
