@@ -27,7 +27,7 @@ METRICS: web.AppKey[Metrics] = web.AppKey("metrics", Metrics)
 # one line per request, even on the hot path.
 LOG_FIELDS: web.RequestKey[dict[str, object]] = web.RequestKey("log_fields", dict)
 HEADER = "X-Request-Id"
-_SANE = re.compile(r"^[A-Za-z0-9._:-]{8,64}$")
+_SANE = re.compile(r"[A-Za-z0-9._:-]{8,64}")  # the whole header: fullmatch
 
 
 def new_request_id() -> str:
@@ -43,7 +43,7 @@ def route_of(request: web.Request) -> str:
 @web.middleware
 async def request_middleware(request: web.Request, handler: Handler) -> web.StreamResponse:
     incoming = request.headers.get(HEADER, "")
-    rid = incoming if _SANE.match(incoming) else new_request_id()
+    rid = incoming if _SANE.fullmatch(incoming) else new_request_id()
     token = request_id.set(rid)
     started = time.perf_counter()
     status = 500
