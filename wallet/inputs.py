@@ -302,8 +302,11 @@ def currency(value: Any, field: str = "currency", code: str = "invalid_event") -
 
 
 def display_name(value: Any, field: str = "name", code: str = "invalid_value") -> str:
-    """A name shown to others: 1-64 characters of display text."""
-    return text(value, field, max_len=MAX_NAME, code=code, shown=True)
+    """A name shown to others: 1-64 characters of display text, not blank."""
+    name = text(value, field, max_len=MAX_NAME, code=code, shown=True)
+    if not name.strip():
+        raise _invalid(field, f"{field} must not be blank", code)
+    return name
 
 
 def stream_title(value: Any) -> str:
