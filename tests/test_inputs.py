@@ -83,7 +83,7 @@ def test_user_ids_match_the_whole_string(bad):
 
 
 def test_ids_that_cannot_name_anything_are_the_resources_404():
-    for raw in ("0", "-1", "abc", "1.0", " 1", "1 ", "1\n", "٣", "¹", "9223372036854775808", "", "1_0", "+1"):
+    for raw in ("0", "-1", "abc", "1.0", " 1", "1 ", "1\n", "\u0663", "¹", "9223372036854775808", "", "1_0", "+1"):
         assert refused(inputs.stream_id, raw) == (404, "unknown_stream"), raw
     for raw in (True, 0, -5, 2**63, None, 1.0):
         assert refused(inputs.stream_id, raw) == (404, "unknown_stream"), raw
@@ -158,7 +158,7 @@ def test_refs_are_echoable():
 def test_query_integers_are_ascii_digits_given_once():
     assert inputs.query_int([], "limit", 50, 1, 200) == 50
     assert inputs.query_int(["7"], "limit", 50, 1, 200) == 7
-    for bad in (["abc"], [" 5"], ["5 "], ["1_0"], ["٥"], ["¹"], ["5\n"], ["+5"], [""], ["1" * 30], ["5", "6"]):
+    for bad in (["abc"], [" 5"], ["5 "], ["1_0"], ["\u0665"], ["¹"], ["5\n"], ["+5"], [""], ["1" * 30], ["5", "6"]):
         assert refused(inputs.query_int, bad, "limit", 50, 1, 200) == (400, "invalid_request"), bad
     for bad in (["0"], ["201"], ["-1"]):
         assert refused(inputs.query_int, bad, "limit", 50, 1, 200) == (422, "invalid_value"), bad
@@ -174,7 +174,7 @@ def test_cursors_and_since_are_checked_for_shape():
     for bad in (["12:ag\n"], ["¹:"], ["12"], [":x"], ["1" * 19 + ":"], ["12:a b"]):
         assert refused(inputs.settlement_cursor, bad) == (400, "invalid_cursor"), bad
     assert inputs.since("5") == 5 and inputs.since(None) is None
-    for bad in ("-1", "5\n", "٥", "abc", "9" * 20, ""):
+    for bad in ("-1", "5\n", "\u0665", "abc", "9" * 20, ""):
         assert inputs.since(bad) is None, bad
 
 
@@ -182,7 +182,7 @@ def test_timestamps_need_a_zone_and_a_sane_year():
     assert inputs.timestamp("2030-01-01T00:00:00Z", "t", "c") == datetime(2030, 1, 1, tzinfo=UTC)
     assert inputs.timestamp("2030-01-01T02:00:00+02:00", "t", "c") == datetime(2030, 1, 1, tzinfo=UTC)
     for bad in ("2030-01-01T00:00:00", "0001-01-01T00:00:00Z", "9999-12-31T23:59:59Z", "soon", "2030-01-01T00:00:00Z\n",
-                "２０３０-01-01T00:00:00Z"):
+                "\uff12\uff10\uff13\uff10-01-01T00:00:00Z"):
         assert refused(inputs.timestamp, bad, "t", "c") == (422, "c"), bad
     assert refused(inputs.timestamp, 5, "t", "c") == (400, "invalid_request")
 

@@ -64,8 +64,10 @@ async def request_middleware(request: web.Request, handler: Handler) -> web.Stre
             metrics.http_requests.labels(request.method, route, str(status)).inc()
             metrics.http_seconds.labels(route).observe(elapsed)
         if route not in ("/metrics", "/healthz", "/readyz"):
-            fields: dict[str, object] = {"method": request.method, "path": request.path, "route": route,
+            # The path as sent (percent-encoded): decoded, a %0A would start a forged log line.
+            path = request.rel_url.raw_path
+            fields: dict[str, object] = {"method": request.method, "path": path, "route": route,
                                          "status": status, "ms": round(elapsed * 1000, 2)}
             fields.update(request.get(LOG_FIELDS) or {})
-            log.info("%s %s %d", request.method, request.path, status, extra=fields)
+            log.info("%s %s %d", request.method, path, status, extra=fields)
         request_id.reset(token)
