@@ -510,7 +510,7 @@ def test_tokens_signed_wrongly_expired_oversized_or_with_hostile_claims_are_401(
     status, raw = served.request(method, path.format(sid=served.stream_id), body if method != "GET" else None,
                                  {"Authorization": f"Bearer {tok}", "Content-Type": "application/json"})
     err = assert_refused(status, raw, parser_may_answer=len(tok) > 8000)
-    assert status == 401 and err is not None or status == 400 and len(tok) > 8000, (status, raw[:200])
+    assert (status == 401 and err is not None) or (status == 400 and len(tok) > 8000), (status, raw[:200])
 
 
 # ---- WebSocket ------------------------------------------------------------------------------------
