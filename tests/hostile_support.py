@@ -124,7 +124,10 @@ class GoodTraffic:
         answers: dict[int, dict[str, Any]] = {}
         arrived = asyncio.Event()
         try:
-            async with connect(url, open_timeout=10, compression=None) as ws, aiohttp.ClientSession() as http:
+            # No keepalive pings: websockets draws their payloads from the global `random`, which
+            # hypothesis (drawing in the main thread) would see change under it.
+            async with connect(url, open_timeout=10, compression=None, ping_interval=None) as ws, \
+                    aiohttp.ClientSession() as http:
                 async def read() -> None:
                     async for frame in ws:
                         doc = json.loads(frame)

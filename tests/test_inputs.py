@@ -225,3 +225,11 @@ def test_v2_duration_limits_and_until():
     assert inputs.boolean(True, "paused") is True
     for bad in (1, "true", None):
         assert refused(inputs.boolean, bad, "paused") == (400, "invalid_request")
+
+
+def test_host_headers_are_names_or_addresses_with_an_optional_port():
+    assert inputs.host("example.com:8080") == "example.com"
+    assert inputs.host("127.0.0.1") == "127.0.0.1"
+    assert inputs.host("[::1]:8080") == "[::1]"
+    for bad in (None, "", "a b", "ex\x00ample", "evil.com/path", "x:y:z", "bearer\t\ufeff", "h\n"):
+        assert inputs.host(bad) is None, bad

@@ -45,7 +45,8 @@ v1: ``idempotency_key``, ``user_id``, ``stream_id``, ``catalog_id`` (gift and
 pack ids), ``purchase_id``, ``event_id``, ``currency``, ``display_name``,
 ``stream_title``, ``count``, ``integer``, ``ref`` (WebSocket), ``query_int``,
 ``query_text``, ``since``, ``ledger_cursor``, ``settlement_cursor``,
-``timestamp``, ``token`` (the compact JWT shape), ``token_name``.
+``timestamp``, ``token`` (the compact JWT shape), ``token_name``, ``host`` (the
+``Host`` header).
 
 v2 (for the engagement and responsible-spending endpoints; call these, do not
 re-check by hand):
@@ -105,6 +106,7 @@ SIGNED_DIGITS = re.compile(r"-?[0-9]{1,19}")
 LEDGER_CURSOR = re.compile(r"[A-Za-z0-9_-]{1,256}")
 SETTLEMENT_CURSOR = re.compile(r"([0-9]{1,18}):([A-Za-z0-9_-]{0,64})")
 TOKEN = re.compile(r"[A-Za-z0-9_-]+\.[A-Za-z0-9_-]+\.[A-Za-z0-9_-]*")
+HOST = re.compile(r"(\[[0-9A-Fa-f:.]{2,45}\]|[A-Za-z0-9.-]{1,253})(?::[0-9]{1,5})?")
 
 # Characters no text may hold: NUL (Postgres text cannot) and lone surrogates
 # (not Unicode; asyncpg and every UTF-8 encoder refuse them).
@@ -331,6 +333,15 @@ def token_name(value: object) -> str:
     if not isinstance(value, str) or len(value) > MAX_NAME:
         raise _malformed("name", "name must be a string of at most 64 characters")
     return check_clean(value, "name", shown=True)
+
+
+def host(value: str | None) -> str | None:
+    """The host name of an HTTP ``Host`` header (a name, an IPv4 address or a bracketed IPv6 one, an
+    optional port dropped), or None when it is none of those."""
+    if value is None:
+        return None
+    m = HOST.fullmatch(value)
+    return m.group(1) if m else None
 
 
 # ---- numbers ------------------------------------------------------------------------------
