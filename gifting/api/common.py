@@ -1,5 +1,9 @@
 """What every HTTP handler shares: the error shape, JSON parsing, authentication.
 
+Every body, query parameter and path id is parsed through the boundary
+validator (``wallet.inputs``), the same one the WebSocket gateway uses; its
+``InvalidInput`` is a ``WalletError`` and answers with its own status and code.
+
 Errors are ``{"error": {"code", "message"}}``. Domain errors carry their code
 and status; a store that cannot be reached (Postgres down or restarting, a
 connection cut) is a 503 ``unavailable`` the client may retry with the same
