@@ -20,7 +20,7 @@ frame that is not UTF-8); the books of everyone but the well-formed viewer
 are exactly as before each test; the process logs no unhandled exception; and
 ``gifting audit`` is clean at the end.
 
-Examples per test: 40 in CI; ``GIFTING_HOSTILE_EXAMPLES=5000`` for a long run
+Examples per test: 100 in CI; ``GIFTING_HOSTILE_EXAMPLES=5000`` for a long run
 (see docs/reliability.md).
 """
 
@@ -65,7 +65,7 @@ pytestmark = [pytest.mark.filterwarnings("ignore::ResourceWarning"),
               # a failing example of a 64 KiB body is worth reporting, however long its repr
               pytest.mark.filterwarnings("ignore:Generating overly large repr")]
 
-EXAMPLES = int(os.environ.get("GIFTING_HOSTILE_EXAMPLES") or os.environ.get("GIFTING_FUZZ_EXAMPLES") or 40)
+EXAMPLES = int(os.environ.get("GIFTING_HOSTILE_EXAMPLES") or os.environ.get("GIFTING_FUZZ_EXAMPLES") or 100)
 FUZZ = settings(max_examples=EXAMPLES, deadline=None,
                 suppress_health_check=[HealthCheck.too_slow, HealthCheck.function_scoped_fixture,
                                        HealthCheck.filter_too_much, HealthCheck.data_too_large])
