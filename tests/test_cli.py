@@ -59,3 +59,17 @@ def test_token_refuses_an_invalid_user_id_with_exit_2(tmp_path: Path) -> None:
     """A user id outside [A-Za-z0-9_-]{1,64} is refused, not minted."""
     out = gifting("token", "--user", "not valid!", env={"GIFTING_DATA_DIR": str(tmp_path / "data")})
     assert out.returncode == 2 and out.stdout == "" and "user id" in out.stderr
+
+
+def test_cli_arguments_that_reach_sql_or_a_token_pass_the_boundary_validator(tmp_path: Path) -> None:
+    """`token --user "alice\\n"`, a control character in `--name`, and a `payouts --batch` key that is not
+    text (bytes that are not UTF-8 arrive as lone surrogates) are refused with exit 2, never a traceback."""
+    env = {"GIFTING_JWT_SECRET": "cli-secret-" + "x" * 32, "GIFTING_WEBHOOK_SECRET": "w" * 32,
+           "GIFTING_DATA_DIR": str(tmp_path / "data")}
+    for args in (("token", "--user", "alice\n"), ("token", "--user", "alice", "--name", "A\x01B")):
+        out = gifting(*args, env=env)
+        assert out.returncode == 2 and out.stdout == "" and "Traceback" not in out.stderr, out.stderr
+    base = {k: v for k, v in os.environ.items() if not k.startswith("GIFTING_")}
+    out = subprocess.run([sys.executable.encode(), b"-m", b"gifting", b"payouts", b"--mark-paid", b"--batch",
+                          b"batch-\xff"], cwd=ROOT, env=base | env, capture_output=True, timeout=60)
+    assert out.returncode == 2 and b"Traceback" not in out.stderr, out.stderr
