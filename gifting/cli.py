@@ -32,6 +32,8 @@ def _settings(args: argparse.Namespace) -> Settings:
                         ("data_dir", "data_dir")):
         value = getattr(args, flag, None)
         if value is not None:
+            if field.endswith("_port") and not 1 <= value <= 65535:
+                raise SettingsError(f"--{flag.replace('_', '-')} must be a port number 1-65535, got {value}")
             overrides[field] = value
     return s.replace(**overrides) if overrides else s
 

@@ -264,7 +264,7 @@ class Settings:
 
 def _dev_secret(path: Path) -> str:
     if path.exists():
-        return path.read_text().strip()
+        return _read_secret(path)
     path.parent.mkdir(parents=True, exist_ok=True, mode=0o700)
     value = secrets.token_urlsafe(32)
     # Write aside, then link into place: link fails if the name exists, so two
@@ -276,7 +276,14 @@ def _dev_secret(path: Path) -> str:
     try:
         os.link(tmp, path)
     except FileExistsError:
-        value = path.read_text().strip()
+        value = _read_secret(path)
     finally:
         tmp.unlink()
+    return value
+
+
+def _read_secret(path: Path) -> str:
+    value = path.read_text().strip()
+    if len(value) < 16:  # emptied or edited by hand: never sign with a guessable secret
+        raise SettingsError(f"{path} holds no usable development secret: delete it to have a new one generated")
     return value

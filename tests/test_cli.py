@@ -228,3 +228,11 @@ def test_token_with_only_the_webhook_secret_is_refused(tmp_path: Path) -> None:
                                                    "GIFTING_DATA_DIR": str(tmp_path / "data")})
     assert out.returncode == 2 and out.stdout == "" and "GIFTING_JWT_SECRET" in out.stderr
     assert not (tmp_path / "data").exists()
+
+
+def test_a_port_flag_out_of_range_is_one_line(tmp_path: Path) -> None:
+    """--ws-port 0 or 70000 is refused by name before anything starts."""
+    for value in ("0", "70000"):
+        out = gifting("serve", "--role", "gateway", "--ws-port", value, env={"GIFTING_DATA_DIR": str(tmp_path / "d")})
+        assert out.returncode == 2 and out.stderr.count("\n") == 1 and "--ws-port" in out.stderr, out.stderr
+    assert not (tmp_path / "d").exists()

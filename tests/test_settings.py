@@ -123,3 +123,11 @@ def test_one_configured_secret_refuses_naming_the_other(tmp_path: Path, given: s
         Settings(data_dir=tmp_path, **{given: "configured-value-123"}).with_dev_secrets()  # type: ignore[arg-type]
     assert "configured-value-123" not in str(e.value)
     assert not (tmp_path / "secrets").exists()
+
+
+def test_an_emptied_dev_secret_file_is_refused_not_used(tmp_path: Path) -> None:
+    """A secret file emptied by hand stops the start (naming the file) instead of signing with ''."""
+    Settings(data_dir=tmp_path).with_dev_secrets()
+    (tmp_path / "secrets" / "jwt_secret").write_text("\n")
+    with pytest.raises(SettingsError, match="jwt_secret holds no usable"):
+        Settings(data_dir=tmp_path).with_dev_secrets()
