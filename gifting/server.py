@@ -83,7 +83,7 @@ def listens(settings: Settings, role: str) -> list[tuple[str, str, int]]:
         out.append(("http", settings.http_host, settings.http_port))
     if role in ("all", "gateway"):
         out.append(("ws", settings.ws_host, settings.ws_port))
-    if len(out) == 2 and settings.http_port == settings.ws_port:
+    if len(out) == 2 and (settings.http_host, settings.http_port) == (settings.ws_host, settings.ws_port):
         raise PortUnavailable(f"--role all listens on two ports, but --http-port and --ws-port are both "
                               f"{settings.http_port}")
     return out
