@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from datetime import UTC, datetime, timedelta
+from itertools import pairwise
 
 import pytest
 from hypothesis import given, settings
@@ -136,7 +137,7 @@ def test_lines_are_numbered_in_the_code_point_order_they_chain_in():
     lines = settle_creator("c", [Segment(1, 333, Policy(5000, "alpha", 1000)), Segment(1, 333, Policy(5000)),
                                  Segment(1, 333, Policy(5000, "Zeta", 1000))], 10_600, carries)
     assert [(ln.line_no, ln.agency_id) for ln in lines] == [(1, ""), (2, "Zeta"), (3, "alpha")]
-    for before, after in zip(lines, lines[1:], strict=False):
+    for before, after in pairwise(lines):
         assert after.carry_in.creator == before.carry_out.creator
         assert after.carry_in.platform == before.carry_out.platform
     assert carries.creator == lines[-1].carry_out.creator
