@@ -5,10 +5,12 @@ from __future__ import annotations
 import time
 from typing import Any
 
+import asyncpg
+import pytest
 from aiohttp.test_utils import TestClient
 
 from gifting.runtime import Runtime
-from tests.conftest import signed
+from tests.conftest import bearer, signed
 from tests.test_api_wallet import assert_error
 from tests.wallet_helpers import (
     assert_books_balance,
@@ -383,4 +385,36 @@ async def test_partial_refunds_that_return_everything_before_the_success_void_th
     outcomes = await rt.pool.fetch("SELECT outcome FROM payment_events WHERE purchase_id = $1 ORDER BY seq",
                                    purchase["id"])
     assert [r["outcome"] for r in outcomes] == ["voided", "voided", "ignored:refunded"]
+    await assert_books_balance(rt.pool)
+
+
+# ---- currencies the ledger does not book ------------------------------------------------------
+
+
+async def test_a_pack_in_a_currency_the_ledger_does_not_book_is_refused_by_the_catalog(rt: Runtime) -> None:
+    """The ledger books cash in USD only: a new EUR pack is refused by the database itself."""
+    with pytest.raises(asyncpg.CheckViolationError, match="coin_packs_currency_booked"):
+        await rt.pool.execute("INSERT INTO coin_packs (id, version, coins, price_amount, currency) "
+                              "VALUES ('coins_eur', 1, 70, 70, 'EUR')")
+
+
+async def test_an_older_pack_in_another_currency_is_hidden_unsellable_and_never_booked_on_usd(
+        client: Client, rt: Runtime) -> None:
+    """An older EUR pack: not listed, 404 unknown_pack; a EUR purchase's success is 422, nothing booked."""
+    await rt.pool.execute("ALTER TABLE coin_packs DROP CONSTRAINT coin_packs_currency_booked")
+    await rt.pool.execute("INSERT INTO coin_packs (id, version, coins, price_amount, currency) "
+                          "VALUES ('coins_eur', 1, 70, 70, 'EUR')")
+    packs = (await (await client.get("/v1/coin-packs")).json())["packs"]
+    assert "coins_eur" not in {p["id"] for p in packs}
+    resp = await client.post("/v1/purchases", json={"pack_id": "coins_eur", "idempotency_key": "k-eur"},
+                             headers=bearer("alice"))
+    assert_error(resp.status, await resp.json(), 404, "unknown_pack")
+    # a pending purchase made before the fix: its success cannot be booked on the USD accounts
+    await rt.pool.execute(
+        "INSERT INTO purchases (id, user_id, pack_id, pack_version, coins, price_amount, currency,"
+        " idempotency_key, request_hash) VALUES ('pur_eur', 'alice', 'coins_eur', 1, 70, 70, 'EUR', 'k0', 'h')")
+    before = await snapshot(rt.pool)
+    status, body = await deliver(client, "pur_eur", "payment.succeeded", 70, "EUR")
+    assert_error(status, body, 422, "amount_mismatch")
+    assert await snapshot(rt.pool) == before
     await assert_books_balance(rt.pool)
