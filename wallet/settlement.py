@@ -517,7 +517,7 @@ SELECT {SQL_LINE_FIELDS} FROM settlement_lines l JOIN settlement_runs r ON r.id 
 """
 SQL_RUN_LINES = f"""
 SELECT {SQL_LINE_FIELDS} FROM settlement_lines l JOIN settlement_runs r ON r.id = l.run_id
- WHERE l.run_id = $1 ORDER BY l.creator_id, l.agency_id
+ WHERE l.run_id = $1 ORDER BY l.creator_id COLLATE "C", l.line_no, l.agency_id COLLATE "C"
 """
 # A payable is negative (owed by the platform, docs/ledger.md): what is owed is -balance.
 SQL_PAYABLES = """
