@@ -119,6 +119,9 @@ _UNSHOWABLE = re.compile("[\x00-\x1f\x7f-\x9f\u2028\u2029\u202a-\u202e\u2066-\u2
 class InvalidInput(errors.WalletError):
     """A value from outside that the service refuses, with the contract's status and code."""
 
+    code = "invalid_request"  # the default; each instance carries its own
+    status = 400
+
     def __init__(self, field: str, message: str, *, code: str = "invalid_request", status: int = 400) -> None:
         super().__init__(message)
         self.field = field
