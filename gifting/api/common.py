@@ -114,6 +114,17 @@ def field(doc: dict[str, Any], name: str) -> Any:
     return doc.get(name, inputs.MISSING)
 
 
+def require_str(doc: dict[str, Any], name: str, *, max_len: int = 128, min_len: int = 1) -> str:
+    """A required text field (no NUL, no lone surrogate): ``inputs.text``, kept for existing callers.
+    Text that is shown to people wants ``inputs.text(..., shown=True)`` or a named validator."""
+    return inputs.text(field(doc, name), name, max_len=max_len, min_len=min_len)
+
+
+def idempotency_key(doc: dict[str, Any]) -> str:
+    """The body's ``idempotency_key`` (``inputs.idempotency_key``)."""
+    return inputs.idempotency_key(field(doc, "idempotency_key"))
+
+
 def query_int(request: web.Request, name: str, default: int, lo: int, hi: int) -> int:
     return inputs.query_int(request.query.getall(name, []), name, default, lo, hi)
 
