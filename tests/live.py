@@ -69,8 +69,11 @@ class Proc:
         return f"http://127.0.0.1:{self.http_port}"
 
     async def stop(self, sig: int = signal.SIGTERM, timeout: float = 20.0) -> int | None:
-        if self.proc is None or self.proc.returncode is not None:
-            return self.proc.returncode if self.proc else None
+        if self.proc is None:
+            return None
+        if self.proc.returncode is not None:  # it died (or was killed) already
+            self.log.close()
+            return self.proc.returncode
         self.proc.send_signal(sig)
         try:
             async with asyncio.timeout(timeout):
