@@ -78,6 +78,7 @@ export class Room extends Emitter {
     /** @type {any} */ this.authTimer = null;
     /** @type {any} */ this.openTimer = null;
     this.token = "";
+    this.holdUntil = 0;
     this.backoff = { baseMs: 500, capMs: 30000, ...o.backoff };
     this.Socket = o.WebSocket ?? /** @type {SocketCtor | undefined} */ (/** @type {any} */ (globalThis).WebSocket);
     if (!this.Socket) throw new TypeError("no WebSocket: pass { WebSocket } (e.g. from the 'ws' package on Node 20)");
@@ -127,10 +128,26 @@ export class Room extends Emitter {
       /** @type {Intent} */
       const it = { ref, body, key, resolve, reject, tries: 0, timers: [], viaHttp: false, sentOn: null };
       this.pending.set(ref, it);
+      if (this.stopped) {
+        // the room is closed or the stream ended: nothing went out; the HTTP API answers for sure
+        if (this.o.http) this._viaHttp(it, true);
+        else this._finish(it, errorFor("network_error", "the room is closed"), null);
+        return;
+      }
       it.timers.push(setTimeout(() => this._giveUp(it), this.o.sendTimeoutMs ?? 30000));
       it.timers.push(setTimeout(() => { if (!it.sentOn) this._viaHttp(it); }, this.o.httpFallbackMs ?? 4000));
       this._transmit(it);
     });
+  }
+
+  /**
+   * Drops the socket as a network failure would, and stays away at least `holdMs` before resuming
+   * (for tests, demos and the curious).
+   * @param {number} [holdMs]
+   */
+  simulateDrop(holdMs = 0) {
+    this.holdUntil = Date.now() + holdMs;
+    if (this.ws) this.ws.close(4000, "dropped by the client");
   }
 
   /** Measures the round trip (`ping` → `pong`). */
@@ -204,7 +221,8 @@ export class Room extends Emitter {
     this._setStatus("reconnecting");
     // 4401: a fresh token, soon. 4429: the server asked us to slow down: wait longer.
     const o = code === 4429 ? { ...this.backoff, floorMs: 5000, baseMs: 5000, capMs: 120000 } : this.backoff;
-    const delay = code === 4401 && this.unauthorized === 1 ? 0 : backoffDelay(this.attempt, o);
+    const delay = Math.max(this.holdUntil - Date.now(),
+                           code === 4401 && this.unauthorized === 1 ? 0 : backoffDelay(this.attempt, o));
     this.attempt += 1;
     clearTimeout(this.retryTimer);
     this.retryTimer = setTimeout(() => this._open(), delay);
