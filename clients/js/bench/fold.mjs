@@ -51,6 +51,7 @@ const warm = times; // includes warm-up: the figure is honest for a cold phone t
 const q = (p) => warm[Math.min(warm.length - 1, Math.floor(warm.length * p))];
 console.log(`fold a 128-gift frame (parse + dedupe + fold + events), ${RUNS} frames: ` +
             `median ${q(0.5).toFixed(3)} ms, p99 ${q(0.99).toFixed(3)} ms, max ${warm[warm.length - 1].toFixed(3)} ms`);
-if (cpu) console.log(`mean per frame: ${(wall / RUNS).toFixed(3)} ms wall, ${((cpu.user + cpu.system) / 1000 / RUNS).toFixed(3)} ms CPU ` +
-                    "(on a shared machine the wall-clock tail is other processes' time)");
+console.log(`mean per frame: ${(wall / RUNS).toFixed(3)} ms wall` +
+            (cpu ? `, ${((cpu.user + cpu.system) / 1000 / RUNS).toFixed(3)} ms CPU` : "") +
+            " (on a shared machine the wall-clock tail is other processes' time)");
 console.log(`gifts folded ${gifts}, state seq ${room.state.seq}`);
