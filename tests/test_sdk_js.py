@@ -15,8 +15,7 @@ import pytest
 
 SDK = Path(__file__).resolve().parent.parent / "clients" / "js"
 NODE, NPM = shutil.which("node"), shutil.which("npm")
-
-
+needs_node = pytest.mark.skipif(not (NODE and NPM), reason="node and npm are needed for the JavaScript SDK's tests")
 
 
 def run(*cmd: str, timeout: float = 300) -> str:
@@ -28,8 +27,6 @@ def run(*cmd: str, timeout: float = 300) -> str:
     out = done.stdout + done.stderr
     assert done.returncode == 0, f"{' '.join(cmd)} failed:\n{out[-6000:]}"
     return out
-needs_node = pytest.mark.skipif(not (NODE and NPM), reason="node and npm are needed for the JavaScript SDK's tests")
-
 
 @pytest.fixture(scope="module")
 def dev_dependencies() -> None:
@@ -44,8 +41,10 @@ def dev_dependencies() -> None:
 
 @needs_node
 def test_the_sdk_type_checks(dev_dependencies: None) -> None:
-    """tsc --noEmit over the JSDoc-typed sources, strict."""
+    """tsc --noEmit over the JSDoc-typed sources, strict; and the .d.ts files a package ships build."""
     run(str(NPM), "run", "-s", "check")
+    run(str(NPM), "run", "-s", "types")
+    assert (SDK / "types" / "index.d.ts").exists()
 
 
 @needs_node
