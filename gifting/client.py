@@ -85,7 +85,9 @@ CODES = {
     "stream_not_live": "StreamNotLive", "already_live": "AlreadyLive", "idempotency_conflict": "IdempotencyConflict",
     "invalid_count": "InvalidCount", "rate_limited": "RateLimited", "invalid_signature": "InvalidSignature",
     "amount_mismatch": "AmountMismatch", "history_is_settled": "HistoryIsSettled", "conflict": "Conflict",
-    "unavailable": "Unavailable", "internal_error": "InternalError",
+    "unavailable": "Unavailable", "internal_error": "InternalError", "invalid_cursor": "InvalidCursor",
+    "invalid_event": "InvalidEvent", "invalid_split": "InvalidSplit", "invalid_status": "InvalidStatus",
+    "invalid_title": "InvalidTitle", "invalid_user_id": "InvalidUserId", "unknown_creator": "UnknownCreator",
     # v2
     "age_restricted": "AgeRestricted", "blocked": "Blocked", "self_excluded": "SelfExcluded",
     "spending_limit": "SpendingLimit", "gifts_paused": "GiftsPaused", "already_in_battle": "AlreadyInBattle",
@@ -291,9 +293,9 @@ class Http:
         return dict(await self.request("GET", "/v1/wallet"))
 
     async def purchase(self, pack_id: str, *, key: str | None = None) -> Json:
-        """Buys a coin pack (``pending`` until the provider confirms). Retries reuse the key."""
-        doc = await self._money("/v1/purchases", {"pack_id": pack_id, "idempotency_key": key or new_key()})
-        return dict(doc["purchase"])
+        """Buys a coin pack: ``{"purchase", "checkout"}``, the purchase ``pending`` until the provider
+        confirms (``checkout.provider`` says who takes the payment). Retries reuse the key."""
+        return dict(await self._money("/v1/purchases", {"pack_id": pack_id, "idempotency_key": key or new_key()}))
 
     async def get_purchase(self, purchase_id: str) -> Json:
         return dict((await self.request("GET", f"/v1/purchases/{quote(purchase_id, safe='')}"))["purchase"])
@@ -309,8 +311,8 @@ class Http:
 
     async def buy(self, pack_id: str, *, key: str | None = None, timeout: float = 30.0) -> Json:
         """Purchase, then wait until it succeeds or fails."""
-        p = await self.purchase(pack_id, key=key)
-        return await self.wait_purchase(str(p["id"]), timeout=timeout)
+        doc = await self.purchase(pack_id, key=key)
+        return await self.wait_purchase(str(doc["purchase"]["id"]), timeout=timeout)
 
     async def send_gift(self, stream_id: str | int, gift_id: str, count: int = 1, *, key: str | None = None,
                         message: str | None = None) -> Json:

@@ -167,8 +167,8 @@ async def test_an_ack_lost_with_the_socket_is_replayed_with_the_same_key_and_cha
 async def test_http_money_calls_reuse_their_key_through_503s_and_say_when_the_outcome_is_unknown(world: World):
     """A purchase is one key for every try; a dead API ends in OutcomeUnknown carrying that key."""
     http = world.http.with_token(token("ps3"))
-    p = await http.purchase("coins_70", key="fixed-key")
-    again = await http.purchase("coins_70", key="fixed-key")
+    p = (await http.purchase("coins_70", key="fixed-key"))["purchase"]
+    again = (await http.purchase("coins_70", key="fixed-key"))["purchase"]
     assert again["id"] == p["id"] and p["status"] == "pending"
     dead = gc.Http("http://127.0.0.1:9", token("ps3"), retries=2, backoff_base=0.01)
     async with dead:

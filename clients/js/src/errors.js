@@ -71,6 +71,13 @@ const CODES = /** @type {const} */ ({
   conflict: "ConflictError",
   unavailable: "UnavailableError",
   internal_error: "InternalError",
+  invalid_cursor: "InvalidCursorError",
+  invalid_event: "InvalidEventError",
+  invalid_split: "InvalidSplitError",
+  invalid_status: "InvalidStatusError",
+  invalid_title: "InvalidTitleError",
+  invalid_user_id: "InvalidUserIdError",
+  unknown_creator: "UnknownCreatorError",
   // v2 (engagement and responsible spending)
   age_restricted: "AgeRestrictedError",
   blocked: "BlockedError",
@@ -133,6 +140,13 @@ export const HistoryIsSettledError = errorClasses.history_is_settled;
 export const ConflictError = errorClasses.conflict;
 export const UnavailableError = errorClasses.unavailable;
 export const InternalError = errorClasses.internal_error;
+export const InvalidCursorError = errorClasses.invalid_cursor;
+export const InvalidEventError = errorClasses.invalid_event;
+export const InvalidSplitError = errorClasses.invalid_split;
+export const InvalidStatusError = errorClasses.invalid_status;
+export const InvalidTitleError = errorClasses.invalid_title;
+export const InvalidUserIdError = errorClasses.invalid_user_id;
+export const UnknownCreatorError = errorClasses.unknown_creator;
 export const AgeRestrictedError = errorClasses.age_restricted;
 export const BlockedError = errorClasses.blocked;
 export const SelfExcludedError = errorClasses.self_excluded;

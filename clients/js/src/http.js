@@ -113,11 +113,14 @@ export class HttpClient {
   /**
    * Buys a coin pack. Call it once per user action; it retries with the same key.
    * @param {string} packId @param {{ idempotencyKey?: string }} [o]
-   * @returns {Promise<Purchase>} status "pending" until the provider confirms: see waitForPurchase
+   * @returns {Promise<{ purchase: Purchase, checkout: import("./types.js").Checkout | null }>} the purchase is
+   *   "pending" until the provider confirms (see waitForPurchase); `checkout.provider` says who takes the
+   *   payment ("external": run the provider's checkout; "sandbox": it completes by itself)
    */
   async purchase(packId, o = {}) {
     const key = o.idempotencyKey ?? newKey();
-    return (await this._money("/v1/purchases", { pack_id: packId, idempotency_key: key })).purchase;
+    const doc = await this._money("/v1/purchases", { pack_id: packId, idempotency_key: key });
+    return { purchase: doc.purchase, checkout: doc.checkout ?? null };
   }
 
   /** @param {string} id @returns {Promise<Purchase>} */

@@ -103,10 +103,21 @@ export class Room extends Emitter {
     this._settleOverHttp();
   }
 
-  /** Resolves on the next `welcome` (or at once when live). */
+  /**
+   * Resolves on the next `welcome` (at once when live); rejects if the room stops first.
+   * @returns {Promise<RoomState>}
+   */
   ready() {
     if (this.live) return Promise.resolve(this.state);
-    return new Promise((resolve) => { const off = this.on("welcome", () => { off(); resolve(this.state); }); });
+    return new Promise((resolve, reject) => {
+      const offs = [
+        this.on("welcome", () => { offs.forEach((f) => f()); resolve(this.state); }),
+        this.on("closed", (c) => {
+          offs.forEach((f) => f());
+          reject(c.error ?? errorFor("stream_not_live", `the room closed with ${c.code}`));
+        }),
+      ];
+    });
   }
 
   /**

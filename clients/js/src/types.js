@@ -31,7 +31,9 @@
  * }} Stream
  * @typedef {{ id: string, name: string, coins: number, tier: number }} CatalogGift
  * @typedef {{ id: string, coins: number, price: Money }} CoinPack
- * @typedef {{ id: string, pack_id: string, coins: number, price: Money, status: "pending" | "succeeded" | "failed" | "refunded" | "disputed" | string }} Purchase
+ * @typedef {{ id: string, pack_id: string, coins: number, price: Money, status: "pending" | "succeeded" | "failed" | "refunded" | "disputed" | string,
+ *   created_at?: string }} Purchase
+ * @typedef {{ provider: "external" | "sandbox" | string, [key: string]: unknown }} Checkout
  * @typedef {{ user_id: string, coins: number, limits?: unknown, self_excluded_until?: string | null }} Wallet
  * @typedef {{ stream_coins: number, unsettled_coins: number }} Earnings
  */

@@ -90,8 +90,9 @@ async function until(pred, ms = 30000, what = "condition") {
 
 async function funded(user) {
   const c = await clientFor(user);
-  const p = await c.purchase("coins_700");
+  const { purchase: p, checkout } = await c.purchase("coins_700");
   assert.equal(p.status, "pending");
+  assert.equal(checkout?.provider ?? "sandbox", "sandbox");
   assert.equal((await c.waitForPurchase(p.id)).status, "succeeded");
   return c;
 }

@@ -241,6 +241,15 @@ describe("room", () => {
     assert.ok(delay >= 5000, `4429 waits at least 5 s, got ${delay}`);
   });
 
+  test("ready() rejects when the stream is gone before any welcome", async () => {
+    const room = track(makeRoom());
+    await room.connect();
+    const ready = room.ready();
+    await until(() => FakeSocket.all.length === 1);
+    FakeSocket.last().drop(4404, "unknown stream");
+    await assert.rejects(ready, (e) => e instanceof GiftingError && e.code === "stream_not_live");
+  });
+
   test("a gift whose ack was lost with the socket is re-sent with the same key after the resume", async () => {
     const room = track(makeRoom());
     await room.connect();
