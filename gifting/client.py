@@ -87,7 +87,8 @@ CODES = {
     "amount_mismatch": "AmountMismatch", "history_is_settled": "HistoryIsSettled", "conflict": "Conflict",
     "unavailable": "Unavailable", "internal_error": "InternalError", "invalid_cursor": "InvalidCursor",
     "invalid_event": "InvalidEvent", "invalid_split": "InvalidSplit", "invalid_status": "InvalidStatus",
-    "invalid_title": "InvalidTitle", "invalid_user_id": "InvalidUserId", "unknown_creator": "UnknownCreator",
+    "invalid_title": "InvalidTitle", "invalid_user_id": "InvalidUserId", "invalid_role": "InvalidRole",
+    "unknown_creator": "UnknownCreator",
     # v2
     "age_restricted": "AgeRestricted", "blocked": "Blocked", "self_excluded": "SelfExcluded",
     "spending_limit": "SpendingLimit", "gifts_paused": "GiftsPaused", "already_in_battle": "AlreadyInBattle",

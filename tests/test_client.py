@@ -177,3 +177,20 @@ async def test_http_money_calls_reuse_their_key_through_503s_and_say_when_the_ou
     assert e.value.idempotency_key == "k-dead"
     with pytest.raises(gc.InsufficientFunds):
         await http.send_gift(await world.stream("pc3"), "rose")
+
+
+async def test_a_token_about_to_expire_is_refreshed_on_the_open_socket(world: World):
+    """The room sends auth with a fresh token before the first expires; the gateway answers authed."""
+    sid = await world.stream("pc4")
+    minted: list[str] = []
+
+    def fresh() -> str:
+        minted.append(token("pv4", ttl=4))
+        return minted[-1]
+
+    authed: list[dict[str, Any]] = []
+    async with gc.Room(world.live_gateway, sid, fresh, http=world.http, refresh_before=2.5) as room:
+        room.on("authed", authed.append)
+        await room.ready()
+        await room.wait(lambda s: authed, timeout=10)
+        assert room.reconnects == 0 and len(minted) >= 2

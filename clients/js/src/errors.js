@@ -77,6 +77,7 @@ const CODES = /** @type {const} */ ({
   invalid_status: "InvalidStatusError",
   invalid_title: "InvalidTitleError",
   invalid_user_id: "InvalidUserIdError",
+  invalid_role: "InvalidRoleError",
   unknown_creator: "UnknownCreatorError",
   // v2 (engagement and responsible spending)
   age_restricted: "AgeRestrictedError",
@@ -146,6 +147,7 @@ export const InvalidSplitError = errorClasses.invalid_split;
 export const InvalidStatusError = errorClasses.invalid_status;
 export const InvalidTitleError = errorClasses.invalid_title;
 export const InvalidUserIdError = errorClasses.invalid_user_id;
+export const InvalidRoleError = errorClasses.invalid_role;
 export const UnknownCreatorError = errorClasses.unknown_creator;
 export const AgeRestrictedError = errorClasses.age_restricted;
 export const BlockedError = errorClasses.blocked;

@@ -3,6 +3,7 @@
 // project's .venv is missing (run ../../dev once) or GIFTING_SDK_INTEGRATION=0.
 import assert from "node:assert/strict";
 import { spawn } from "node:child_process";
+import { createHmac } from "node:crypto";
 import fs from "node:fs";
 import net from "node:net";
 import os from "node:os";
@@ -71,6 +72,15 @@ async function token(user, role = "viewer") {
   const text = await r.text();
   assert.equal(r.status, 201, text);
   return JSON.parse(text).token;
+}
+
+/** A token of our own, short-lived, signed with the service's development secret. */
+function shortToken(user, ttlSeconds) {
+  const secret = fs.readFileSync(path.join(dataDir, "secrets", "jwt_secret"), "utf8").trim();
+  const b64 = (o) => Buffer.from(JSON.stringify(o)).toString("base64url");
+  const now = Math.floor(Date.now() / 1000);
+  const body = `${b64({ alg: "HS256", typ: "JWT" })}.${b64({ sub: user, role: "viewer", name: user, iat: now, exp: now + ttlSeconds })}`;
+  return `${body}.${createHmac("sha256", secret).update(body).digest("base64url")}`;
 }
 
 /** A client for one user; rooms go to the first live gateway (as a load balancer would). */
@@ -189,5 +199,23 @@ describe("against a real gifting serve", { skip: skip || (!WS && "no WebSocket: 
     assert.equal((await sender.wallet()).coins, before - 2 * price, "two gifts, each charged once");
     const { gifts } = await sender.streamGifts(stream.id, 0, 100);
     assert.equal(gifts.length, 2);
+  });
+
+  test("a token about to expire is refreshed on the open socket with auth", { timeout: 60000 }, async (t) => {
+    const creator = await clientFor("sdk_cr3", "creator");
+    const stream = await creator.createStream("sdk auth");
+    let minted = 0;
+    const c = new GiftingClient({ baseUrl: api.http, getToken: () => { minted++; return shortToken("sdk_v3", 4); }, WebSocket: WS });
+    const room = c.room(stream.id, { wsUrl: liveGateway, refreshBeforeMs: 2500 });
+    t.after(() => room.close());
+    const authed = new Promise((resolve) => room.on("authed", resolve));
+    let welcomes = 0;
+    room.on("welcome", () => welcomes++);
+    await room.connect();
+    await room.ready();
+    const m = await authed;
+    assert.ok(m.expires_at * 1000 > Date.now(), "the gateway took the fresh token");
+    assert.equal(welcomes, 1, "no reconnect was needed");
+    assert.ok(minted >= 2);
   });
 });
