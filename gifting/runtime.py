@@ -21,6 +21,7 @@ from gifting.ratelimit import RateLimiter
 from gifting.settings import Settings
 from gifting.stores import is_cluster_url, open_pool, open_redis
 from streams.hot import HotState
+from wallet.battles import Battles, BattleSweeper
 from wallet.gifts import BalanceChange, GiftService
 from wallet.service import Wallet
 from wallet.streams import Streams
@@ -41,6 +42,7 @@ class Runtime:
         self.wallet: Wallet
         self.streams: Streams
         self.gifts: GiftService
+        self.battles: Battles
         self.hot: HotState | None = None
         self.limiter: RateLimiter | None = None
         self.metrics = Metrics()
@@ -99,7 +101,8 @@ class Runtime:
             if is_cluster_url(s.redis_url):
                 await self.redis.initialize()  # learn the slot map before sharded subscribes
         self.wallet = Wallet(self.pool)
-        self.streams = Streams(self.pool, self.wallet.ledger)
+        self.battles = Battles(self.pool)
+        self.streams = Streams(self.pool, self.wallet.ledger, self.battles)
         self.gifts = GiftService(self.pool, window_ms=s.batch_window_ms, max_batch=s.batch_max,
                                  lanes=s.batch_lanes, depth=s.batch_depth)
         if self.redis is not None:
@@ -121,3 +124,7 @@ class Runtime:
         self.metrics.wire(self.gifts, self.hot)
         await self.gifts.start()
         self._stack.push_async_callback(self.gifts.close)
+        # Battles end at their time in whichever process sees it first (one wins).
+        sweeper = BattleSweeper(self.battles)
+        await sweeper.start()
+        self._stack.push_async_callback(sweeper.close)
