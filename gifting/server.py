@@ -8,6 +8,7 @@ import logging
 
 from aiohttp import web
 
+from gifting.api import battles as battles_api
 from gifting.api import create_app, create_ops_app
 from gifting.api import streams as streams_api
 from gifting.api.observe import METRICS
@@ -22,6 +23,7 @@ log = logging.getLogger("gifting.server")
 def build_app(rt: Runtime, provider: PaymentProvider) -> web.Application:
     extra: dict[object, object] = {streams_api.STREAMS: rt.streams, streams_api.GIFTS: rt.gifts,
                                    METRICS: rt.metrics}
+    extra[battles_api.BATTLES] = rt.battles
     if rt.hot is not None:
         hot = rt.hot
         extra[streams_api.HOT] = hot
