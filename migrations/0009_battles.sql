@@ -26,6 +26,12 @@ CREATE TABLE battles (
     inviter_score    bigint NOT NULL DEFAULT 0 CHECK (inviter_score >= 0),
     opponent_score   bigint NOT NULL DEFAULT 0 CHECK (opponent_score >= 0),
     winner_id        text,
+    -- each stream's last_seq when the battle started (under the stream locks) and the
+    -- seq of its last gift that counted: the gifts that counted are exactly (start, end]
+    inviter_start_seq  bigint,
+    opponent_start_seq bigint,
+    inviter_end_seq    bigint,
+    opponent_end_seq   bigint,
     -- top-3 gifters of each side, fixed at the end: [[{user_id, name, coins}], [...]]
     final_top        jsonb,
     -- bumped by every write: room messages carry it, and a gateway never shows an older one

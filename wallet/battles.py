@@ -45,7 +45,8 @@ SELECT id, creator_id, status = 'live' AS live FROM streams
  WHERE creator_id = ANY($1::text[]) AND status = 'live' ORDER BY id FOR UPDATE
 """
 SQL_LOCK_STREAMS = """
-SELECT id, status = 'live' AS live, battle_id FROM streams WHERE id = ANY($1::bigint[]) ORDER BY id FOR UPDATE
+SELECT id, status = 'live' AS live, battle_id, last_seq FROM streams WHERE id = ANY($1::bigint[])
+ ORDER BY id FOR UPDATE
 """
 SQL_OPEN_FOR_CREATORS = """
 SELECT id FROM battles WHERE status IN ('invited', 'live')
@@ -63,7 +64,7 @@ SQL_LOCK_BATTLE = "SELECT * FROM battles WHERE id = $1 FOR UPDATE"
 SQL_ACCEPT = """
 WITH t AS (SELECT clock_timestamp() AS at)
 UPDATE battles b SET status = 'live', starts_at = t.at, ends_at = t.at + make_interval(secs => b.duration_s),
-                     version = b.version + 1
+                     inviter_start_seq = $2, opponent_start_seq = $3, version = b.version + 1
   FROM t
  WHERE b.id = $1 AND b.status = 'invited' AND b.expires_at > t.at
 RETURNING b.*
@@ -92,11 +93,17 @@ SELECT stream_id, sender_id, max(sender_name) AS name, sum(coins)::bigint AS coi
 """
 SQL_END = """
 UPDATE battles SET status = 'ended', ended_reason = $2, closed_at = $3, inviter_score = $4,
-                   opponent_score = $5, winner_id = $6, final_top = $7::jsonb, version = version + 1
+                   opponent_score = $5, winner_id = $6, final_top = $7::jsonb, inviter_end_seq = $8,
+                   opponent_end_seq = $9, version = version + 1
  WHERE id = $1 AND status = 'live'
 RETURNING *
 """
 SQL_NOW = "SELECT clock_timestamp()"
+# The last gift that counted on each side (the start's seq when none did).
+SQL_LAST_COUNTED = """
+SELECT ARRAY[coalesce((SELECT max(seq) FROM gifts WHERE battle_id = $1 AND stream_id = $2), $4),
+             coalesce((SELECT max(seq) FROM gifts WHERE battle_id = $1 AND stream_id = $3), $5)]
+"""
 SQL_DUE = """
 SELECT id, 'live' AS status, extract(epoch FROM ends_at - now())::float8 AS due_in
   FROM battles WHERE status = 'live'
@@ -156,6 +163,9 @@ class Battle:
     top: tuple[list[Gifter], list[Gifter]]
     version: int
     request_hash: str = ""
+    # each side's stream last_seq at the start and at the end: the counted gifts are (start, end]
+    start_seqs: tuple[int | None, int | None] = (None, None)
+    end_seqs: tuple[int | None, int | None] = (None, None)
 
     @property
     def streams(self) -> list[int]:
@@ -198,6 +208,8 @@ def _battle(row: Mapping[str, Any], totals: Iterable[Mapping[str, Any]] | None =
         starts_at=row["starts_at"], ends_at=row["ends_at"], closed_at=row["closed_at"],
         ended_reason=row["ended_reason"], scores=(row["inviter_score"], row["opponent_score"]),
         winner_id=row["winner_id"], top=top, version=row["version"], request_hash=row["request_hash"],
+        start_seqs=(row["inviter_start_seq"], row["opponent_start_seq"]),
+        end_seqs=(row["inviter_end_seq"], row["opponent_end_seq"]),
     )
 
 
@@ -333,7 +345,8 @@ class Battles:
                 streams = await conn.fetch(SQL_LOCK_STREAMS, before.streams)
                 if len(streams) != 2 or not all(s["live"] for s in streams):
                     raise errors.StreamNotLive("both streams must be live to start the battle")
-                row = await conn.fetchrow(SQL_ACCEPT, bid)
+                seqs = {s["id"]: s["last_seq"] for s in streams}
+                row = await conn.fetchrow(SQL_ACCEPT, bid, seqs[before.inviter_stream], seqs[before.opponent_stream])
                 if row is not None:
                     await conn.execute(SQL_SET_STREAMS_BATTLE, before.streams, bid)
             if row is None:
@@ -403,7 +416,8 @@ class Battles:
         row = await conn.fetchrow(SQL_LOCK_BATTLE, bid)
         if row is None or row["status"] != Status.LIVE:
             return None
-        now = await conn.fetchval(SQL_NOW)  # after the stream locks: every batch before us has committed
+        # After the stream locks: every batch that held them before us has committed.
+        now = await conn.fetchval(SQL_NOW)
         if not stream_ended and now < row["ends_at"]:
             return None  # not yet (a clock read early): the sweeper comes back
         transition(row["status"], Event.END_STREAM if stream_ended else Event.END_TIME)
@@ -417,7 +431,9 @@ class Battles:
                [g.to_json() for g in top_gifters(totals, row["opponent_stream"])]]
         ended = await conn.fetchrow(
             SQL_END, bid, ended_reason(now, row["ends_at"], stream_ended), now, scores[0], scores[1],
-            winner(row["inviter_id"], scores[0], row["opponent_id"], scores[1]), json.dumps(top))
+            winner(row["inviter_id"], scores[0], row["opponent_id"], scores[1]), json.dumps(top),
+            *(await conn.fetchval(SQL_LAST_COUNTED, bid, row["inviter_stream"], row["opponent_stream"],
+                                  row["inviter_start_seq"], row["opponent_start_seq"])))
         if ended is None:
             return None
         await conn.execute(SQL_CLEAR_STREAMS_BATTLE, [row["inviter_stream"], row["opponent_stream"]], bid)
