@@ -146,7 +146,7 @@ async def test_a_stream_ended_mid_battle_freezes_both_scores_at_its_end(rt):
     await fund(rt.wallet, "v", 700)
     await rt.gifts.send(req("v", sa, "1", "heart"))
     await rt.gifts.send(req("v", sb, "2", "rose"))
-    ended_stream, now = await rt.streams.end(sb, "bob")
+    _, now = await rt.streams.end(sb, "bob")
     assert now
     b = await rt.battles.get(battle.id)
     assert b.status == "ended" and b.ended_reason == "stream_ended" and b.scores == (5, 1)
