@@ -14,12 +14,14 @@ from typing import Any
 
 import asyncpg
 
+from gifting.battle_live import BattlePublisher
 from gifting.embedded import EmbeddedServices
 from gifting.metrics import Metrics
 from gifting.migrate import migrate
 from gifting.ratelimit import RateLimiter
 from gifting.settings import Settings
 from gifting.stores import is_cluster_url, open_pool, open_redis
+from streams.battle_feed import BattleFeed
 from streams.hot import HotState
 from wallet.battles import Battles, BattleSweeper
 from wallet.gifts import BalanceChange, GiftService
@@ -43,6 +45,7 @@ class Runtime:
         self.streams: Streams
         self.gifts: GiftService
         self.battles: Battles
+        self.battle_publisher: BattlePublisher | None = None
         self.hot: HotState | None = None
         self.limiter: RateLimiter | None = None
         self.metrics = Metrics()
@@ -117,6 +120,8 @@ class Runtime:
 
             self.wallet.balance_listeners.append(cache_balance)
             self.limiter = RateLimiter(self.redis, prefix=s.redis_prefix)
+            self.battle_publisher = BattlePublisher(
+                self.battles, BattleFeed(self.redis, s.redis_prefix, cluster=is_cluster_url(s.redis_url)))
             await hot.start()
             # Closed after the gift service (exit stack order): gifts still in
             # flight at shutdown reach Redis before the applier drains and stops.
@@ -128,3 +133,6 @@ class Runtime:
         sweeper = BattleSweeper(self.battles)
         await sweeper.start()
         self._stack.push_async_callback(sweeper.close)
+        if self.battle_publisher is not None:
+            await self.battle_publisher.start()
+            self._stack.push_async_callback(self.battle_publisher.close)

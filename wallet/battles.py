@@ -122,6 +122,7 @@ SELECT * FROM battles
  ORDER BY id DESC LIMIT 1
 """
 SQL_LIVE_CHANGED = "SELECT * FROM battles WHERE status = 'live'"
+SQL_LIVE_VERSIONS = "SELECT id, version FROM battles WHERE status = 'live'"
 SQL_COUNTS = "SELECT status, count(*) AS n FROM battles GROUP BY status"
 
 
@@ -286,6 +287,11 @@ class Battles:
             for r in rows:
                 out.append(_battle(r, await conn.fetch(SQL_SIDE_TOTALS, r["id"])))
             return out
+
+    async def live_versions(self) -> dict[int, int]:
+        """id -> version of every live battle: what changed since the last look (one cheap read)."""
+        rows = await self.pool.fetch(SQL_LIVE_VERSIONS)
+        return {r["id"]: r["version"] for r in rows}
 
     async def counts(self) -> dict[str, int]:
         rows = await self.pool.fetch(SQL_COUNTS)
