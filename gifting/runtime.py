@@ -127,6 +127,7 @@ class Runtime:
             # flight at shutdown reach Redis before the applier drains and stops.
             self._stack.push_async_callback(hot.close)
         self.metrics.wire(self.gifts, self.hot)
+        self.metrics.wire_battles(self.battles, self.battle_publisher)
         await self.gifts.start()
         self._stack.push_async_callback(self.gifts.close)
         # Battles end at their time in whichever process sees it first (one wins).

@@ -205,3 +205,14 @@ async def test_a_battle_whose_end_passed_while_no_process_ran_is_ended_at_the_ne
         await wait_for(ended)
         b = await rt.battles.get(battle.id)
         assert b.ended_reason == "time" and b.scores == (0, 0)
+
+
+async def test_metrics_show_battles_by_status_and_the_end_lag(client, rt):
+    battle = await make_live(rt, duration=60)
+    await rt.pool.execute("UPDATE battles SET starts_at = starts_at - interval '61 seconds', "
+                          "ends_at = ends_at - interval '61 seconds' WHERE id = $1", battle.id)
+    assert await rt.battles.end(battle.id) is not None
+    text = await (await client.get("/metrics")).text()
+    assert 'gifting_battles{status="ended"} 1.0' in text and 'gifting_battles{status="live"} 0.0' in text
+    assert "gifting_battle_end_lag_seconds_count 1.0" in text
+    assert "gifting_battle_score_messages_total" in text
