@@ -44,7 +44,7 @@ SENDERS = 64
 
 class Viewer:
     def __init__(self) -> None:
-        self.battle_msgs = 0
+        self.battle_msgs: list[float] = []  # wall time of each battle message
         self.gifts = 0
         self.ended: dict[str, float] = {}  # battle id -> wall time the final message arrived
 
@@ -58,11 +58,29 @@ class Viewer:
                 for m in doc if isinstance(doc, list) else [doc]:
                     t = m.get("type")
                     if t == "battle":
-                        self.battle_msgs += 1
+                        self.battle_msgs.append(time.time())
                         if m["battle"]["status"] == "ended":
                             self.ended.setdefault(m["battle"]["id"], time.time())
                     elif t == "gift":
                         self.gifts += 1
+
+
+async def viewer_child() -> None:
+    """The viewers, in a process of their own (so their sockets do not slow the API side they measure)."""
+    urls = json.loads(sys.stdin.readline())
+    loop = asyncio.get_running_loop()
+    viewers = [Viewer() for _ in urls]
+    ready = asyncio.Event()
+    opened = [0, len(urls)]
+    tasks = [asyncio.create_task(v.run(u, ready, opened)) for v, u in zip(viewers, urls, strict=True)]
+    await asyncio.wait_for(ready.wait(), 120)
+    print("ready", flush=True)
+    await loop.run_in_executor(None, sys.stdin.readline)  # "stop"
+    print(json.dumps({"msgs": [t for v in viewers for t in v.battle_msgs], "ended": [v.ended for v in viewers]}),
+          flush=True)
+    for t in tasks:
+        t.cancel()
+    await asyncio.gather(*tasks, return_exceptions=True)
 
 
 async def seed(rt: Runtime, users: int) -> None:
@@ -136,14 +154,16 @@ async def main() -> None:
             async with Runtime(settings, apply_migrations=False, pool_size=24) as rt:
                 await seed(rt, SENDERS)
                 streams = [(await rt.streams.create(f"c{i}", f"C{i}", f"room {i}")).id for i in range(rooms)]
-                viewers = [Viewer() for _ in range(args.viewers)]
-                ready = asyncio.Event()
-                opened = [0, args.viewers]
-                tasks = [asyncio.create_task(v.run(
-                    f"ws://127.0.0.1:{ports[i % 2]}/v1/streams/{streams[(i // 2) % rooms]}/live?token={token(f'v{i}')}",
-                    ready, opened)) for i, v in enumerate(viewers)]
-                await asyncio.wait_for(ready.wait(), 120)
-                print(f"{opened[0]} viewers in {rooms} rooms over 2 gateways", file=sys.stderr)
+                urls = [f"ws://127.0.0.1:{ports[i % 2]}/v1/streams/{streams[(i // 2) % rooms]}/live"
+                        f"?token={token(f'v{i}')}" for i in range(args.viewers)]
+                child = await asyncio.create_subprocess_exec(
+                    sys.executable, __file__, "--viewer-child", stdin=asyncio.subprocess.PIPE,
+                    stdout=asyncio.subprocess.PIPE, limit=1 << 26)
+                assert child.stdin is not None and child.stdout is not None
+                child.stdin.write(json.dumps(urls).encode() + b"\n")
+                await child.stdin.drain()
+                assert (await asyncio.wait_for(child.stdout.readline(), 150)).strip() == b"ready"
+                print(f"{args.viewers} viewers in {rooms} rooms over 2 gateways", file=sys.stderr)
 
                 without = await closed_loop(rt, streams, args.seconds, "a")
                 ids = []
@@ -159,27 +179,31 @@ async def main() -> None:
                     " ends_at = now() + make_interval(secs => $1) WHERE id = ANY($2)", ends_in, ids)
                 ends = {str(r["id"]): r["ends_at"].timestamp() for r in await rt.pool.fetch(
                     "SELECT id, ends_at FROM battles WHERE id = ANY($1)", ids)}
-                msgs0 = sum(v.battle_msgs for v in viewers)
                 stop_gifts = asyncio.Event()
-                t0 = time.monotonic()
+                w0 = time.time()
                 gifting = asyncio.create_task(steady(rt, streams, args.rate, stop_gifts))
-                deadline = time.monotonic() + ends_in + 15
-                while time.monotonic() < deadline and not all(len(v.ended) >= 1 for v in viewers):
-                    await asyncio.sleep(0.1)
+                # Gifts go on until every battle is over on the database, and a little after.
+                deadline = time.monotonic() + ends_in + 30
+                while time.monotonic() < deadline and await rt.pool.fetchval(
+                        "SELECT count(*) FROM battles WHERE status = 'live'"):
+                    await asyncio.sleep(0.2)
+                await asyncio.sleep(1.0)
                 stop_gifts.set()
                 sent = await gifting
-                window = time.monotonic() - t0
-                msgs = sum(v.battle_msgs for v in viewers) - msgs0
-                lat = [at - ends[bid] for v in viewers for bid, at in v.ended.items() if bid in ends]
+                child.stdin.write(b"stop\n")
+                await child.stdin.drain()
+                seen = json.loads(await asyncio.wait_for(child.stdout.readline(), 60))
+                await child.wait()
+                end_wall = max(ends.values())
+                msgs = sum(1 for t in seen["msgs"] if w0 <= t <= end_wall)  # while the battles were live
+                window = end_wall - w0
+                lat = [at - ends[bid] for v in seen["ended"] for bid, at in v.items() if bid in ends]
                 lag = await rt.pool.fetch("SELECT extract(epoch FROM closed_at - ends_at)::float8 AS s FROM battles "
                                           "WHERE id = ANY($1)", ids)
                 checks = await rt.pool.fetch("""
                     SELECT b.id, b.inviter_score + b.opponent_score AS scores,
                            (SELECT coalesce(sum(coins), 0) FROM gifts g WHERE g.battle_id = b.id) AS counted
                       FROM battles b WHERE b.id = ANY($1)""", ids)
-                for t in tasks:
-                    t.cancel()
-                await asyncio.gather(*tasks, return_exceptions=True)
         finally:
             for g in gateways:
                 stop(g)
@@ -189,7 +213,7 @@ async def main() -> None:
         "ratio_with_battles": round(with_battles / without, 3) if without else None,
         "steady_rate": args.rate, "steady_gifts_sent": sent,
         "battle_messages_delivered_per_s": round(msgs / window),
-        "viewers_with_result": sum(1 for v in viewers if v.ended),
+        "viewers_with_result": sum(1 for v in seen["ended"] if v),
         "end_to_result_p50_ms": round(pct(lat, 0.5) * 1000, 1), "end_to_result_p99_ms": round(pct(lat, 0.99) * 1000, 1),
         "end_to_result_max_ms": round(max(lat) * 1000, 1) if lat else None,
         "end_commit_lag_max_ms": round(max(r["s"] for r in lag) * 1000, 1),
@@ -208,4 +232,4 @@ async def main() -> None:
 
 
 if __name__ == "__main__":
-    asyncio.run(main())
+    asyncio.run(viewer_child() if sys.argv[1:] == ["--viewer-child"] else main())
