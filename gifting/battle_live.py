@@ -7,6 +7,9 @@ ticker (every 250 ms) reads which live battles' rows changed (their
 Postgres after the commit, so a room is never told more than was committed.
 Every process publishes what it sees; the feed keeps only what is newer, and
 each room shows at most four score messages a second (``streams.battle_feed``).
+Scores come from the battle rows (one small read a tick); the top gifters are
+an aggregate over the battle's gifts, so a live battle's are refreshed at most
+once a second (the final ones are fixed by the end, from every counted gift).
 A heartbeat republishes the live battles every few seconds, so a gateway that
 missed a message (pub/sub is at most once) catches up by itself.
 """
@@ -15,18 +18,23 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import dataclasses
 import logging
 import time
 
 from streams.battle_feed import BattleFeed
-from wallet.battles import Battle, Battles
+from wallet.battles import Battle, Battles, Gifter
 
 log = logging.getLogger("gifting.battle_live")
 
 
 class BattlePublisher:
-    def __init__(self, battles: Battles, feed: BattleFeed, *, interval: float = 0.25, heartbeat: float = 3.0) -> None:
+    def __init__(self, battles: Battles, feed: BattleFeed, *, interval: float = 0.25, heartbeat: float = 3.0,
+                 top_every: float = 1.0) -> None:
         self.battles = battles
+        self.top_every = top_every
+        # battle id -> (monotonic time, version) of its top gifters, and the lists
+        self._tops: dict[int, tuple[float, int, tuple[list[Gifter], list[Gifter]]]] = {}
         self.feed = feed
         self.interval = interval
         self.heartbeat = heartbeat
@@ -57,15 +65,21 @@ class BattlePublisher:
         return sent
 
     async def tick(self, force: bool = False) -> None:
-        live = await self.battles.live_versions()
-        for bid, version in live.items():
-            if force or version > self.published.get(bid, 0):
-                b = await self.battles.get(bid)
-                sent = await self.publish(b, force=force)
-                if b.status == "live" and not force:
-                    self.score_messages += sent
-        for bid in [b for b in self.published if b not in live]:
-            del self.published[bid]  # ended: published by whoever ended it
+        live = {b.id: b for b in await self.battles.live()}
+        now = time.monotonic()
+        for bid, b in live.items():
+            if not force and b.version <= self.published.get(bid, 0):
+                continue
+            at, version, top = self._tops.get(bid, (float("-inf"), 0, ([], [])))
+            if version < b.version and now - at >= self.top_every:
+                top = await self.battles.tops(b)
+                self._tops[bid] = (now, b.version, top)
+            sent = await self.publish(dataclasses.replace(b, top=top), force=force)
+            if not force:
+                self.score_messages += sent
+        for gone in [bid for bid in self.published if bid not in live]:
+            del self.published[gone]  # ended: published by whoever ended it
+            self._tops.pop(gone, None)
 
     async def _run(self) -> None:
         beat = time.monotonic()

@@ -58,7 +58,12 @@ INSERT INTO battles (inviter_id, opponent_id, inviter_stream, opponent_stream, d
 VALUES ($1, $2, $3, $4, $5, $6, $7)
 RETURNING *
 """
-SQL_LOCK_BATTLE = "SELECT * FROM battles WHERE id = $1 FOR UPDATE"
+# clock_timestamp(): read after the stream locks (the statement before), so every batch that
+# held them before us has committed.
+SQL_LOCK_BATTLE = "SELECT *, clock_timestamp() AS now FROM battles WHERE id = $1 FOR UPDATE"
+# Only one process at a time tries to end a battle: the others skip it at once instead of
+# queueing on its stream rows behind the gift batches (the conditional update still decides).
+SQL_TRY_END = "SELECT pg_try_advisory_xact_lock(1650553972, ($1 % 2147483647)::int)"
 # The start: its time is taken once, after the stream locks (clock_timestamp(), not the
 # transaction's start), so every batch that held the streams before it is before it.
 SQL_ACCEPT = """
@@ -73,10 +78,6 @@ SQL_SET_STREAMS_BATTLE = """
 UPDATE streams SET battle_id = $2, rules_version = rules_version + 1
  WHERE id = ANY($1::bigint[]) AND status = 'live'
 """
-SQL_CLEAR_STREAMS_BATTLE = """
-UPDATE streams SET battle_id = NULL, rules_version = rules_version + 1
- WHERE id = ANY($1::bigint[]) AND battle_id = $2
-"""
 SQL_CLOSE_INVITED = """
 UPDATE battles SET status = $2, closed_at = clock_timestamp(), version = version + 1
  WHERE id = $1 AND status = 'invited' AND ($3 OR expires_at > clock_timestamp())
@@ -88,22 +89,24 @@ UPDATE battles SET status = 'expired', closed_at = clock_timestamp(), version = 
 RETURNING *
 """
 SQL_SIDE_TOTALS = """
-SELECT stream_id, sender_id, max(sender_name) AS name, sum(coins)::bigint AS coins
+SELECT stream_id, sender_id, max(sender_name) AS name, sum(coins)::bigint AS coins, max(seq) AS last_seq
   FROM gifts WHERE battle_id = $1 GROUP BY stream_id, sender_id
 """
+# The end and the streams' battle_id cleared (rules_version bumped), in one statement.
 SQL_END = """
-UPDATE battles SET status = 'ended', ended_reason = $2, closed_at = $3, inviter_score = $4,
-                   opponent_score = $5, winner_id = $6, final_top = $7::jsonb, inviter_end_seq = $8,
-                   opponent_end_seq = $9, version = version + 1
- WHERE id = $1 AND status = 'live'
-RETURNING *
+WITH e AS (
+    UPDATE battles SET status = 'ended', ended_reason = $2, closed_at = $3, inviter_score = $4,
+                       opponent_score = $5, winner_id = $6, final_top = $7::jsonb, inviter_end_seq = $8,
+                       opponent_end_seq = $9, version = version + 1
+     WHERE id = $1 AND status = 'live'
+    RETURNING *
+), c AS (
+    UPDATE streams SET battle_id = NULL, rules_version = rules_version + 1
+     WHERE id IN (SELECT inviter_stream FROM e UNION ALL SELECT opponent_stream FROM e) AND battle_id = $1
+)
+SELECT * FROM e
 """
-SQL_NOW = "SELECT clock_timestamp()"
-# The last gift that counted on each side (the start's seq when none did).
-SQL_LAST_COUNTED = """
-SELECT ARRAY[coalesce((SELECT max(seq) FROM gifts WHERE battle_id = $1 AND stream_id = $2), $4),
-             coalesce((SELECT max(seq) FROM gifts WHERE battle_id = $1 AND stream_id = $3), $5)]
-"""
+
 SQL_DUE = """
 SELECT id, 'live' AS status, extract(epoch FROM ends_at - now())::float8 AS due_in
   FROM battles WHERE status = 'live'
@@ -121,8 +124,7 @@ SELECT * FROM battles
    AND (status = 'live' OR (status = 'ended' AND closed_at > now() - interval '60 seconds'))
  ORDER BY id DESC LIMIT 1
 """
-SQL_LIVE_CHANGED = "SELECT * FROM battles WHERE status = 'live'"
-SQL_LIVE_VERSIONS = "SELECT id, version FROM battles WHERE status = 'live'"
+SQL_LIVE = "SELECT * FROM battles WHERE status = 'live'"
 SQL_COUNTS = "SELECT status, count(*) AS n FROM battles GROUP BY status"
 
 
@@ -279,19 +281,14 @@ class Battles:
                 return None
             return await self._read(conn, row["id"])
 
-    async def live_battles(self) -> list[Battle]:
-        """Every live battle with its current scores and top gifters (for the room feed)."""
-        async with self.pool.acquire() as conn:
-            rows = await conn.fetch(SQL_LIVE_CHANGED)
-            out = []
-            for r in rows:
-                out.append(_battle(r, await conn.fetch(SQL_SIDE_TOTALS, r["id"])))
-            return out
+    async def live(self) -> list[Battle]:
+        """Every live battle with its current scores, in one cheap read (top gifters left empty)."""
+        return [_battle(r) for r in await self.pool.fetch(SQL_LIVE)]
 
-    async def live_versions(self) -> dict[int, int]:
-        """id -> version of every live battle: what changed since the last look (one cheap read)."""
-        rows = await self.pool.fetch(SQL_LIVE_VERSIONS)
-        return {r["id"]: r["version"] for r in rows}
+    async def tops(self, battle: Battle) -> tuple[list[Gifter], list[Gifter]]:
+        """A battle's top gifters of each side, from its committed gifts (an aggregate: not every tick)."""
+        rows = await self.pool.fetch(SQL_SIDE_TOTALS, battle.id)
+        return top_gifters(rows, battle.inviter_stream), top_gifters(rows, battle.opponent_stream)
 
     async def counts(self) -> dict[str, int]:
         rows = await self.pool.fetch(SQL_COUNTS)
@@ -399,8 +396,10 @@ class Battles:
             if row is None or row["status"] != Status.LIVE:
                 return None
             async with conn.transaction():
-                await conn.fetch(SQL_LOCK_STREAMS, [row["inviter_stream"], row["opponent_stream"]])
-                ended = await self._end_locked(conn, battle_id, stream_ended=stream_ended)
+                ended = None
+                if await conn.fetchval(SQL_TRY_END, battle_id):
+                    await conn.fetch(SQL_LOCK_STREAMS, [row["inviter_stream"], row["opponent_stream"]])
+                    ended = await self._end_locked(conn, battle_id, stream_ended=stream_ended)
         if ended is None:
             self.stats["end_attempts_lost"] += 1
             return None
@@ -422,8 +421,7 @@ class Battles:
         row = await conn.fetchrow(SQL_LOCK_BATTLE, bid)
         if row is None or row["status"] != Status.LIVE:
             return None
-        # After the stream locks: every batch that held them before us has committed.
-        now = await conn.fetchval(SQL_NOW)
+        now = row["now"]
         if not stream_ended and now < row["ends_at"]:
             return None  # not yet (a clock read early): the sweeper comes back
         transition(row["status"], Event.END_STREAM if stream_ended else Event.END_TIME)
@@ -435,15 +433,14 @@ class Battles:
                       bid, (row["inviter_score"], row["opponent_score"]), scores)
         top = [[g.to_json() for g in top_gifters(totals, row["inviter_stream"])],
                [g.to_json() for g in top_gifters(totals, row["opponent_stream"])]]
+        # The last gift that counted on each side (the start's seq when none did).
+        last = [max((int(t["last_seq"]) for t in totals if t["stream_id"] == sid), default=start)
+                for sid, start in ((row["inviter_stream"], row["inviter_start_seq"]),
+                                   (row["opponent_stream"], row["opponent_start_seq"]))]
         ended = await conn.fetchrow(
             SQL_END, bid, ended_reason(now, row["ends_at"], stream_ended), now, scores[0], scores[1],
-            winner(row["inviter_id"], scores[0], row["opponent_id"], scores[1]), json.dumps(top),
-            *(await conn.fetchval(SQL_LAST_COUNTED, bid, row["inviter_stream"], row["opponent_stream"],
-                                  row["inviter_start_seq"], row["opponent_start_seq"])))
-        if ended is None:
-            return None
-        await conn.execute(SQL_CLEAR_STREAMS_BATTLE, [row["inviter_stream"], row["opponent_stream"]], bid)
-        return _battle(ended)
+            winner(row["inviter_id"], scores[0], row["opponent_id"], scores[1]), json.dumps(top), *last)
+        return None if ended is None else _battle(ended)
 
     async def expire_due(self) -> list[Battle]:
         rows = await self.pool.fetch(SQL_EXPIRE_DUE, None)
