@@ -11,7 +11,11 @@ Scores come from the battle rows (one small read a tick); the top gifters are
 an aggregate over the battle's gifts, so a live battle's are refreshed at most
 once a second (the final ones are fixed by the end, from every counted gift).
 A heartbeat republishes the live battles every few seconds, so a gateway that
-missed a message (pub/sub is at most once) catches up by itself.
+missed a message (pub/sub is at most once) catches up by itself. An end is
+published by the process that decided it and again by every publisher's next
+tick (from the battle rows): an end decided by a process that publishes
+nothing (a gateway's sweeper) or that died right after its commit still
+reaches both rooms.
 """
 
 from __future__ import annotations
@@ -67,7 +71,13 @@ class BattlePublisher:
     async def tick(self, force: bool = False) -> None:
         live = {b.id: b for b in await self.battles.live()}
         now = time.monotonic()
+        for b in await self.battles.recently_ended():
+            if b.version > self.published.get(b.id, 0):
+                await self.publish(b)
+            live[b.id] = b  # remembered while recent, so it goes out once per process
         for bid, b in live.items():
+            if b.status != "live":
+                continue
             if not force and b.version <= self.published.get(bid, 0):
                 continue
             at, version, top = self._tops.get(bid, (float("-inf"), 0, ([], [])))
@@ -78,7 +88,7 @@ class BattlePublisher:
             if not force:
                 self.score_messages += sent
         for gone in [bid for bid in self.published if bid not in live]:
-            del self.published[gone]  # ended: published by whoever ended it
+            del self.published[gone]
             self._tops.pop(gone, None)
 
     async def _run(self) -> None:

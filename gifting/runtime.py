@@ -33,8 +33,10 @@ log = logging.getLogger("gifting.runtime")
 
 class Runtime:
     def __init__(self, settings: Settings, *, need_redis: bool = True, apply_migrations: bool = True,
-                 pool_size: int | None = None) -> None:
+                 pool_size: int | None = None, publish_battles: bool = True) -> None:
         self.settings = settings
+        # Battle room messages come from the API processes (a gateway-only process only relays them).
+        self.publish_battles = publish_battles
         self.need_redis = need_redis
         self.apply_migrations = apply_migrations
         self.pool_size = pool_size or settings.db_pool_size
@@ -120,8 +122,9 @@ class Runtime:
 
             self.wallet.balance_listeners.append(cache_balance)
             self.limiter = RateLimiter(self.redis, prefix=s.redis_prefix)
-            self.battle_publisher = BattlePublisher(
-                self.battles, BattleFeed(self.redis, s.redis_prefix, cluster=is_cluster_url(s.redis_url)))
+            if self.publish_battles:
+                self.battle_publisher = BattlePublisher(
+                    self.battles, BattleFeed(self.redis, s.redis_prefix, cluster=is_cluster_url(s.redis_url)))
             await hot.start()
             # Closed after the gift service (exit stack order): gifts still in
             # flight at shutdown reach Redis before the applier drains and stops.

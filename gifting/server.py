@@ -56,7 +56,7 @@ def make_provider(settings: Settings) -> PaymentProvider:
 
 async def serve(settings: Settings, *, role: str, stop: asyncio.Event, demo: bool = False) -> None:
     settings = settings.with_dev_secrets()
-    async with Runtime(settings) as rt:
+    async with Runtime(settings, publish_battles=role != "gateway") as rt:
         settings = rt.settings
         runners: list[web.AppRunner] = []
         provider = make_provider(settings)

@@ -12,6 +12,7 @@ from gifting.runtime import Runtime
 from tests.conftest import bearer, wait_for
 from wallet import errors
 from wallet.battles import Battles
+from wallet.streams import Streams
 
 
 async def start(client: Any, creator: str) -> dict[str, Any]:
@@ -216,3 +217,22 @@ async def test_metrics_show_battles_by_status_and_the_end_lag(client, rt):
     assert 'gifting_battles{status="ended"} 1.0' in text and 'gifting_battles{status="live"} 0.0' in text
     assert "gifting_battle_end_lag_seconds_count 1.0" in text
     assert "gifting_battle_score_messages_total" in text
+
+
+async def test_an_end_decided_by_a_process_that_publishes_nothing_still_reaches_both_rooms(rt):
+    """A gateway's sweeper (no publisher) or an API process that died after the commit: the next tick
+    of any publisher sends the end from the battle row."""
+    import json as _json
+
+    from streams.battle_feed import battle_key
+
+    battle = await make_live(rt, duration=60)
+    assert rt.battle_publisher is not None
+    await rt.battle_publisher.tick()
+    silent = Battles(rt.pool)  # no listeners: like a gateway-only process
+    await Streams(rt.pool, battles=silent).end(battle.opponent_stream, "bob")
+    assert (await rt.battles.get(battle.id)).status == "ended"
+    await rt.battle_publisher.tick()
+    for stream in battle.streams:
+        doc = _json.loads(await rt.redis.hget(battle_key(rt.settings.redis_prefix, stream), "doc"))
+        assert doc["status"] == "ended" and doc["id"] == str(battle.id)

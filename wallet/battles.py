@@ -125,6 +125,9 @@ SELECT * FROM battles
  ORDER BY id DESC LIMIT 1
 """
 SQL_LIVE = "SELECT * FROM battles WHERE status = 'live'"
+SQL_RECENTLY_ENDED = """
+SELECT * FROM battles WHERE status = 'ended' AND closed_at > now() - make_interval(secs => $1::double precision)
+"""
 SQL_COUNTS = "SELECT status, count(*) AS n FROM battles GROUP BY status"
 
 
@@ -284,6 +287,10 @@ class Battles:
     async def live(self) -> list[Battle]:
         """Every live battle with its current scores, in one cheap read (top gifters left empty)."""
         return [_battle(r) for r in await self.pool.fetch(SQL_LIVE)]
+
+    async def recently_ended(self, seconds: float = 15.0) -> list[Battle]:
+        """Battles whose end committed in the last ``seconds`` (with their final scores and top gifters)."""
+        return [_battle(r) for r in await self.pool.fetch(SQL_RECENTLY_ENDED, seconds)]
 
     async def tops(self, battle: Battle) -> tuple[list[Gifter], list[Gifter]]:
         """A battle's top gifters of each side, from its committed gifts (an aggregate: not every tick)."""
@@ -458,7 +465,7 @@ class Battles:
         due = [r["id"] for r in rows if r["due_in"] <= 0 and r["status"] == "live"]
         if due:
             # Each end is its own transaction on its own two streams: many at once when many are due.
-            limit = asyncio.Semaphore(8)
+            limit = asyncio.Semaphore(16)
 
             async def one(bid: int) -> None:
                 async with limit:
