@@ -121,7 +121,8 @@ class Runtime:
                 await hot.cache_balances([BalanceChange(user_id, balance, version)])
 
             self.wallet.balance_listeners.append(cache_balance)
-            self.limiter = RateLimiter(self.redis, prefix=s.redis_prefix)
+            self.limiter = RateLimiter(self.redis, prefix=s.redis_prefix, rate=s.http_gift_rate,
+                                       burst=s.http_gift_burst)
             if self.publish_battles:
                 self.battle_publisher = BattlePublisher(
                     self.battles, BattleFeed(self.redis, s.redis_prefix, cluster=is_cluster_url(s.redis_url)))
