@@ -14,7 +14,9 @@ rooms. It measures, on one run:
    delivered to viewers per second, and, when every battle's time runs out
    (moved to a few seconds ahead on the database's clock), end-to-result: from
    ``ends_at`` to each viewer receiving the final ``battle`` message (p50/p99,
-   over every viewer of both rooms of every battle).
+   over every viewer of both rooms of every battle); beside it, a sample of
+   gift delivery latency (created_at to a viewer) in the same phase, since a
+   room sends the result after the last gift that counted.
 
 Prints a table and one JSON line. Not a test: nothing here asserts a figure.
 """
@@ -42,6 +44,7 @@ from wallet.gift_decide import GiftRequest
 from wallet.webhook import PaymentEvent
 
 SENDERS = 64
+GIFT_AT = re.compile(r'"created_at":"([^"]+)"')
 ENDED = re.compile(r'"type":"battle","battle":\{"id":"(\d+)","status":"ended"')
 
 
@@ -49,6 +52,7 @@ class Viewer:
     def __init__(self) -> None:
         self.battle_msgs: list[float] = []  # wall time of each battle message
         self.gifts = 0
+        self.gift_lat: list[tuple[float, float]] = []  # (received at, seconds since the gift's created_at)
         self.ended: dict[str, float] = {}  # battle id -> wall time the final message arrived
 
     async def run(self, url: str, ready: asyncio.Event, opened: list[int]) -> None:
@@ -61,6 +65,11 @@ class Viewer:
                 n = frame.count('"type":"battle"')
                 if not n:
                     self.gifts += 1
+                    if self.gifts % 20 == 0:  # a sample of gift delivery latency, for comparison
+                        m = GIFT_AT.search(frame)
+                        if m:
+                            self.gift_lat.append((time.time(), time.time() - datetime.fromisoformat(
+                                m.group(1).replace("Z", "+00:00")).timestamp()))
                     continue
                 now = time.time()
                 self.battle_msgs.extend([now] * n)
@@ -79,8 +88,8 @@ async def viewer_child() -> None:
     await asyncio.wait_for(ready.wait(), 120)
     print("ready", flush=True)
     await loop.run_in_executor(None, sys.stdin.readline)  # "stop"
-    print(json.dumps({"msgs": [t for v in viewers for t in v.battle_msgs], "ended": [v.ended for v in viewers]}),
-          flush=True)
+    print(json.dumps({"msgs": [t for v in viewers for t in v.battle_msgs], "ended": [v.ended for v in viewers],
+                      "gift_lat": [x for v in viewers for x in v.gift_lat]}), flush=True)
     for t in tasks:
         t.cancel()
     await asyncio.gather(*tasks, return_exceptions=True)
@@ -215,6 +224,7 @@ async def main() -> None:
                 msgs = sum(1 for t in seen["msgs"] if w0 <= t <= end_wall)  # while the battles were live
                 window = end_wall - w0
                 lat = [at - ends[bid] for v in seen["ended"] for bid, at in v.items() if bid in ends]
+                gift_lat = [d for at, d in seen["gift_lat"] if w0 <= at]
                 lag = await rt.pool.fetch("SELECT extract(epoch FROM closed_at - ends_at)::float8 AS s FROM battles "
                                           "WHERE id = ANY($1)", ids)
                 checks = await rt.pool.fetch("""
@@ -234,6 +244,8 @@ async def main() -> None:
         "viewers_with_result": sum(1 for v in seen["ended"] if v),
         "end_to_result_p50_ms": round(pct(lat, 0.5) * 1000, 1), "end_to_result_p99_ms": round(pct(lat, 0.99) * 1000, 1),
         "end_to_result_max_ms": round(max(lat) * 1000, 1) if lat else None,
+        "gift_delivery_p50_ms": round(pct(gift_lat, 0.5) * 1000, 1),
+        "gift_delivery_p99_ms": round(pct(gift_lat, 0.99) * 1000, 1),
         "end_commit_lag_max_ms": round(max(r["s"] for r in lag) * 1000, 1),
         "scores_equal_counted_gifts": all(r["scores"] == r["counted"] for r in checks),
         "loadavg": loadavg(), "at": datetime.now().isoformat(timespec="seconds"),
