@@ -266,6 +266,10 @@ PATHS: dict[str, dict[str, Any]] = {
 # ---- battles (LIVE Match) ----------------------------------------------------------
 BATTLE_ID = path_param("battle_id")
 SCHEMAS["Stream"]["properties"]["battle_id"] = {"type": ["string", "null"]}
+SCHEMAS["GiftEvent"]["properties"]["battle"] = {
+    "type": ["object", "null"], "required": ["id", "score"],
+    "properties": {"id": ID, "score": {"type": "integer", "minimum": 1}},
+    "description": "the battle this gift counted toward and its side's score right after it; null otherwise"}
 SCHEMAS["BattleSide"] = obj({"creator_id": USER_ID, "stream_id": ID, "score": {"type": "integer", "minimum": 0},
                              "top": array(ref("TopGifter"))})
 SCHEMAS["Battle"] = obj({

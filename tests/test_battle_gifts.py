@@ -6,6 +6,7 @@ import asyncio
 import itertools
 from typing import Any
 
+from gifting.audit import full_audit
 from gifting.runtime import Runtime
 from gifting.stores import open_pool
 from tests.helpers import fund
@@ -135,6 +136,8 @@ async def test_gifts_racing_the_end_across_two_gift_services_count_exactly_when_
         await pool2.close()
     b = await assert_scores_are_the_counted_gifts(rt, battle.id)
     assert b["status"] == "ended" and b["ended_reason"] == "time"
+    report = await full_audit(rt)
+    assert report.ok and "battle_scores_are_their_gifts" in {c.name for c in report.checks}
     assert sum(counted_acks) == b["inviter_score"] + b["opponent_score"]  # what senders were told
     late = await rt.pool.fetchval("SELECT count(*) FROM gifts WHERE stream_id = ANY($1) AND battle_id IS NULL "
                                   "AND seq > 0", [sa, sb])

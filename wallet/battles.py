@@ -31,6 +31,7 @@ from typing import Any, NoReturn
 import asyncpg
 
 from wallet import errors
+from wallet.audit import Check, run_sql_check
 from wallet.battle_state import Event, Status, check_duration, check_opponent, ended_reason, may, transition, winner
 from wallet.models import request_hash, rfc3339
 
@@ -129,6 +130,23 @@ SQL_RECENTLY_ENDED = """
 SELECT * FROM battles WHERE status = 'ended' AND closed_at > now() - make_interval(secs => $1::double precision)
 """
 SQL_COUNTS = "SELECT status, count(*) AS n FROM battles GROUP BY status"
+# The audit: every started battle's stored scores are the sums of its counted gifts, and no
+# gift counted toward a battle its stream is not in.
+SQL_AUDIT = """
+SELECT b.id, b.status, b.inviter_score, b.opponent_score,
+       coalesce(i.c, 0) AS inviter_counted, coalesce(o.c, 0) AS opponent_counted
+  FROM battles b
+  LEFT JOIN LATERAL (SELECT sum(coins)::bigint AS c FROM gifts
+                      WHERE battle_id = b.id AND stream_id = b.inviter_stream) i ON true
+  LEFT JOIN LATERAL (SELECT sum(coins)::bigint AS c FROM gifts
+                      WHERE battle_id = b.id AND stream_id = b.opponent_stream) o ON true
+ WHERE b.status IN ('live', 'ended')
+   AND (b.inviter_score <> coalesce(i.c, 0) OR b.opponent_score <> coalesce(o.c, 0))
+UNION ALL
+SELECT g.battle_id, 'stray gift', g.stream_id, g.seq, 0, 0
+  FROM gifts g JOIN battles b ON b.id = g.battle_id
+ WHERE g.battle_id IS NOT NULL AND g.stream_id NOT IN (b.inviter_stream, b.opponent_stream)
+"""
 
 
 @dataclass(frozen=True, slots=True)
@@ -506,6 +524,11 @@ class Battles:
 
     async def after_stream_end(self, ending: StreamEnding) -> None:
         await self._ended(ending.closed)
+
+
+async def audit_check(conn: asyncpg.Connection) -> Check:
+    """``gifting audit``: battle scores are ledger facts (the sums of the gifts that counted)."""
+    return await run_sql_check(conn, "battle_scores_are_their_gifts", SQL_AUDIT)
 
 
 class BattleSweeper:
