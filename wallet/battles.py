@@ -119,17 +119,10 @@ SQL_OPEN_FOR_STREAM = """
 SELECT * FROM battles WHERE status IN ('invited', 'live')
    AND (inviter_stream = $1 OR opponent_stream = $1)
 """
-SQL_CURRENT_FOR_STREAM = """
-SELECT * FROM battles
- WHERE (inviter_stream = $1 OR opponent_stream = $1)
-   AND (status = 'live' OR (status = 'ended' AND closed_at > now() - interval '60 seconds'))
- ORDER BY id DESC LIMIT 1
-"""
 SQL_LIVE = "SELECT * FROM battles WHERE status = 'live'"
 SQL_RECENTLY_ENDED = """
 SELECT * FROM battles WHERE status = 'ended' AND closed_at > now() - make_interval(secs => $1::double precision)
 """
-SQL_COUNTS = "SELECT status, count(*) AS n FROM battles GROUP BY status"
 # The audit: every started battle's stored scores are the sums of its counted gifts, and no
 # gift counted toward a battle its stream is not in.
 SQL_AUDIT = """
@@ -294,14 +287,6 @@ class Battles:
             totals = await conn.fetch(SQL_SIDE_TOTALS, bid)
         return _battle(row, totals)
 
-    async def current_for_stream(self, stream_id: int) -> Battle | None:
-        """The stream's live battle, or one that ended in the last 60 s (what ``welcome`` carries)."""
-        async with self.pool.acquire() as conn:
-            row = await conn.fetchrow(SQL_CURRENT_FOR_STREAM, stream_id)
-            if row is None:
-                return None
-            return await self._read(conn, row["id"])
-
     async def live(self) -> list[Battle]:
         """Every live battle with its current scores, in one cheap read (top gifters left empty)."""
         return [_battle(r) for r in await self.pool.fetch(SQL_LIVE)]
@@ -314,10 +299,6 @@ class Battles:
         """A battle's top gifters of each side, from its committed gifts (an aggregate: not every tick)."""
         rows = await self.pool.fetch(SQL_SIDE_TOTALS, battle.id)
         return top_gifters(rows, battle.inviter_stream), top_gifters(rows, battle.opponent_stream)
-
-    async def counts(self) -> dict[str, int]:
-        rows = await self.pool.fetch(SQL_COUNTS)
-        return {r["status"]: r["n"] for r in rows}
 
     # ---- transitions asked for by creators -------------------------------------
     async def invite(self, inviter_id: str, opponent_id: str, duration_s: object,
