@@ -72,8 +72,8 @@ class BattlePublisher:
         live = {b.id: b for b in await self.battles.live()}
         now = time.monotonic()
         for b in await self.battles.recently_ended():
-            if b.version > self.published.get(b.id, 0):
-                await self.publish(b)
+            if force or b.version > self.published.get(b.id, 0):
+                await self.publish(b, force=force)  # the heartbeat: a room that missed the end gets it
             live[b.id] = b  # remembered while recent, so it goes out once per process
         for bid, b in live.items():
             if b.status != "live":

@@ -236,3 +236,10 @@ async def test_an_end_decided_by_a_process_that_publishes_nothing_still_reaches_
     for stream in battle.streams:
         doc = _json.loads(await rt.redis.hget(battle_key(rt.settings.redis_prefix, stream), "doc"))
         assert doc["status"] == "ended" and doc["id"] == str(battle.id)
+
+
+async def test_the_same_invitation_sent_twice_at_once_is_one_battle(rt):
+    await live_pair(rt)
+    results = await asyncio.gather(*(Battles(rt.pool).invite("alice", "bob", 120, "twice") for _ in range(4)))
+    assert len({b.id for b, _ in results}) == 1
+    assert sorted(created for _, created in results) == [False, False, False, True]

@@ -28,8 +28,6 @@ INVITE_TTL = timedelta(seconds=30)
 MIN_DURATION_S = 60
 MAX_DURATION_S = 900
 DEFAULT_DURATION_S = 300
-# welcome carries a battle that ended this recently
-RECENT_END = timedelta(seconds=60)
 
 
 class Status(StrEnum):

@@ -317,14 +317,19 @@ class Battles:
                     # for a creator holds that creator's live stream row.
                     live = {r["creator_id"]: r["id"] for r in
                             await conn.fetch(SQL_LOCK_LIVE_STREAMS, [inviter_id, opponent_id])}
-                    if inviter_id not in live:
+                    # The same key may have committed while we waited for the locks: a replay.
+                    prior = await conn.fetchrow(SQL_BY_KEY, inviter_id, idempotency_key)
+                    if prior is not None:
+                        row = None
+                    elif inviter_id not in live:
                         raise errors.StreamNotLive("you need a live stream to start a battle")
-                    if opponent_id not in live:
+                    elif opponent_id not in live:
                         raise errors.StreamNotLive("that creator is not live")
-                    if await conn.fetchval(SQL_OPEN_FOR_CREATORS, [inviter_id, opponent_id]) is not None:
+                    elif await conn.fetchval(SQL_OPEN_FOR_CREATORS, [inviter_id, opponent_id]) is not None:
                         raise errors.AlreadyInBattle()
-                    row = await conn.fetchrow(SQL_INSERT, inviter_id, opponent_id, live[inviter_id],
-                                              live[opponent_id], duration, idempotency_key, fingerprint)
+                    else:
+                        row = await conn.fetchrow(SQL_INSERT, inviter_id, opponent_id, live[inviter_id],
+                                                  live[opponent_id], duration, idempotency_key, fingerprint)
             except asyncpg.UniqueViolationError as e:
                 if e.constraint_name in ("battles_open_inviter", "battles_open_opponent"):
                     raise errors.AlreadyInBattle() from None
@@ -332,7 +337,9 @@ class Battles:
                 if prior is None:
                     raise
                 return self._replay(await self._read(conn, prior["id"]), fingerprint), False
-        assert row is not None
+            if row is None:
+                assert prior is not None
+                return self._replay(await self._read(conn, prior["id"]), fingerprint), False
         battle = _battle(row)
         await self.notify([battle])
         return battle, True
