@@ -34,8 +34,9 @@ log = logging.getLogger("gifting.battle_live")
 
 class BattlePublisher:
     def __init__(self, battles: Battles, feed: BattleFeed, *, interval: float = 0.25, heartbeat: float = 3.0,
-                 top_every: float = 1.0) -> None:
+                 top_every: float = 1.0, ticker: bool = True) -> None:
         self.battles = battles
+        self.ticker = ticker  # False: only the transitions this process commits (a gateway-only process)
         self.top_every = top_every
         # battle id -> (monotonic time, version) of its top gifters, and the lists
         self._tops: dict[int, tuple[float, int, tuple[list[Gifter], list[Gifter]]]] = {}
@@ -48,7 +49,8 @@ class BattlePublisher:
 
     async def start(self) -> None:
         self.battles.listeners.append(self.on_change)
-        self.task = asyncio.create_task(self._run(), name="battle-publisher")
+        if self.ticker:
+            self.task = asyncio.create_task(self._run(), name="battle-publisher")
 
     async def close(self) -> None:
         with contextlib.suppress(ValueError):

@@ -35,7 +35,8 @@ class Runtime:
     def __init__(self, settings: Settings, *, need_redis: bool = True, apply_migrations: bool = True,
                  pool_size: int | None = None, publish_battles: bool = True) -> None:
         self.settings = settings
-        # Battle room messages come from the API processes (a gateway-only process only relays them).
+        # Every process publishes the battle transitions it commits (a gateway's sweeper ends
+        # battles too); only API processes also run the ticker that publishes score changes.
         self.publish_battles = publish_battles
         self.need_redis = need_redis
         self.apply_migrations = apply_migrations
@@ -123,9 +124,9 @@ class Runtime:
             self.wallet.balance_listeners.append(cache_balance)
             self.limiter = RateLimiter(self.redis, prefix=s.redis_prefix, rate=s.http_gift_rate,
                                        burst=s.http_gift_burst)
-            if self.publish_battles:
-                self.battle_publisher = BattlePublisher(
-                    self.battles, BattleFeed(self.redis, s.redis_prefix, cluster=is_cluster_url(s.redis_url)))
+            self.battle_publisher = BattlePublisher(
+                self.battles, BattleFeed(self.redis, s.redis_prefix, cluster=is_cluster_url(s.redis_url)),
+                ticker=self.publish_battles)
             await hot.start()
             # Closed after the gift service (exit stack order): gifts still in
             # flight at shutdown reach Redis before the applier drains and stops.

@@ -62,9 +62,13 @@ RETURNING *
 # clock_timestamp(): read after the stream locks (the statement before), so every batch that
 # held them before us has committed.
 SQL_LOCK_BATTLE = "SELECT *, clock_timestamp() AS now FROM battles WHERE id = $1 FOR UPDATE"
-# Only one process at a time tries to end a battle: the others skip it at once instead of
-# queueing on its stream rows behind the gift batches (the conditional update still decides).
-SQL_TRY_END = "SELECT pg_try_advisory_xact_lock(1650553972, ($1 % 2147483647)::int)"
+# The stream rows of an end by time, if no other process is ending this battle right now: the
+# others skip it at once instead of queueing on its streams behind the gift batches (the
+# conditional update still decides). No rows: someone else is at it.
+SQL_LOCK_STREAMS_TO_END = """
+WITH t AS (SELECT pg_try_advisory_xact_lock(1650553972, ($2 % 2147483647)::int) AS mine)
+SELECT s.id FROM streams s, t WHERE t.mine AND s.id = ANY($1::bigint[]) ORDER BY s.id FOR UPDATE OF s
+"""
 # The start: its time is taken once, after the stream locks (clock_timestamp(), not the
 # transaction's start), so every batch that held the streams before it is before it.
 SQL_ACCEPT = """
@@ -109,10 +113,11 @@ SELECT * FROM e
 """
 
 SQL_DUE = """
-SELECT id, 'live' AS status, extract(epoch FROM ends_at - now())::float8 AS due_in
+SELECT id, 'live' AS status, extract(epoch FROM ends_at - now())::float8 AS due_in,
+       ARRAY[inviter_stream, opponent_stream] AS streams
   FROM battles WHERE status = 'live'
 UNION ALL
-SELECT id, 'invited', extract(epoch FROM expires_at - now())::float8
+SELECT id, 'invited', extract(epoch FROM expires_at - now())::float8, NULL
   FROM battles WHERE status = 'invited'
 """
 SQL_OPEN_FOR_STREAM = """
@@ -402,17 +407,18 @@ class Battles:
         raise errors.BattleNotOpen(f"cannot {event.value} a battle that is {now.status}")
 
     # ---- transitions the server decides ----------------------------------------
-    async def end(self, battle_id: int, *, stream_ended: bool = False) -> Battle | None:
+    async def end(self, battle_id: int, *, streams: list[int] | None = None) -> Battle | None:
         """Ends a live battle whose time is up, once: None if it was not (or no longer) to end."""
         async with self.pool.acquire() as conn:
-            row = await conn.fetchrow(SQL_GET, battle_id)
-            if row is None or row["status"] != Status.LIVE:
-                return None
+            if streams is None:
+                row = await conn.fetchrow(SQL_GET, battle_id)
+                if row is None or row["status"] != Status.LIVE:
+                    return None
+                streams = [row["inviter_stream"], row["opponent_stream"]]
             async with conn.transaction():
                 ended = None
-                if await conn.fetchval(SQL_TRY_END, battle_id):
-                    await conn.fetch(SQL_LOCK_STREAMS, [row["inviter_stream"], row["opponent_stream"]])
-                    ended = await self._end_locked(conn, battle_id, stream_ended=stream_ended)
+                if await conn.fetch(SQL_LOCK_STREAMS_TO_END, streams, battle_id):
+                    ended = await self._end_locked(conn, battle_id, stream_ended=False)
         if ended is None:
             self.stats["end_attempts_lost"] += 1
             return None
@@ -468,16 +474,16 @@ class Battles:
         Returns the seconds until the next one is due (by the database's clock)."""
         rows = await self.pool.fetch(SQL_DUE)
         nxt = min((r["due_in"] for r in rows if r["due_in"] > 0), default=float("inf"))
-        due = [r["id"] for r in rows if r["due_in"] <= 0 and r["status"] == "live"]
+        due = [(r["id"], list(r["streams"])) for r in rows if r["due_in"] <= 0 and r["status"] == "live"]
         if due:
             # Each end is its own transaction on its own two streams: many at once when many are due.
             limit = asyncio.Semaphore(16)
 
-            async def one(bid: int) -> None:
+            async def one(bid: int, streams: list[int]) -> None:
                 async with limit:
-                    await self.end(bid)
+                    await self.end(bid, streams=streams)
 
-            await asyncio.gather(*(one(b) for b in due))
+            await asyncio.gather(*(one(*d) for d in due))
         if any(r["due_in"] <= 0 and r["status"] == "invited" for r in rows):
             await self.expire_due()
         return nxt
