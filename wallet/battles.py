@@ -93,9 +93,16 @@ UPDATE battles SET status = 'expired', closed_at = clock_timestamp(), version = 
  WHERE status = 'invited' AND expires_at <= clock_timestamp() AND ($1::bigint IS NULL OR id = $1)
 RETURNING *
 """
+# A battle's counted gifts per side and sender: each side's gifts after its start_seq, through
+# the primary key (stream_id, seq); gifts.battle_id has no index of its own.
 SQL_SIDE_TOTALS = """
-SELECT stream_id, sender_id, max(sender_name) AS name, sum(coins)::bigint AS coins, max(seq) AS last_seq
-  FROM gifts WHERE battle_id = $1 GROUP BY stream_id, sender_id
+WITH b AS (SELECT * FROM battles WHERE id = $1)
+SELECT g.stream_id, g.sender_id, max(g.sender_name) AS name, sum(g.coins)::bigint AS coins, max(g.seq) AS last_seq
+  FROM (SELECT g.* FROM b JOIN gifts g ON g.stream_id = b.inviter_stream AND g.seq > b.inviter_start_seq
+        UNION ALL
+        SELECT g.* FROM b JOIN gifts g ON g.stream_id = b.opponent_stream AND g.seq > b.opponent_start_seq) g
+ WHERE g.battle_id = $1
+ GROUP BY g.stream_id, g.sender_id
 """
 # The end and the streams' battle_id cleared (rules_version bumped), in one statement.
 SQL_END = """
@@ -134,16 +141,18 @@ SQL_AUDIT = """
 SELECT b.id, b.status, b.inviter_score, b.opponent_score,
        coalesce(i.c, 0) AS inviter_counted, coalesce(o.c, 0) AS opponent_counted
   FROM battles b
-  LEFT JOIN LATERAL (SELECT sum(coins)::bigint AS c FROM gifts
-                      WHERE battle_id = b.id AND stream_id = b.inviter_stream) i ON true
-  LEFT JOIN LATERAL (SELECT sum(coins)::bigint AS c FROM gifts
-                      WHERE battle_id = b.id AND stream_id = b.opponent_stream) o ON true
+  LEFT JOIN LATERAL (SELECT sum(coins)::bigint AS c FROM gifts WHERE battle_id = b.id
+                        AND stream_id = b.inviter_stream AND seq > b.inviter_start_seq) i ON true
+  LEFT JOIN LATERAL (SELECT sum(coins)::bigint AS c FROM gifts WHERE battle_id = b.id
+                        AND stream_id = b.opponent_stream AND seq > b.opponent_start_seq) o ON true
  WHERE b.status IN ('live', 'ended')
    AND (b.inviter_score <> coalesce(i.c, 0) OR b.opponent_score <> coalesce(o.c, 0))
 UNION ALL
 SELECT g.battle_id, 'stray gift', g.stream_id, g.seq, 0, 0
   FROM gifts g JOIN battles b ON b.id = g.battle_id
- WHERE g.battle_id IS NOT NULL AND g.stream_id NOT IN (b.inviter_stream, b.opponent_stream)
+ WHERE g.battle_id IS NOT NULL
+   AND NOT ((g.stream_id = b.inviter_stream AND g.seq > b.inviter_start_seq)
+            OR (g.stream_id = b.opponent_stream AND g.seq > b.opponent_start_seq))
 """
 
 
