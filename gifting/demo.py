@@ -19,6 +19,7 @@ from __future__ import annotations
 import asyncio
 import logging
 import random
+import secrets
 from collections.abc import Sequence
 from typing import Any
 
@@ -163,7 +164,7 @@ class Demo:
                         while doc.get("battle", {}).get("status") == "live":
                             await asyncio.sleep(2.0)
                             _, doc = await self.call("GET", f"/v1/battles/{bid}", rival)
-            except (aiohttp.ClientError, TimeoutError, KeyError, RuntimeError):
+            except (GiftingError, aiohttp.ClientError, TimeoutError, KeyError, RuntimeError):
                 log.warning("demo battle failed; trying again", exc_info=True)
             await asyncio.sleep(self.rng.uniform(8.0, 15.0))  # a break between battles (or someone else's battle)
 
