@@ -302,7 +302,7 @@ PATHS.update({
     "/v1/battles": {"post": op(
         "Invite a live creator to a battle (a creator with a live stream)", {201: ok(BATTLE_ANSWER, "Invited")},
         tags=["battles"], errors=(403, 409, 413, 422),
-        request=obj({"opponent_creator_id": text(64), "idempotency_key": IDEMPOTENCY_KEY},
+        request=obj({"opponent_creator_id": USER_ID, "idempotency_key": IDEMPOTENCY_KEY},
                     {"duration_s": {"type": "integer", "minimum": 60, "maximum": 900}}),
         description="409 already_in_battle when either creator is in an invited or live battle; 409 "
                     "stream_not_live when either is not live; 403 to battle oneself; 422 invalid_duration. "

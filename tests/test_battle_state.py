@@ -72,8 +72,7 @@ def test_duration_is_60_to_900_seconds_defaulting_to_300() -> None:
     assert check_duration(None) == 300
     assert check_duration(60) == 60
     assert check_duration(900) == 900
-    assert check_duration(300.0) == 300
-    for bad in (59, 901, 0, -5, 300.5, "300", True, float("nan")):
+    for bad in (59, 901, 0, -5, 300.0, 300.5, "300", True, float("nan")):
         with pytest.raises(errors.InvalidDuration) as e:
             check_duration(bad)
         assert (e.value.code, e.value.status) == ("invalid_duration", 422)

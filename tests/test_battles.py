@@ -79,8 +79,11 @@ async def test_invitation_errors_answer_with_the_contract_codes(client, rt):
     assert await code(await invite(client, "carol", "alice")) == (409, "stream_not_live")  # the inviter is not live
     await start(client, "bob")
     await start(client, "carol")
-    for bad in (59, 901, "300", 1.5):
+    for bad in (59, 901, 0):
         assert await code(await invite(client, "alice", "bob", "d", duration_s=bad)) == (422, "invalid_duration")
+    for bad in ("300", 1.5, 300.0, True):  # not a JSON integer: malformed (the boundary's rule for numbers)
+        assert await code(await invite(client, "alice", "bob", "d", duration_s=bad)) == (400, "invalid_request")
+    assert await code(await invite(client, "alice", "bo b")) == (422, "invalid_user_id")
     viewer = await client.post("/v1/battles", json={"opponent_creator_id": "bob", "idempotency_key": "v"},
                                headers=bearer("vic"))
     assert viewer.status == 403

@@ -88,8 +88,6 @@ def may(event: Event, actor: str, inviter_id: str, opponent_id: str, *, is_admin
 def check_duration(value: object) -> int:
     if value is None:
         return DEFAULT_DURATION_S
-    if isinstance(value, float) and value.is_integer():
-        value = int(value)  # JSON has one number type: 300.0 is 300
     if not isinstance(value, int) or isinstance(value, bool) or not MIN_DURATION_S <= value <= MAX_DURATION_S:
         raise errors.InvalidDuration()
     return value

@@ -10,7 +10,8 @@ import logging
 
 from aiohttp import web
 
-from gifting.api.common import idempotency_key, principal, read_json, require_str
+from gifting.api.common import field, idempotency_key, principal, read_json
+from wallet import inputs
 from wallet.battles import Battles
 
 log = logging.getLogger("gifting.api.battles")
@@ -24,9 +25,10 @@ routes = web.RouteTableDef()
 async def invite(request: web.Request) -> web.Response:
     who = principal(request, "creator")
     doc = await read_json(request, {"opponent_creator_id", "duration_s", "idempotency_key"})
-    opponent = require_str(doc, "opponent_creator_id", max_len=64)
+    opponent = inputs.user_id(field(doc, "opponent_creator_id"), "opponent_creator_id")
+    duration = inputs.battle_duration(field(doc, "duration_s"))
     key = idempotency_key(doc)
-    battle, created = await request.app[BATTLES].invite(who.id, opponent, doc.get("duration_s"), key)
+    battle, created = await request.app[BATTLES].invite(who.id, opponent, duration, key)
     if created:
         log.info("battle %s: %s invited %s for %ds", battle.id, who.id, opponent, battle.duration_s)
     return web.json_response({"battle": battle.to_json()}, status=201)
