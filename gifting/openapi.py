@@ -280,6 +280,46 @@ PATHS: dict[str, dict[str, Any]] = {
 }
 
 
+# ---- battles (LIVE Match) ----------------------------------------------------------
+BATTLE_ID = path_param("battle_id")
+SCHEMAS["Stream"]["properties"]["battle_id"] = {"type": ["string", "null"]}
+SCHEMAS["GiftEvent"]["properties"]["battle"] = {
+    "type": ["object", "null"], "required": ["id", "score"],
+    "properties": {"id": ID, "score": {"type": "integer", "minimum": 1}},
+    "description": "the battle this gift counted toward and its side's score right after it; null otherwise"}
+SCHEMAS["BattleSide"] = obj({"creator_id": USER_ID, "stream_id": ID, "score": {"type": "integer", "minimum": 0},
+                             "top": array(ref("TopGifter"))})
+SCHEMAS["Battle"] = obj({
+    "id": ID, "status": {"type": "string", "enum": ["invited", "live", "ended", "declined", "cancelled", "expired"]},
+    "duration_s": {"type": "integer", "minimum": 60, "maximum": 900}, "created_at": TIME,
+    "starts_at": NULLABLE_TIME, "ends_at": NULLABLE_TIME,
+    "sides": {**array(ref("BattleSide")), "minItems": 2, "maxItems": 2},
+    "winner_creator_id": {"type": ["string", "null"]},
+    "ended_reason": {"type": ["string", "null"], "enum": ["time", "stream_ended", None]},
+}, {"expires_at": TIME, "ended_at": NULLABLE_TIME, "version": INT})
+BATTLE_ANSWER = obj({"battle": ref("Battle")})
+PATHS.update({
+    "/v1/battles": {"post": op(
+        "Invite a live creator to a battle (a creator with a live stream)", {201: ok(BATTLE_ANSWER, "Invited")},
+        tags=["battles"], errors=(403, 409, 413, 422),
+        request=obj({"opponent_creator_id": USER_ID, "idempotency_key": IDEMPOTENCY_KEY},
+                    {"duration_s": {"type": "integer", "minimum": 60, "maximum": 900}}),
+        description="409 already_in_battle when either creator is in an invited or live battle; 409 "
+                    "stream_not_live when either is not live; 403 to battle oneself; 422 invalid_duration. "
+                    "The invitation expires after 30 s.")},
+    "/v1/battles/{battle_id}": {"get": op("One battle", {200: ok(BATTLE_ANSWER)}, tags=["battles"],
+                                          security=PUBLIC, errors=(404,), params=[BATTLE_ID])},
+    "/v1/battles/{battle_id}/accept": {"post": op(
+        "Accept an invitation (the invited creator): the battle goes live", {200: ok(BATTLE_ANSWER)},
+        tags=["battles"], errors=(403, 404, 409), params=[BATTLE_ID])},
+    "/v1/battles/{battle_id}/decline": {"post": op(
+        "Decline an invitation (the invited creator)", {200: ok(BATTLE_ANSWER)},
+        tags=["battles"], errors=(403, 404, 409), params=[BATTLE_ID])},
+    "/v1/battles/{battle_id}/cancel": {"post": op(
+        "Withdraw an invitation (the inviter, while invited)", {200: ok(BATTLE_ANSWER)},
+        tags=["battles"], errors=(403, 404, 409), params=[BATTLE_ID])},
+})
+
 def document() -> dict[str, Any]:
     responses = {f"E{status}": {"description": text, "content": {JSON: {"schema": ref("Error")}}}
                  for status, text in ERRORS.items()}

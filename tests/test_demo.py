@@ -39,6 +39,7 @@ async def test_the_demo_prints_both_urls_and_its_viewers_buy_coins_and_send_gift
             async with http.get(f"{service.http}/metrics") as r:
                 m = totals(await r.text())
             enough = m.get("gifting_gifts_committed_total", 0) >= 10 and m.get("gifting_gateway_connections", 0) >= 5
+            enough = enough and m.get("gifting_battles", 0) >= 1  # the two demo creators battle
             return m if enough else None
 
         m = await wait_for(metrics, timeout=45, interval=0.5)

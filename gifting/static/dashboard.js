@@ -5,6 +5,7 @@
   let me = null;
   let stream = null;
   let room = null;
+  let battle = null; // the LIVE Match panel (battle.js)
   const shown = new Set();
   const events = []; // [ms timestamp, coins] of gifts seen live, for the chart
 
@@ -107,7 +108,9 @@
     $("#feed").replaceChildren();
     const { top } = await api("GET", `/v1/streams/${encodeURIComponent(s.id)}/leaderboard?limit=10`);
     G.renderTop($("#top"), top, "");
-    room = new G.LiveRoom(s.id, {
+    battle = battle || new G.battle.BattlePanel($("#battle"), { streamId: () => stream && stream.id, me: () => me.id, creator: true });
+    battle.loadLive();
+    room = new G.LiveRoom(s.id, G.battle.hook({
       status: (st) => { $("#conn").textContent = st; $("#conn").dataset.state = st; },
       reset: (w, missed) => { setStreamCoins(w.stream.coins_received); if (missed) say("Reconnected; some gifts were missed in the feed."); },
       welcome: (w) => { $("#viewers").textContent = coins(w.viewers); },
@@ -124,7 +127,7 @@
       stream_ended: () => { say("Stream ended.", "ok"); },
       ended: () => { showLive(null); loadEarnings(); },
       unauthorized: () => { G.signOut("creator"); location.reload(); },
-    });
+    }, battle));
     window.gifting = { room };
     await room.open();
   }

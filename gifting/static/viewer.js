@@ -5,6 +5,7 @@
   let me = null;
   let room = null;
   let streamId = null;
+  let battle = null; // the LIVE Match panel (battle.js)
   let catalog = [];
   const shown = new Set(); // gift seqs in the feed: belt and braces against a repeat
 
@@ -135,7 +136,10 @@
       say(e.message, "bad");
       return;
     }
-    room = new G.LiveRoom(streamId, {
+    battle = battle || new G.battle.BattlePanel($("#battle"), { streamId: () => streamId, me: () => me.id, creator: false });
+    battle.b = null;
+    battle.render();
+    room = new G.LiveRoom(streamId, G.battle.hook({
       status: (s) => { $("#conn").textContent = s; $("#conn").dataset.state = s; },
       reset: (welcome, missed) => {
         $("#room-coins").textContent = coins(welcome.stream.coins_received);
@@ -152,7 +156,7 @@
       stream_ended: () => { say("The stream has ended.", "bad"); $("#room-creator").textContent += " · ended"; },
       ended: () => loadStreams().catch(() => {}),
       unauthorized: () => { G.signOut("viewer"); location.reload(); },
-    });
+    }, battle));
     window.gifting = { room }; // for tests: room.drop() simulates a network drop
     await room.open();
   }
