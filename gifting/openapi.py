@@ -242,6 +242,11 @@ PATHS: dict[str, dict[str, Any]] = {
     "/v1/streams/{stream_id}/leaderboard": {"get": op(
         "Top gifters of a stream", {200: ok(obj({"top": array(ref("TopGifter"))}))}, tags=["streams"],
         security=PUBLIC, errors=(404, 422), params=[STREAM_ID, query_param("limit", {**LIMIT, "maximum": 100})])},
+    "/v1/streams/{stream_id}/coins-per-minute": {"get": op(
+        "A stream's committed gift coins per whole minute, oldest first, the current minute last",
+        {200: ok(obj({"buckets": array(obj({"minute": TIME, "coins": {"type": "integer", "minimum": 0}}))}))},
+        tags=["streams"], security=PUBLIC, errors=(404, 422),
+        params=[STREAM_ID, query_param("minutes", {"type": "integer", "minimum": 1, "maximum": 1440})])},
     "/v1/creators/me/earnings": {"get": op("The calling creator's earnings", {200: ok(ref("Earnings"))},
                                            tags=["creators"], errors=(403,))},
     "/v1/creators/me/settlements": {"get": op(
