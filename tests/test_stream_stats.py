@@ -3,6 +3,7 @@ and the catalog's names (no other company's product name)."""
 
 from __future__ import annotations
 
+import itertools
 from datetime import UTC, datetime, timedelta
 
 from tests.conftest import bearer
@@ -23,7 +24,7 @@ async def test_coins_per_minute_buckets_committed_gifts_by_whole_minute_with_emp
     assert len(buckets) == 5
     minutes = [datetime.fromisoformat(b["minute"]) for b in buckets]
     assert all(m.second == 0 and m.microsecond == 0 and m.tzinfo is not None for m in minutes)
-    assert all(b - a == timedelta(minutes=1) for a, b in zip(minutes, minutes[1:], strict=False))
+    assert all(b - a == timedelta(minutes=1) for a, b in itertools.pairwise(minutes))
     now = datetime.now(UTC)
     assert minutes[-1] <= now < minutes[-1] + timedelta(minutes=1, seconds=5)
     # all the gifts fall in the last minute, or in the one before when the minute turned meanwhile
