@@ -1,8 +1,9 @@
 """HTTP: the viewer page, the creator dashboard, their static files, the client config
 and the OpenAPI document.
 
-Plain files from ``gifting/static`` (no build step). Only names listed in the
-package directory are served: the path never reaches the file system as given.
+Plain files from ``gifting/static`` and ``gifting/static/gifts`` (the catalog's
+icons; no build step, nothing fetched from elsewhere). Only names listed in the
+package directories are served: the path never reaches the file system as given.
 """
 
 from __future__ import annotations
@@ -17,6 +18,9 @@ from gifting.api.common import SETTINGS, ApiError
 
 routes = web.RouteTableDef()
 
+# The viewer page asks "are you sure?" before a send that costs more coins than this.
+CONFIRM_GIFT_COINS = 1000
+
 _TYPES = {".html": "text/html", ".css": "text/css", ".js": "text/javascript", ".svg": "image/svg+xml"}
 
 
@@ -24,10 +28,11 @@ _TYPES = {".html": "text/html", ".css": "text/css", ".js": "text/javascript", ".
 def static_files() -> dict[str, tuple[bytes, str]]:
     root = resources.files("gifting") / "static"
     files: dict[str, tuple[bytes, str]] = {}
-    for entry in root.iterdir():
-        suffix = "." + entry.name.rsplit(".", 1)[-1] if "." in entry.name else ""
-        if entry.is_file() and suffix in _TYPES:
-            files[entry.name] = (entry.read_bytes(), _TYPES[suffix])
+    for folder, prefix in ((root, ""), (root / "gifts", "gifts/")):
+        for entry in folder.iterdir():
+            suffix = "." + entry.name.rsplit(".", 1)[-1] if "." in entry.name else ""
+            if entry.is_file() and suffix in _TYPES:
+                files[prefix + entry.name] = (entry.read_bytes(), _TYPES[suffix])
     return files
 
 
@@ -61,6 +66,11 @@ async def static(request: web.Request) -> web.Response:
     return _file(request.match_info["name"])
 
 
+@routes.get("/static/gifts/{name}")
+async def gift_icon(request: web.Request) -> web.Response:
+    return _file("gifts/" + request.match_info["name"])
+
+
 @routes.get("/v1/config")
 async def client_config(request: web.Request) -> web.Response:
     """Where the pages find the WebSocket gateway, and whether development sign-in exists."""
@@ -72,7 +82,10 @@ async def client_config(request: web.Request) -> web.Response:
         host = f"[{host}]"
     scheme = "wss" if request.secure else "ws"
     ws_url = f"{scheme}://{host}:{s.ws_port}"
-    return web.json_response({"ws_url": ws_url, "dev_sign_in": s.dev_mode})
+    return web.json_response({"ws_url": ws_url, "dev_sign_in": s.dev_mode,
+                              # the pages: confirm a send above this; estimate cash from coins with this
+                              "confirm_gift_coins": CONFIRM_GIFT_COINS,
+                              "coin_value_micros": s.coin_value_micros})
 
 
 @routes.get("/openapi.json")
