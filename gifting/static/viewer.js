@@ -292,6 +292,11 @@
     $("#balance-btn").onclick = () => { openSheet(true); showPacks(true); };
     $("#sheet-close").onclick = () => openSheet(false);
     $("#recharge").onclick = () => showPacks($("#packs-box").hidden);
+    // a tap outside the open sheet (on a phone) closes it
+    document.addEventListener("click", (ev) => {
+      if (!phone.matches || !document.body.classList.contains("sheet-open") || $("#confirm").open) return;
+      if (!ev.target.closest("#sheet, #open-sheet, #balance-btn, #confirm")) openSheet(false);
+    });
     document.addEventListener("keydown", (ev) => {
       if (ev.key === "Escape" && document.body.classList.contains("sheet-open") && !$("#confirm").open) openSheet(false);
     });
