@@ -1,5 +1,5 @@
 """The creator dashboard's server-side figures: a stream's coins per minute from committed gifts,
-and the catalog's names (no other company's product name)."""
+the catalog's names (no other company's product name) and icons."""
 
 from __future__ import annotations
 
@@ -43,3 +43,16 @@ async def test_the_catalog_names_no_other_companys_product(client):
     names = {g["id"]: g["name"] for g in gifts}
     assert names["universe"] == "Universe"
     assert not any("tiktok" in n.lower() for n in names.values())
+
+
+async def test_every_catalog_gift_has_an_icon_shipped_with_the_pages(client):
+    gifts = (await (await client.get("/v1/gifts", headers=bearer("icon_viewer"))).json())["gifts"]
+    for g in gifts:
+        r = await client.get(f"/static/gifts/{g['id']}.svg")
+        assert r.status == 200, g["id"]
+        assert r.content_type == "image/svg+xml" and (await r.text()).startswith("<svg")
+    assert (await client.get("/static/gifts/gift.svg")).status == 200  # any other gift
+    for bad in ("nope.svg", "..%2Fapp.js", "%2E%2E%2Fviewer.html"):
+        assert (await client.get(f"/static/gifts/{bad}")).status == 404, bad
+    config = await (await client.get("/v1/config")).json()
+    assert config["confirm_gift_coins"] == 1000 and config["coin_value_micros"] > 0

@@ -33,7 +33,17 @@
     $("#message").className = "message " + (kind || "");
   }
 
+  // This stream's coins: what the last welcome said plus the gifts seen since, or the latest
+  // earnings message when it is ahead (it may arrive before or after the gifts it counts, so
+  // the two are never added together).
+  let fromGifts = 0, fromEarnings = 0;
   function setStreamCoins(n) {
+    fromGifts = n;
+    fromEarnings = 0;
+    showStreamCoins();
+  }
+  function showStreamCoins() {
+    const n = Math.max(fromGifts, fromEarnings);
     $("#stream-coins").textContent = coins(n);
     $("#stream-coins").dataset.coins = String(n);
   }
@@ -191,10 +201,12 @@
       welcome: (w) => setViewers(w.viewers),
       gift: (g) => {
         addGift(g);
-        setStreamCoins(Number($("#stream-coins").dataset.coins) + g.coins);
+        fromGifts += g.coins;
+        showStreamCoins();
       },
       earnings: (m) => {
-        setStreamCoins(Math.max(m.stream_coins, Number($("#stream-coins").dataset.coins)));
+        fromEarnings = Math.max(fromEarnings, m.stream_coins);
+        showStreamCoins();
         setUnsettled(m.unsettled_coins);
       },
       viewers: (m) => setViewers(m.count),
