@@ -292,13 +292,12 @@ async def test_names_and_texts_with_markup_are_shown_as_text_and_combos_grow_one
 
     # combo bubbles: gifts that carry one combo id grow one bubble (GiftEvent.combo, from the commit)
     await mallory.evaluate("""() => {
-      const room = window.gifting.room;
+      const handlers = window.gifting.room.h;  // the page's live-room handlers, as the room calls them
       const base = { stream_id: '0', sender: { id: 'x', name: 'Combo <i>fan</i>' },
                      gift: { id: 'rose', name: 'Rose', coins: 1 }, count: 1, coins: 1,
                      created_at: new Date().toISOString() };
       for (const n of [1, 2, 3]) {
-        const seq = room.lastSeq + 1;
-        room.dispatch({ type: 'gift', seq, gift: { ...base, id: 'c' + n, seq, combo: { id: 'combo-1', count: n } } });
+        handlers.gift({ ...base, id: 'c' + n, seq: 10000 + n, combo: { id: 'combo-1', count: n } });
       }
     }""")
     await mallory.wait_for_selector("#combos [data-combo-id=combo-1]", state="attached")

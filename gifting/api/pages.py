@@ -1,9 +1,12 @@
 """HTTP: the viewer page, the creator dashboard, their static files, the client config
 and the OpenAPI document.
 
-Plain files from ``gifting/static`` and ``gifting/static/gifts`` (the catalog's
-icons; no build step, nothing fetched from elsewhere). Only names listed in the
-package directories are served: the path never reaches the file system as given.
+Plain files from ``gifting/static`` (no build step, nothing fetched from
+elsewhere). Only names listed in the package directory are served: the path
+never reaches the file system as given. The JavaScript SDK's ES modules
+(``clients/js/src``, linked in as ``static/sdk``) are served the same way under
+``/static/sdk/``, for the pages to import, and the catalog's icons
+(``static/gifts/*.svg``) under ``/static/gifts/``.
 """
 
 from __future__ import annotations
@@ -28,16 +31,31 @@ _TYPES = {".html": "text/html", ".css": "text/css", ".js": "text/javascript", ".
 def static_files() -> dict[str, tuple[bytes, str]]:
     root = resources.files("gifting") / "static"
     files: dict[str, tuple[bytes, str]] = {}
-    for folder, prefix in ((root, ""), (root / "gifts", "gifts/")):
-        for entry in folder.iterdir():
-            suffix = "." + entry.name.rsplit(".", 1)[-1] if "." in entry.name else ""
-            if entry.is_file() and suffix in _TYPES:
-                files[prefix + entry.name] = (entry.read_bytes(), _TYPES[suffix])
+    for entry in root.iterdir():
+        suffix = "." + entry.name.rsplit(".", 1)[-1] if "." in entry.name else ""
+        if entry.is_file() and suffix in _TYPES:
+            files[entry.name] = (entry.read_bytes(), _TYPES[suffix])
     return files
 
 
-def _file(name: str) -> web.Response:
-    found = static_files().get(name)
+@cache
+def sdk_files() -> dict[str, tuple[bytes, str]]:
+    root = resources.files("gifting") / "static" / "sdk"
+    if not root.is_dir():
+        return {}
+    return {e.name: (e.read_bytes(), "text/javascript")
+            for e in root.iterdir() if e.is_file() and e.name.endswith(".js")}
+
+
+@cache
+def gift_icons() -> dict[str, tuple[bytes, str]]:
+    root = resources.files("gifting") / "static" / "gifts"
+    return {e.name: (e.read_bytes(), "image/svg+xml")
+            for e in root.iterdir() if e.is_file() and e.name.endswith(".svg")}
+
+
+def _file(name: str, files: dict[str, tuple[bytes, str]] | None = None) -> web.Response:
+    found = (static_files() if files is None else files).get(name)
     if found is None:
         raise ApiError(404, "not_found", "No such file.")
     body, content_type = found
@@ -66,9 +84,14 @@ async def static(request: web.Request) -> web.Response:
     return _file(request.match_info["name"])
 
 
+@routes.get("/static/sdk/{name}")
+async def sdk(request: web.Request) -> web.Response:
+    return _file(request.match_info["name"], sdk_files())
+
+
 @routes.get("/static/gifts/{name}")
 async def gift_icon(request: web.Request) -> web.Response:
-    return _file("gifts/" + request.match_info["name"])
+    return _file(request.match_info["name"], gift_icons())
 
 
 @routes.get("/v1/config")
