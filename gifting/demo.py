@@ -8,7 +8,9 @@ WebSocket gateway and send gifts there. Nothing here touches the database.
 Gifting is bursty: a viewer idles for a while (exponential, mean ``idle``
 seconds), then sends a burst of a few gifts in quick succession; cheap gifts
 are common, expensive ones rare, and one "whale" sends the big ones. If the
-stream is ended (from the dashboard, say), the creator goes live again.
+stream is ended (from the dashboard, say), the creator goes live again. When the
+demo stops (Ctrl-C or SIGTERM to the process), it ends its stream first, so no
+stream is left live with nobody behind it.
 
 Must never: run against real secrets or a real payment provider (``check``
 refuses), or let one viewer's failure stop the others.
@@ -22,6 +24,7 @@ import random
 import secrets
 from collections.abc import Sequence
 from typing import Any
+from urllib.parse import quote
 
 import aiohttp
 
@@ -34,6 +37,7 @@ log = logging.getLogger("gifting.demo")
 CREATOR = ("demo_creator", "Mika")
 RIVAL = ("demo_rival", "Juno")  # battles the demo creator (LIVE Match), over and over
 BATTLE_S = 60
+YOU = ("demo_you", "You")  # who the printed viewer URL signs in as (development sign-in)
 TITLES = ["Cooking ramen from scratch", "Late night synthwave set", "Speedrunning with chat", "Painting a city at dusk"]
 NAMES = ["Ada", "Bao", "Chidi", "Dana", "Emil", "Farah", "Goro", "Hana", "Ivo", "Jia", "Kofi", "Lena", "Mateo",
          "Nia", "Omar", "Priya", "Quinn", "Rosa", "Sven", "Tariq", "Uma", "Vik", "Wren", "Yuki", "Zane"]
@@ -98,15 +102,20 @@ class Demo:
         return await self.api.call(method, path, body, token=token, retry="refused")
 
     async def run(self) -> None:
+        if self.announce:
+            # The simulated viewers' purchases would print one webhook line each and scroll the
+            # URLs away; the access summary (gifting.http.summary) still counts them.
+            logging.getLogger("gifting.api.wallet").setLevel(logging.WARNING)
         async with aiohttp.ClientSession() as session:
             self.api = Http(self.http, session=session)
             stream_id = await self.live_stream()
             if self.announce:
                 print(f"gifting demo: creator dashboard  {self.http}/dashboard?user={CREATOR[0]}\n"
-                      f"gifting demo: viewer page        {self.http}/viewer?stream={stream_id}\n"
+                      f"gifting demo: viewer page        {self.viewer_url(stream_id)}\n"
                       f"gifting demo: {RIVAL[1]} battles {CREATOR[1]} every minute or so: "
                       f"{self.http}/dashboard?user={RIVAL[0]}\n"
-                      f"gifting demo: {self.viewers} simulated viewers are sending gifts; Ctrl-C stops",
+                      f"gifting demo: {self.viewers} simulated viewers are sending gifts; "
+                      "Ctrl-C ends the stream and stops",
                       flush=True)
             names = self.rng.sample(NAMES, k=min(self.viewers, len(NAMES)))
             names += [f"viewer{i}" for i in range(len(names), self.viewers)]
@@ -118,6 +127,27 @@ class Demo:
                 for t in tasks:
                     t.cancel()
                 await asyncio.gather(*tasks, return_exceptions=True)
+                await self.end_stream()
+
+    def viewer_url(self, stream_id: str) -> str:
+        """The viewer page, signed in (development sign-in) like the dashboard URL."""
+        return f"{self.http}/viewer?stream={quote(stream_id, safe='')}&user={YOU[0]}&name={YOU[1]}"
+
+    async def end_stream(self, timeout: float = 5.0) -> None:
+        """Ends the demo's stream (the server still listens while the demo stops)."""
+        if self.stream_id is None:
+            return
+        token = self.token(CREATOR[0], "creator", CREATOR[1])
+        try:
+            async with asyncio.timeout(timeout):
+                status, _ = await self.call("POST", f"/v1/streams/{self.stream_id}/end", token)
+        except (OSError, TimeoutError, aiohttp.ClientError, GiftingError) as e:
+            log.warning("the demo could not end stream %s: %s", self.stream_id, e)
+            return
+        if status == 200:
+            log.info("demo stream %s ended", self.stream_id)
+            if self.announce:
+                print(f"gifting demo: stream {self.stream_id} ended", flush=True)
 
     async def live_stream(self, creator: tuple[str, str] = CREATOR) -> str:
         """The demo creator's (or its rival's) live stream, started when there is none."""

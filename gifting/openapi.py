@@ -188,8 +188,13 @@ PATHS: dict[str, dict[str, Any]] = {
                                      {200: {"description": "The ES module",
                                             "content": {"text/javascript": {"schema": STR}}}},
                                      tags=["pages"], security=PUBLIC, errors=(404,), params=[path_param("name")])},
-    "/v1/config": {"get": op("Where the pages find the WebSocket gateway",
-                             {200: ok(obj({"ws_url": STR, "dev_sign_in": BOOL}))}, tags=["pages"],
+    "/static/gifts/{name}": {"get": op("A catalog gift's icon (SVG), shipped with the pages",
+                                       {200: {"description": "The icon",
+                                              "content": {"image/svg+xml": {"schema": STR}}}},
+                                       tags=["pages"], security=PUBLIC, errors=(404,), params=[path_param("name")])},
+    "/v1/config": {"get": op("Where the pages find the WebSocket gateway, and what they need to know",
+                             {200: ok(obj({"ws_url": STR, "dev_sign_in": BOOL},
+                                          {"confirm_gift_coins": INT, "coin_value_micros": INT}))}, tags=["pages"],
                              security=PUBLIC)},
     "/v1/dev/token": {"post": op(
         "Development sign-in: a token for any user and role",
@@ -259,6 +264,11 @@ PATHS: dict[str, dict[str, Any]] = {
     "/v1/streams/{stream_id}/leaderboard": {"get": op(
         "Top gifters of a stream", {200: ok(obj({"top": array(ref("TopGifter"))}))}, tags=["streams"],
         security=PUBLIC, errors=(404, 422), params=[STREAM_ID, query_param("limit", {**LIMIT, "maximum": 100})])},
+    "/v1/streams/{stream_id}/coins-per-minute": {"get": op(
+        "A stream's committed gift coins per whole minute, oldest first, the current minute last",
+        {200: ok(obj({"buckets": array(obj({"minute": TIME, "coins": {"type": "integer", "minimum": 0}}))}))},
+        tags=["streams"], security=PUBLIC, errors=(404, 422),
+        params=[STREAM_ID, query_param("minutes", {"type": "integer", "minimum": 1, "maximum": 1440})])},
     "/v1/creators/me/earnings": {"get": op("The calling creator's earnings", {200: ok(ref("Earnings"))},
                                            tags=["creators"], errors=(403,))},
     "/v1/creators/me/settlements": {"get": op(
