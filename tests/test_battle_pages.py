@@ -9,7 +9,7 @@ import asyncpg
 import pytest
 
 from tests.service import OUTPUT, Service, running_service
-from tests.test_pages import browser, go_live, live, open_page  # noqa: F401 (the browser fixture)
+from tests.test_pages import browser, buy, go_live, live, open_page  # noqa: F401 (the browser fixture)
 
 
 @pytest.fixture(scope="module")
@@ -30,8 +30,7 @@ async def test_two_creators_battle_from_their_dashboards_and_both_rooms_watch_it
     vb = await open_page(browser, f"{service.http}/viewer?user=walt&stream={sb}")
     for page in (va, vb):
         await live(page)
-        await page.click("#packs [data-pack=coins_350]")
-        await page.wait_for_function("document.querySelector('#balance').dataset.coins === '350'")
+        await buy(page, "coins_350", 350)
     assert await va.is_hidden("#battle")
 
     # Ann picks Ben from the live list and invites him; Ben's dashboard shows the invitation live.
@@ -48,9 +47,11 @@ async def test_two_creators_battle_from_their_dashboards_and_both_rooms_watch_it
     assert await va.is_visible("#battle .bar")
 
     # Each room gifts to its own side; both rooms see both scores move.
-    await va.click("#catalog [data-gift=heart]")  # 5 coins to Ann
+    await va.click("#catalog [data-gift=heart]")  # select, then send: 5 coins to Ann
+    await va.click("#send")
+    await vb.click("#catalog [data-gift=heart]")
     await vb.select_option("#count", "5")
-    await vb.click("#catalog [data-gift=heart]")  # 25 coins to Ben
+    await vb.click("#send")  # 25 coins to Ben
     for page in (ann, ben, va, vb):
         await page.wait_for_function("document.querySelector('#battle .side-0 .score').dataset.score === '5' && "
                                      "document.querySelector('#battle .side-1 .score').dataset.score === '25'")

@@ -120,8 +120,9 @@
         nodes.push(el("p", { class: "sub" }, `The invitation was ${b.status}.`));
       }
       if (this.opts.creator && !open) {
-        const who = el("input", { class: "opponent", placeholder: "creator id", maxlength: "64" });
-        const dur = el("select", { class: "duration" }, ...[60, 180, 300, 600, 900].map((s) =>
+        const who = el("input", { class: "opponent", placeholder: "creator id", maxlength: "64",
+                                     "aria-label": "Creator to invite (id)" });
+        const dur = el("select", { class: "duration", "aria-label": "Battle length" }, ...[60, 180, 300, 600, 900].map((s) =>
           el("option", s === 300 ? { value: String(s), selected: "" } : { value: String(s) }, `${s / 60} min`)));
         nodes.push(el("form", { class: "invite-form", onsubmit: (ev) => { ev.preventDefault(); this.invite(who.value.trim(), Number(dur.value)); } },
           who, dur, el("button", { type: "submit" }, "Invite")));
