@@ -1,4 +1,4 @@
-"""Access tokens: HS256 JWTs with ``sub``, ``role``, ``name``, ``exp``, ``iat``.
+"""Access tokens: HS256 JWTs with ``sub``, ``role``, ``name``, ``exp``, ``iat`` (and ``adult``).
 
 Pure functions over a secret; the HTTP API and the gateway both use them.
 """
@@ -27,6 +27,7 @@ class Principal:
     role: str
     name: str
     expires_at: float
+    adult: bool = False  # the identity service's "adult": true claim (verified 18+)
 
     @property
     def display_name(self) -> str:
@@ -34,7 +35,7 @@ class Principal:
 
 
 def mint(secret: str, user_id: str, role: str = "viewer", name: str | None = None,
-         ttl: int = 3600, now: float | None = None) -> str:
+         ttl: int = 3600, now: float | None = None, adult: bool = True) -> str:
     if not USER_ID.match(user_id):
         raise ValueError("user id is 1-64 characters of [A-Za-z0-9_-]")
     if role not in ROLES:
@@ -45,6 +46,8 @@ def mint(secret: str, user_id: str, role: str = "viewer", name: str | None = Non
     claims: dict[str, object] = {"sub": user_id, "role": role, "iat": issued, "exp": issued + ttl}
     if name:
         claims["name"] = name[:MAX_NAME]
+    if adult:
+        claims["adult"] = True
     return jwt.encode(claims, secret, algorithm="HS256")
 
 
@@ -74,7 +77,7 @@ def verify(secret: str, token: str | None, now: float | None = None) -> Principa
         raise AuthError("invalid token: exp")
     if now is not None and exp <= now:
         raise AuthError("token expired")
-    return Principal(sub, str(role), name or "", float(exp))
+    return Principal(sub, str(role), name or "", float(exp), adult=claims.get("adult") is True)
 
 
 def bearer(header: str | None) -> str | None:

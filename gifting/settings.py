@@ -78,6 +78,11 @@ class Settings:
     ws_socket_send_buffer: int = 0  # SO_SNDBUF per viewer socket; 0: kernel autotuning
     presence_interval: float = 1.0  # presence/leaderboard tick
     presence_ttl: float = 5.0  # a gateway silent this long drops out of viewer counts
+    # Responsible spending: buying, gifting and going live need the token's adult
+    # claim (off: the claim is ignored); platform caps on everyone's gift spending.
+    age_gate: bool = True
+    daily_coin_cap: int | None = None
+    weekly_coin_cap: int | None = None
 
     @classmethod
     def from_env(cls, env: Mapping[str, str] | None = None) -> Settings:
@@ -109,6 +114,9 @@ class Settings:
             ws_socket_send_buffer=_int(env, "GIFTING_WS_SOCKET_SEND_BUFFER", 0),
             presence_interval=float(env.get("GIFTING_PRESENCE_INTERVAL") or 1.0),
             presence_ttl=float(env.get("GIFTING_PRESENCE_TTL") or 5.0),
+            age_gate=_on_off(env, "GIFTING_AGE_GATE", True),
+            daily_coin_cap=_cap(env, "GIFTING_DAILY_COIN_CAP"),
+            weekly_coin_cap=_cap(env, "GIFTING_WEEKLY_COIN_CAP"),
         )
 
     def replace(self, **changes: object) -> Settings:
@@ -123,6 +131,24 @@ class Settings:
             changes[field] = _dev_secret(self.data_dir / "secrets" / filename)
             changes["dev_mode"] = True
         return self.replace(**changes) if changes else self
+
+
+def _on_off(env: Mapping[str, str], name: str, default: bool) -> bool:
+    raw = (env.get(name) or "").strip().lower()
+    if not raw:
+        return default
+    if raw not in ("on", "off"):
+        raise SettingsError(f"{name} must be on or off, got {raw!r}")
+    return raw == "on"
+
+
+def _cap(env: Mapping[str, str], name: str) -> int | None:
+    if not env.get(name):
+        return None
+    value = _int(env, name, 0)
+    if value < 0:
+        raise SettingsError(f"{name} must be a whole number of coins (0 or more), got {value}")
+    return value
 
 
 def _dev_secret(path: Path) -> str:

@@ -152,3 +152,41 @@ class Unavailable(WalletError):
 
     code = "unavailable"
     status = 503
+
+
+# ---- responsible spending ----------------------------------------------------
+class AgeRestricted(Forbidden):
+    """Buying coins, sending gifts and going live need an adult (18+) account."""
+
+    code = "age_restricted"
+
+
+class SelfExcluded(Forbidden):
+    """You have excluded yourself from buying coins and sending gifts until the date you chose."""
+
+    code = "self_excluded"
+
+
+class SpendingLimit(Forbidden):
+    """This gift would take your spending past your limit."""
+
+    code = "spending_limit"
+
+    def __init__(self, limit: str = "daily", remaining_coins: int = 0, resets_at: object = None,
+                 message: str | None = None) -> None:
+        super().__init__(message or f"This gift would take your {limit} spending past its limit "
+                                    f"({remaining_coins} coins left).")
+        resets = resets_at.isoformat().replace("+00:00", "Z") if hasattr(resets_at, "isoformat") else resets_at
+        self.details = {"limit": limit, "remaining_coins": remaining_coins, "resets_at": resets}
+
+
+class InvalidLimit(InvalidRequest):
+    """A limit must be null or a whole number of coins from 0."""
+
+    code = "invalid_limit"
+
+
+class InvalidUntil(InvalidRequest):
+    """until must be 1 day to 5 years ahead, and never before a self-exclusion already set."""
+
+    code = "invalid_until"

@@ -26,6 +26,7 @@ class GiftRequest:
     count: int
     idempotency_key: str
     sender_role: str = "viewer"
+    adult: bool = True  # the age gate lets the sender gift (set from the token at the boundary)
 
     @property
     def fingerprint(self) -> str:

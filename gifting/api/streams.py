@@ -18,6 +18,7 @@ from gifting.api.common import (
     require_str,
 )
 from gifting.api.observe import LOG_FIELDS
+from gifting.api.spending import may_spend, require_adult
 from gifting.ratelimit import RateLimiter
 from streams.hot import HotState
 from wallet import errors
@@ -66,6 +67,7 @@ async def create_stream(request: web.Request) -> web.Response:
     title = require_str(doc, "title", max_len=200)
     if not title.strip():
         raise ApiError(422, "invalid_title", "title must not be blank")
+    require_adult(request, who)
     stream = await request.app[STREAMS].create(who.id, who.display_name, title.strip())
     log.info("stream %s started by %s", stream.id, who.id)
     return web.json_response({"stream": await stream_json(request, stream)}, status=201)
@@ -118,7 +120,7 @@ async def send_gift(request: web.Request) -> web.Response:
         raise ApiError(429, "rate_limited", "too many gifts; slow down")
     result = await request.app[GIFTS].send(GiftRequest(
         sender_id=who.id, sender_name=who.display_name, stream_id=stream_id, gift_id=gift_id,
-        count=count, idempotency_key=key, sender_role=who.role,
+        count=count, idempotency_key=key, sender_role=who.role, adult=may_spend(request, who),
     ))
     request[LOG_FIELDS] = {"gift_id": result.event.id, "stream_id": stream_id, "seq": result.event.seq,
                            "sender_id": who.id, "coins": result.event.coins, "replayed": result.replayed}

@@ -18,6 +18,7 @@ from gifting.api.common import (
     require_str,
 )
 from gifting.api.observe import METRICS
+from gifting.api.spending import SPENDING, require_adult, spending_json
 from gifting.provider import PaymentProvider
 from wallet.errors import WalletError
 from wallet.service import Wallet
@@ -47,7 +48,9 @@ async def list_packs(request: web.Request) -> web.Response:
 async def get_wallet(request: web.Request) -> web.Response:
     who = principal(request)
     coins = await request.app[WALLET].balance(who.id)
-    return web.json_response({"user_id": who.id, "coins": coins})
+    store = request.app[SPENDING]
+    s, now = await store.read(who.id)
+    return web.json_response({"user_id": who.id, "coins": coins, **spending_json(s, store.caps, now)})
 
 
 @routes.get("/v1/wallet/transactions")
@@ -68,6 +71,7 @@ async def create_purchase(request: web.Request) -> web.Response:
     doc = await read_json(request, {"pack_id", "idempotency_key"})
     pack_id = require_str(doc, "pack_id", max_len=64)
     key = idempotency_key(doc)
+    require_adult(request, who)
     purchase, created = await request.app[WALLET].create_purchase(who.id, pack_id, key)
     request.app[METRICS].purchases.labels("created" if created else "replayed").inc()
     body = {"purchase": purchase.to_json(status="pending")}
