@@ -32,7 +32,10 @@ from wallet.spending import (
 SQL_ENSURE = "INSERT INTO spending (user_id) VALUES ($1) ON CONFLICT (user_id) DO NOTHING"
 SQL_READ = "SELECT s.*, gifting_now() AS now FROM spending s WHERE s.user_id = $1"
 SQL_NOW = "SELECT gifting_now()"
-SQL_LOCK = "SELECT s.*, gifting_now() AS now, gifting_clock() AS clock FROM spending s WHERE s.user_id = $1 FOR UPDATE"
+SQL_LOCK = "SELECT s.* FROM spending s WHERE s.user_id = $1 FOR UPDATE"
+# Read once the row is ours: every batch that held it before has committed by
+# then, and began before it; a change takes effect from this time.
+SQL_CLOCK = "SELECT gifting_clock()"
 SQL_SET_LIMITS = """
 UPDATE spending SET daily_coins = $2, daily_pending = $3, daily_pending_at = $4,
                     weekly_coins = $5, weekly_pending = $6, weekly_pending_at = $7, updated_at = $8
@@ -77,8 +80,7 @@ class SpendingStore:
                          weekly: int | Keep | None) -> tuple[Spending, datetime]:
         """Asks for new limits (``KEEP``: leave that one as it is, a pending change included)."""
         async with self.pool.acquire() as conn, conn.transaction():
-            row = await self._lock(conn, user_id)
-            now: datetime = row["now"]
+            row, now = await self._lock(conn, user_id)
             s = spending_from_row(row)
             d = s.daily.settled(now) if isinstance(daily, Keep) else change(s.daily, daily, now, DAILY_COOLING_OFF)
             w = (s.weekly.settled(now) if isinstance(weekly, Keep)
@@ -91,11 +93,8 @@ class SpendingStore:
     async def exclude(self, user_id: str, until: datetime) -> datetime:
         """Sets or extends the self-exclusion; returns its end."""
         async with self.pool.acquire() as conn, conn.transaction():
-            row = await self._lock(conn, user_id)
+            row, starts = await self._lock(conn, user_id)
             current = row["self_excluded_until"]
-            # The wall clock after the lock: every gift batch that held the row
-            # before committed, and began, before this exclusion starts.
-            starts: datetime = row["clock"]
             until = check_exclusion(until, current if current and current > starts else None, starts)
             if current is None or until > current:
                 await conn.execute(SQL_EXCLUDE, user_id, until, starts)
@@ -103,9 +102,11 @@ class SpendingStore:
             return until
 
     @staticmethod
-    async def _lock(conn: Any, user_id: str) -> Any:
+    async def _lock(conn: Any, user_id: str) -> tuple[Any, datetime]:
+        """The user's row, locked (made first if need be), and the time a change made now starts."""
         await conn.execute(SQL_ENSURE, user_id)
-        return await conn.fetchrow(SQL_LOCK, user_id)
+        row = await conn.fetchrow(SQL_LOCK, user_id)
+        return row, await conn.fetchval(SQL_CLOCK)
 
 
 async def guard_purchase(conn: Any, user_id: str) -> None:
