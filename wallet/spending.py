@@ -211,7 +211,7 @@ def refusal(s: Spending, limits: InForce, now: datetime, coins: int) -> errors.S
     if not over:
         return None
     room, _, which, resets = min(over)
-    return errors.SpendingLimit(which, room, resets)
+    return errors.SpendingLimit.of(which, room, rfc3339(resets))
 
 
 # ---- self-exclusion ----------------------------------------------------------
@@ -282,3 +282,19 @@ def limits_json(s: Spending, caps: Caps, now: datetime) -> dict[str, object]:
         "platform_daily_coins": caps.daily,
         "platform_weekly_coins": caps.weekly,
     }
+
+
+def _ts(value: Any) -> datetime | None:
+    return None if value is None else datetime.fromisoformat(value)
+
+
+def spending_from_doc(doc: Mapping[str, Any]) -> Spending:
+    """A ``spending`` row as the gift batch's read carries it (``to_jsonb``: dates and times as text)."""
+    return Spending(
+        user_id=doc["user_id"],
+        daily=Limit(doc["daily_coins"], _ts(doc["daily_pending_at"]), doc["daily_pending"]),
+        weekly=Limit(doc["weekly_coins"], _ts(doc["weekly_pending_at"]), doc["weekly_pending"]),
+        self_excluded_until=_ts(doc["self_excluded_until"]),
+        days=Counters(date.fromisoformat(doc["day_start"]), doc["day_spent"], doc["prev_day_spent"]),
+        weeks=Counters(date.fromisoformat(doc["week_start"]), doc["week_spent"], doc["prev_week_spent"]),
+    )

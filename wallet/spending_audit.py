@@ -63,7 +63,8 @@ SPENDING_CHECKS: dict[str, str] = {
                s.prev_week_spent, x.day, x.prev_day, x.week, x.prev_week
           FROM spending s
           CROSS JOIN LATERAL (
-              SELECT coalesce(sum(g.coins) FILTER (WHERE (g.created_at AT TIME ZONE 'UTC')::date = s.day_start), 0) AS day,
+              SELECT coalesce(sum(g.coins) FILTER (WHERE (g.created_at AT TIME ZONE 'UTC')::date = s.day_start), 0)
+                         AS day,
                      coalesce(sum(g.coins) FILTER (WHERE (g.created_at AT TIME ZONE 'UTC')::date = s.day_start - 1), 0)
                          AS prev_day,
                      coalesce(sum(g.coins) FILTER (

@@ -38,12 +38,9 @@ class ApiError(Exception):
         self.message = message
 
 
-def error_response(status: int, code: str, message: str, headers: dict[str, str] | None = None,
-                   details: dict[str, Any] | None = None) -> web.Response:
-    error: dict[str, Any] = {"code": code, "message": message}
-    if details is not None:
-        error["details"] = details
-    return web.json_response({"error": error}, status=status, headers=headers)
+def error_response(status: int, code: str, message: str, headers: dict[str, str] | None = None) -> web.Response:
+    return web.json_response({"error": {"code": code, "message": message}}, status=status,
+                             headers=headers)
 
 
 def bad_request(message: str, code: str = "invalid_request") -> ApiError:
@@ -74,7 +71,7 @@ async def error_middleware(request: web.Request, handler: Handler) -> web.Stream
     except ApiError as e:
         return error_response(e.status, e.code, e.message)
     except WalletError as e:
-        return error_response(e.status, e.code, e.message, details=getattr(e, "details", None))
+        return web.json_response({"error": e.to_json()}, status=e.status)
     except web.HTTPException as e:
         if e.status < 400:
             raise

@@ -1,0 +1,144 @@
+"""Responsible spending in the gift batch: self-exclusion (403 self_excluded) and limits (403 spending_limit).
+
+Both decide on the sender's ``spending`` row, which the self-exclusion rule
+locks (``FOR UPDATE``, after the streams and before the accounts): a limit
+lowered or an exclusion set by ``wallet.spending_store`` commits before the
+batch gets the row, or after the batch committed. The limit rule keeps each
+sender's counters as the batch goes (one sender's later gifts in the batch see
+the earlier ones) and writes them back with the gifts, in the same
+transaction, so the counters are exactly the gifts committed: a refused gift
+changes none, and refunds or disputes never touch them (a limit is about what
+was spent, not what was kept).
+
+The row exists before any gift can depend on it: it is made with the wallet
+(a trigger on ``accounts``) and was backfilled for every older wallet. A
+sender with a wallet but no row would mean a broken store: the batch fails
+(and nothing is decided) rather than skip the limits.
+
+The clock is ``BatchView.now`` (``gifting_now()``: the batch transaction's
+``now()``), which is also every gift's ``created_at``: a gift is counted in
+the UTC day and week of its own timestamp.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from datetime import datetime
+from typing import Any
+
+from wallet import errors
+from wallet.rules.base import BatchView, Candidate, Rule, RuleState
+from wallet.spending import (
+    Caps,
+    InForce,
+    Spending,
+    in_force,
+    refusal,
+    rfc3339,
+    spending_from_doc,
+)
+
+_LOCK = """SELECT sp.user_id, sp.daily_coins, sp.weekly_coins, sp.daily_pending, sp.daily_pending_at,
+           sp.weekly_pending, sp.weekly_pending_at, sp.self_excluded_until, sp.day_start, sp.day_spent,
+           sp.prev_day_spent, sp.week_start, sp.week_spent, sp.prev_week_spent
+      FROM spending sp WHERE sp.user_id = ANY($2::text[]) ORDER BY sp.user_id FOR UPDATE"""
+
+
+class _Exclusion(RuleState):
+    def __init__(self, view: BatchView) -> None:
+        self.now = view.now
+        self.until: dict[str, datetime] = {}
+        for doc in view.locked.get(EXCLUSION.kind, []):
+            if doc["self_excluded_until"] is not None:
+                self.until[doc["user_id"]] = datetime.fromisoformat(doc["self_excluded_until"])
+
+    def check(self, c: Candidate) -> errors.WalletError | None:
+        until = self.until.get(c.request.sender_id)
+        if until is not None and self.now < until:
+            return errors.SelfExcluded(f"You have excluded yourself from buying coins and sending gifts "
+                                       f"until {rfc3339(until)}.", details={"self_excluded_until": rfc3339(until)})
+        return None
+
+
+class SelfExclusion(Rule):
+    kind = "self_exclusion"
+    codes = ("self_excluded",)
+    lock_sql = _LOCK  # the spending rows of this batch's senders; the limit rule reads them here too
+
+    def begin(self, view: BatchView) -> RuleState:
+        return _Exclusion(view)
+
+
+class _Limits(RuleState):
+    def __init__(self, view: BatchView, caps: Caps) -> None:
+        self.now = view.now
+        self.caps = caps
+        self.rows: dict[str, Spending] = {
+            doc["user_id"]: spending_from_doc(doc) for doc in view.locked.get(EXCLUSION.kind, [])}
+        self.limits: dict[str, InForce] = {}
+        self.touched: dict[str, Spending] = {}
+
+    def _limits(self, s: Spending) -> InForce:
+        found = self.limits.get(s.user_id)
+        if found is None:
+            found = self.limits[s.user_id] = in_force(s, self.caps, self.now)
+        return found
+
+    def check(self, c: Candidate) -> errors.WalletError | None:
+        s = self.touched.get(c.request.sender_id) or self.rows.get(c.request.sender_id)
+        if s is None:
+            if c.sender_wallet is not None:
+                # Never decide on a partial read (see the module docstring).
+                raise RuntimeError(f"gift batch read no spending row for {c.request.sender_id!r}")
+            return None  # no wallet: the funds rule refuses it
+        return refusal(s, self._limits(s), self.now, c.coins)
+
+    def accept(self, c: Candidate) -> None:
+        sender = c.request.sender_id
+        s = (self.touched.get(sender) or self.rows[sender]).add(self.now, c.coins)
+        self.touched[sender] = s
+        limits = self._limits(s)
+        c.facts["spend_daily_limit"] = limits.daily
+        c.facts["spend_weekly_limit"] = limits.weekly
+        c.facts["spend_day_total"] = s.spent_today(self.now)
+        c.facts["spend_week_total"] = s.spent_this_week(self.now)
+
+    def write_args(self) -> list[object]:
+        rows = list(self.touched.values())
+        return [[s.user_id for s in rows], [s.days.start for s in rows], [s.days.spent for s in rows],
+                [s.days.prev_spent for s in rows], [s.weeks.start for s in rows], [s.weeks.spent for s in rows],
+                [s.weeks.prev_spent for s in rows]]
+
+
+class SpendingLimits(Rule):
+    kind = "spending_limit"
+    codes = ("spending_limit",)
+    gift_columns = (("spend_daily_limit", "bigint"), ("spend_weekly_limit", "bigint"),
+                    ("spend_day_total", "bigint"), ("spend_week_total", "bigint"))
+    write_sql = """UPDATE spending sp
+       SET day_start = u.ds, day_spent = u.d, prev_day_spent = u.pd,
+           week_start = u.ws, week_spent = u.w, prev_week_spent = u.pw
+      FROM unnest({0}::text[], {1}::date[], {2}::bigint[], {3}::bigint[], {4}::date[], {5}::bigint[],
+                  {6}::bigint[]) AS u(id, ds, d, pd, ws, w, pw)
+     WHERE sp.user_id = u.id"""
+
+    def __init__(self, caps: Caps | None = None) -> None:
+        self.caps = caps or Caps()
+
+    def begin(self, view: BatchView) -> RuleState:
+        return _Limits(view, self.caps)
+
+    def event_json(self, facts: Mapping[str, Any]) -> dict[str, Any]:
+        return {}  # the sender's spending is theirs: never in the room's GiftEvent
+
+
+EXCLUSION = SelfExclusion()
+LIMITS = SpendingLimits()
+
+
+def with_caps(rules: tuple[Rule, ...], caps: Caps) -> tuple[Rule, ...]:
+    """``rules`` with the limit rule applying the platform's caps (the same object when there are none)."""
+    if caps == LIMITS.caps:
+        return rules
+    return tuple(SpendingLimits(caps) if r is LIMITS or isinstance(r, SpendingLimits) else r for r in rules)
+
