@@ -76,3 +76,16 @@ def test_given_secrets_are_kept_and_not_dev_mode(tmp_path: Path) -> None:
     s = Settings(data_dir=tmp_path, jwt_secret="j", webhook_secret="w").with_dev_secrets()
     assert (s.jwt_secret, s.webhook_secret, s.dev_mode) == ("j", "w", False)
     assert not (tmp_path / "secrets").exists()
+
+
+def test_responsible_spending_settings_default_to_the_gate_on_and_no_caps() -> None:
+    """GIFTING_AGE_GATE is on unless off; the platform caps are unset (none) unless given."""
+    s = Settings.from_env({})
+    assert (s.age_gate, s.daily_coin_cap, s.weekly_coin_cap) == (True, None, None)
+    s = Settings.from_env({"GIFTING_AGE_GATE": "off", "GIFTING_DAILY_COIN_CAP": "5000",
+                           "GIFTING_WEEKLY_COIN_CAP": "20000"})
+    assert (s.age_gate, s.daily_coin_cap, s.weekly_coin_cap) == (False, 5000, 20000)
+    for name, value in (("GIFTING_AGE_GATE", "maybe"), ("GIFTING_DAILY_COIN_CAP", "-1"),
+                        ("GIFTING_WEEKLY_COIN_CAP", "lots")):
+        with pytest.raises(SettingsError, match=name):
+            Settings.from_env({name: value})
