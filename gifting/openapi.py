@@ -190,12 +190,13 @@ PATHS: dict[str, dict[str, Any]] = {
                              security=PUBLIC)},
     "/v1/dev/token": {"post": op(
         "Development sign-in: a token for any user and role",
-        {201: ok(obj({"token": STR, "user": obj({"id": USER_ID, "role": STR, "name": STR}),
+        {201: ok(obj({"token": STR, "user": obj({"id": USER_ID, "role": STR, "name": STR}, {"adult": BOOL}),
                       "expires_at": TIME}), "A token")},
         tags=["development"], security=PUBLIC, errors=(404, 413, 422),
         request=obj({"user_id": USER_ID},
                     {"role": {"type": "string", "enum": ["viewer", "creator", "admin"]},
-                     "name": {**text(64), "type": ["string", "null"]}}),
+                     "name": {**text(64), "type": ["string", "null"]},
+                     "adult": BOOL}),
         description="Exists only in development mode (neither GIFTING_JWT_SECRET nor GIFTING_WEBHOOK_SECRET "
                     "configured: both generated in the data dir); otherwise 404.")},
     "/v1/gifts": {"get": op("The gift catalog", {200: ok(obj({"gifts": array(ref("Gift"))}))}, tags=["catalog"],

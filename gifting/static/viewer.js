@@ -67,7 +67,7 @@
       await refreshBalance();
       say(Number($("#balance").dataset.coins) > before ? "Coins added" : "Payment still pending…");
     } catch (e) {
-      say(e.message, "bad");
+      say(Spending.explain(e) || e.message, "bad");
     } finally {
       button.disabled = false;
     }
@@ -89,8 +89,9 @@
       }
       setBalance(res.balance);
       say(`You sent ${g.name}${count > 1 ? " ×" + count : ""}`, "ok");
+      Spending.refresh().catch(() => {});
     } catch (e) {
-      const text = { insufficient_funds: "Not enough coins: buy a pack.", wallet_in_debt: "Your wallet is in debt.",
+      const text = Spending.explain(e) || { insufficient_funds: "Not enough coins: buy a pack.", wallet_in_debt: "Your wallet is in debt.",
                      self_gift: "You cannot gift your own stream.", stream_not_live: "This stream has ended.",
                      rate_limited: "Slow down a little." }[e.code] || e.message;
       say(text, "bad");
@@ -163,7 +164,7 @@
     $("#app").hidden = false;
     $("#me").hidden = false;
     $("#me-name").textContent = user.name;
-    await Promise.all([loadCatalog(), refreshBalance()]);
+    await Promise.all([loadCatalog(), refreshBalance(), Spending.start(user)]);
     const streams = await loadStreams();
     const wanted = params.get("stream") || (streams[0] && streams[0].id);
     if (wanted) await join(wanted);
