@@ -6,6 +6,11 @@ Measures on the same database, durable commits (synchronous_commit=on):
 1. GiftService (the wallet's entry point) at each concurrency, with a realistic
    mix: many viewers, a few creators, one hot stream taking a third of the
    gifts, ~3% insufficient funds, ~2% duplicate keys;
+   with ``--limits`` (the default) the viewers are split in two halves, and each
+   concurrency runs twice, interleaved: the plain mix from one half, then the
+   same mix from the other half, every one of whom has a daily and a weekly
+   spending limit (high enough that the mix rarely meets it, so the run
+   measures the check, not refusals);
 2. a naive baseline: one explicit transaction per gift through asyncpg
    (SELECT … FOR UPDATE, UPDATE, INSERT), pool 16, 64 concurrent;
 3. pgbench: one conditional UPDATE … WHERE balance >= $1 per transaction,
@@ -104,9 +109,25 @@ async def seed(dsn: str, viewers: int, poor: int, creators: int) -> tuple[list[s
     return rich, poor_users, stream_ids
 
 
+async def set_limits(dsn: str, users: list[str], daily: int, weekly: int) -> None:
+    """Gives each user a daily and a weekly limit through the wallet's own path (first limits apply at once)."""
+    from wallet.spending_store import SpendingStore
+
+    pool = await open_pool(dsn, max_size=16)
+    store = SpendingStore(pool)
+    sem = asyncio.Semaphore(16)
+
+    async def one(user: str) -> None:
+        async with sem:
+            await store.set_limits(user, daily, weekly)
+
+    await asyncio.gather(*(one(u) for u in users))
+    await pool.close()
+
+
 async def run_ours(dsn: str, concurrency: int, seconds: float, rich: list[str], poor: list[str],
                    streams: list[int], window_ms: float, lanes: int, depth: int = 2,
-                   with_latencies: bool = False) -> dict[str, Any]:
+                   with_latencies: bool = False, label: str = "") -> dict[str, Any]:
     pool = await open_pool(dsn, max_size=max(8, lanes * depth + 4))
     gifts = GiftService(pool, window_ms=window_ms, lanes=lanes, depth=depth)
     await gifts.start()
@@ -157,7 +178,7 @@ async def run_ours(dsn: str, concurrency: int, seconds: float, rich: list[str], 
         "wal_bytes_per_gift": wal / committed,
         "python_cpu_us_per_gift": (cpu1 - cpu0) / committed * 1e6,
         "postgres_cpu_us_per_gift": (pg1 - pg0) / committed * 1e6 if POSTMASTER else None,
-        "name": f"gifting GiftService, {concurrency} concurrent",
+        "name": f"gifting GiftService, {concurrency} concurrent{label}",
         "requests_per_s": len(latencies) / elapsed,
         "gifts_per_s": outcomes.get("committed", 0) / elapsed,
         "p50_ms": pct(latencies, 0.50), "p99_ms": pct(latencies, 0.99),
@@ -310,6 +331,8 @@ async def main() -> None:
     ap.add_argument("--window-ms", type=float, default=2.0)
     ap.add_argument("--lanes", type=int, default=1)
     ap.add_argument("--depth", type=int, default=2)
+    ap.add_argument("--limits", action=argparse.BooleanOptionalAction, default=True,
+                    help="also run each concurrency with spending limits on every sender (half the viewers each)")
     ap.add_argument("--processes", type=int, default=1,
                     help="also run the largest concurrency split over N processes, each with its own GiftService")
     args = ap.parse_args()
@@ -336,9 +359,22 @@ async def main() -> None:
         print(f"seeded {len(rich)} viewers, {len(poor)} poor viewers, {len(streams)} streams "
               f"in {time.perf_counter() - t0:.1f}s", file=sys.stderr)
         rows = []
+        limited: dict[int, tuple[dict[str, Any], dict[str, Any]]] = {}
+        if args.limits:
+            # Limits on every sender of the second half: 10M coins a day, 50M a week (the mix spends
+            # ~20 coins a gift, so no sender meets them in a run: every gift pays for the check).
+            await set_limits(dsn, rich[1::2] + poor[1::2], 10_000_000, 50_000_000)
         for c in [int(x) for x in args.concurrency.split(",")]:
-            rows.append(await run_ours(dsn, c, args.seconds, rich, poor, streams, args.window_ms, args.lanes,
-                                        args.depth))
+            if not args.limits:
+                rows.append(await run_ours(dsn, c, args.seconds, rich, poor, streams, args.window_ms, args.lanes,
+                                            args.depth))
+                continue
+            plain = await run_ours(dsn, c, args.seconds, rich[0::2], poor[0::2], streams, args.window_ms,
+                                   args.lanes, args.depth)
+            capped = await run_ours(dsn, c, args.seconds, rich[1::2], poor[1::2], streams, args.window_ms,
+                                    args.lanes, args.depth, label=", limits on every sender")
+            rows += [plain, capped]
+            limited[c] = (plain, capped)
         if args.processes > 1:
             rows.append(await run_processes(dsn, args, rich, poor, streams))
         naive = await run_naive(dsn, 64, args.seconds, rich, streams)
@@ -367,6 +403,8 @@ async def main() -> None:
         "ours64_vs_naive": ours64["gifts_per_s"] / max(naive["gifts_per_s"], 1),
         "ours64_vs_pgbench": ours64["gifts_per_s"] / max(pgb["gifts_per_s"], 1),
     }
+    for c, (plain, capped) in limited.items():
+        ratios[f"limits_vs_plain_{c}"] = capped["gifts_per_s"] / max(plain["gifts_per_s"], 1)
     print(f"ratios: {json.dumps({k: round(v, 2) for k, v in ratios.items()})}")
     print(f"audit violations after the run: {sum(bad.values())} {bad if sum(bad.values()) else ''}")
     for r in rows:
