@@ -15,7 +15,7 @@ once and cancels the raise.
 from __future__ import annotations
 
 from collections.abc import Mapping
-from dataclasses import dataclass, replace
+from dataclasses import dataclass
 from datetime import UTC, date, datetime, timedelta
 from typing import Any
 
@@ -135,12 +135,12 @@ class Counters:
 
     def add(self, window: date, step: timedelta, coins: int) -> Counters:
         if window == self.start:
-            return replace(self, spent=self.spent + coins)
+            return Counters(self.start, self.spent + coins, self.prev_spent)
         if window > self.start:
             prev = self.spent if window == self.start + step else 0
             return Counters(window, coins, prev)
         if window == self.start - step:
-            return replace(self, prev_spent=self.prev_spent + coins)
+            return Counters(self.start, self.spent, self.prev_spent + coins)
         raise ClockTooFarBehind(f"window {window} is before {self.start - step}")
 
 
@@ -169,8 +169,12 @@ class Spending:
         return self.weeks.spent_in(week_of(now), WEEK)
 
     def add(self, now: datetime, coins: int) -> Spending:
-        return replace(self, days=self.days.add(day_of(now), DAY, coins),
-                       weeks=self.weeks.add(week_of(now), WEEK, coins))
+        return self.add_in(day_of(now), week_of(now), coins)
+
+    def add_in(self, day: date, week: date, coins: int) -> Spending:
+        """``add`` with the day and the week already worked out (the gift batch has one clock)."""
+        return Spending(self.user_id, self.daily, self.weekly, self.self_excluded_until,
+                        self.days.add(day, DAY, coins), self.weeks.add(week, WEEK, coins))
 
 
 @dataclass(frozen=True)
@@ -199,19 +203,26 @@ def refusal(s: Spending, limits: InForce, now: datetime, coins: int) -> errors.S
     ``remaining_coins`` is then the most the user can spend now); on a tie, the
     weekly, which resets later.
     """
-    over: list[tuple[int, int, str, datetime]] = []
+    return refusal_in(s, limits, day_of(now), week_of(now), coins)
+
+
+def refusal_in(s: Spending, limits: InForce, day: date, week: date, coins: int) -> errors.SpendingLimit | None:
+    """``refusal`` with the day and the week already worked out."""
+    if limits.daily is None and limits.weekly is None:
+        return None
+    over: list[tuple[int, int, str, date]] = []
     if limits.weekly is not None:
-        room = max(0, limits.weekly - s.spent_this_week(now))
+        room = max(0, limits.weekly - s.weeks.spent_in(week, WEEK))
         if coins > room:
-            over.append((room, 0, "weekly", week_resets_at(now)))
+            over.append((room, 0, "weekly", week + WEEK))
     if limits.daily is not None:
-        room = max(0, limits.daily - s.spent_today(now))
+        room = max(0, limits.daily - s.days.spent_in(day, DAY))
         if coins > room:
-            over.append((room, 1, "daily", day_resets_at(now)))
+            over.append((room, 1, "daily", day + DAY))
     if not over:
         return None
     room, _, which, resets = min(over)
-    return errors.SpendingLimit.of(which, room, rfc3339(resets))
+    return errors.SpendingLimit.of(which, room, rfc3339(_midnight(resets)))
 
 
 # ---- self-exclusion ----------------------------------------------------------

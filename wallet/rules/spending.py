@@ -29,13 +29,17 @@ from typing import Any
 from wallet import errors
 from wallet.rules.base import BatchView, Candidate, Rule, RuleState
 from wallet.spending import (
+    DAY,
+    WEEK,
     Caps,
     InForce,
     Spending,
+    day_of,
     in_force,
-    refusal,
+    refusal_in,
     rfc3339,
     spending_from_doc,
+    week_of,
 )
 
 _LOCK = """SELECT sp.user_id, sp.daily_coins, sp.weekly_coins, sp.daily_pending, sp.daily_pending_at,
@@ -72,6 +76,8 @@ class SelfExclusion(Rule):
 class _Limits(RuleState):
     def __init__(self, view: BatchView, caps: Caps) -> None:
         self.now = view.now
+        # One clock for the whole batch: its day and week are worked out once.
+        self.day, self.week = day_of(view.now), week_of(view.now)
         self.caps = caps
         self.rows: dict[str, Spending] = {
             doc["user_id"]: spending_from_doc(doc) for doc in view.locked.get(EXCLUSION.kind, [])}
@@ -91,17 +97,18 @@ class _Limits(RuleState):
                 # Never decide on a partial read (see the module docstring).
                 raise RuntimeError(f"gift batch read no spending row for {c.request.sender_id!r}")
             return None  # no wallet: the funds rule refuses it
-        return refusal(s, self._limits(s), self.now, c.coins)
+        return refusal_in(s, self._limits(s), self.day, self.week, c.coins)
 
     def accept(self, c: Candidate) -> None:
         sender = c.request.sender_id
-        s = (self.touched.get(sender) or self.rows[sender]).add(self.now, c.coins)
+        s = (self.touched.get(sender) or self.rows[sender]).add_in(self.day, self.week, c.coins)
         self.touched[sender] = s
         limits = self._limits(s)
-        c.facts["spend_daily_limit"] = limits.daily
-        c.facts["spend_weekly_limit"] = limits.weekly
-        c.facts["spend_day_total"] = s.spent_today(self.now)
-        c.facts["spend_week_total"] = s.spent_this_week(self.now)
+        facts = c.facts
+        facts["spend_daily_limit"] = limits.daily
+        facts["spend_weekly_limit"] = limits.weekly
+        facts["spend_day_total"] = s.days.spent_in(self.day, DAY)
+        facts["spend_week_total"] = s.weeks.spent_in(self.week, WEEK)
 
     def write_args(self) -> list[object]:
         rows = list(self.touched.values())
