@@ -127,9 +127,10 @@ async def set_limits(dsn: str, users: list[str], daily: int, weekly: int) -> Non
 
 async def run_ours(dsn: str, concurrency: int, seconds: float, rich: list[str], poor: list[str],
                    streams: list[int], window_ms: float, lanes: int, depth: int = 2,
-                   with_latencies: bool = False, label: str = "") -> dict[str, Any]:
+                   with_latencies: bool = False, label: str = "", rules: Any = None) -> dict[str, Any]:
     pool = await open_pool(dsn, max_size=max(8, lanes * depth + 4))
-    gifts = GiftService(pool, window_ms=window_ms, lanes=lanes, depth=depth)
+    gifts = (GiftService(pool, window_ms=window_ms, lanes=lanes, depth=depth) if rules is None
+             else GiftService(pool, window_ms=window_ms, lanes=lanes, depth=depth, rules=rules))
     await gifts.start()
     latencies: list[float] = []
     outcomes: dict[str, int] = {}
@@ -185,6 +186,14 @@ async def run_ours(dsn: str, concurrency: int, seconds: float, rich: list[str], 
         "outcomes": outcomes, "avg_batch": round(len(latencies) / batches, 1),
         **({"latencies": latencies} if with_latencies else {}),
     }
+
+
+def base_rules() -> Any:
+    """The gift rules without responsible spending (what every gift paid before it)."""
+    from wallet.rules import RULES
+    from wallet.rules.spending import SelfExclusion, SpendingLimits
+
+    return tuple(r for r in RULES if r.kind != "age" and not isinstance(r, SelfExclusion | SpendingLimits))
 
 
 def merge(runs: list[dict[str, Any]]) -> dict[str, Any]:
@@ -350,6 +359,9 @@ async def main() -> None:
     ap.add_argument("--depth", type=int, default=2)
     ap.add_argument("--limits", action=argparse.BooleanOptionalAction, default=True,
                     help="also run each concurrency with spending limits on every sender (half the viewers each)")
+    ap.add_argument("--without-spending-rules", action="store_true",
+                    help="with --limits: also run the plain half without the age, self-exclusion and limit rules "
+                         "(no spending counters): what the counters cost every gift")
     ap.add_argument("--rounds", type=int, default=2,
                     help="with --limits: runs of each kind per concurrency, interleaved (ABBA)")
     ap.add_argument("--processes", type=int, default=1,
@@ -379,6 +391,7 @@ async def main() -> None:
               f"in {time.perf_counter() - t0:.1f}s", file=sys.stderr)
         rows = []
         limited: dict[int, tuple[dict[str, Any], dict[str, Any]]] = {}
+        without: dict[int, dict[str, Any]] = {}
         if args.limits:
             # Limits on every sender of the second half: 10M coins a day, 50M a week (the mix spends
             # ~20 coins a gift, so no sender meets them in a run: every gift pays for the check).
@@ -388,17 +401,22 @@ async def main() -> None:
                 rows.append(await run_ours(dsn, c, args.seconds, rich, poor, streams, args.window_ms, args.lanes,
                                             args.depth))
                 continue
-            # Interleaved A B B A ...: drift on a shared machine falls on both alike.
-            runs: dict[bool, list[dict[str, Any]]] = {False: [], True: []}
+            # Interleaved A B B A ...: drift on a shared machine falls on every kind alike.
+            kinds = ["plain", "limits"] + (["no_spending_rules"] if args.without_spending_rules else [])
+            runs: dict[str, list[dict[str, Any]]] = {k: [] for k in kinds}
             for r in range(args.rounds):
-                for capped in ((False, True) if r % 2 == 0 else (True, False)):
-                    half = 1 if capped else 0
-                    runs[capped].append(await run_ours(
+                for kind in (kinds if r % 2 == 0 else kinds[::-1]):
+                    half = 1 if kind == "limits" else 0
+                    runs[kind].append(await run_ours(
                         dsn, c, args.seconds, rich[half::2], poor[half::2], streams, args.window_ms, args.lanes,
-                        args.depth, label=", limits on every sender" if capped else ""))
-            plain, capped_row = merge(runs[False]), merge(runs[True])
-            rows += [plain, capped_row]
-            limited[c] = (plain, capped_row)
+                        args.depth, label={"plain": "", "limits": ", limits on every sender",
+                                           "no_spending_rules": ", without the spending rules"}[kind],
+                        rules=base_rules() if kind == "no_spending_rules" else None))
+            merged = {k: merge(v) for k, v in runs.items()}
+            rows += list(merged.values())
+            limited[c] = (merged["plain"], merged["limits"])
+            if "no_spending_rules" in merged:
+                without[c] = merged["no_spending_rules"]
         if args.processes > 1:
             rows.append(await run_processes(dsn, args, rich, poor, streams))
         # The audit runs before the naive baseline: that one inserts gifts around the wallet's
@@ -431,8 +449,13 @@ async def main() -> None:
     }
     for c, (plain, capped) in limited.items():
         ratios[f"limits_vs_plain_{c}"] = capped["gifts_per_s"] / max(plain["gifts_per_s"], 1)
+        if c in without:
+            ratios[f"plain_vs_no_spending_rules_{c}"] = plain["gifts_per_s"] / max(without[c]["gifts_per_s"], 1)
     print(f"ratios: {json.dumps({k: round(v, 2) for k, v in ratios.items()})}")
     print(f"audit violations after the GiftService runs: {sum(bad.values())} {bad if sum(bad.values()) else ''}")
+    if args.without_spending_rules:
+        print("  (the runs without the spending rules leave their senders' counters behind their gifts:"
+              " the spending checks flag exactly those)")
     for r in rows:
         if "outcomes" in r:
             print(f"  {r['name']}: {r['outcomes']} avg batch {r['avg_batch']}, "
