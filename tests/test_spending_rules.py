@@ -5,6 +5,8 @@ from __future__ import annotations
 from datetime import UTC, date, datetime, timedelta
 
 import pytest
+from hypothesis import given
+from hypothesis import strategies as st
 
 from wallet import errors
 from wallet.spending import (
@@ -14,6 +16,7 @@ from wallet.spending import (
     ClockTooFarBehind,
     Counters,
     Limit,
+    Running,
     Spending,
     change,
     check_exclusion,
@@ -192,3 +195,48 @@ def test_limits_json_shows_pending_changes_with_the_time_the_last_applies():
     assert later["daily_coins"] == 500 and later["spent_today"] == 0
     assert later["pending"] is not None and later["pending"]["daily_coins"] == 500
     assert limits_json(s, Caps(), TUE + timedelta(days=8))["pending"] is None
+
+
+def _doc(s: Spending) -> dict[str, object]:
+    """``s`` as the gift batch's read carries it (jsonb: dates and times as text)."""
+    def ts(t: datetime | None) -> str | None:
+        return None if t is None else t.isoformat()
+    return {
+        "user_id": s.user_id, "daily_coins": s.daily.coins, "weekly_coins": s.weekly.coins,
+        "daily_pending": s.daily.pending, "daily_pending_at": ts(s.daily.pending_at),
+        "weekly_pending": s.weekly.pending, "weekly_pending_at": ts(s.weekly.pending_at),
+        "self_excluded_until": None, "day_start": s.days.start.isoformat(), "day_spent": s.days.spent,
+        "prev_day_spent": s.days.prev_spent, "week_start": s.weeks.start.isoformat(),
+        "week_spent": s.weeks.spent, "prev_week_spent": s.weeks.prev_spent,
+    }
+
+
+LIMIT = st.one_of(st.none(), st.integers(0, 200))
+
+
+@given(daily=LIMIT, weekly=LIMIT, raise_daily=LIMIT, cap=LIMIT, before=st.lists(st.tuples(st.integers(-9, 0),
+       st.integers(1, 60)), max_size=6), gifts=st.lists(st.integers(1, 80), max_size=12),
+       hours=st.integers(-30, 30))
+def test_the_batchs_running_state_decides_exactly_as_the_plain_rules(daily, weekly, raise_daily, cap, before,
+                                                                      gifts, hours):
+    """``Running`` (the hot path) gives the same refusals, totals and counters as ``Spending`` + ``refusal``."""
+    start = TUE - timedelta(days=3)
+    s = Spending("u", Limit(daily), Limit(weekly))
+    for day_offset, coins in sorted(before, key=lambda b: -b[0]):  # earlier gifts, in time order
+        s = s.add(start + timedelta(days=-day_offset), coins)
+    s = Spending("u", change(s.daily, raise_daily, start, DAILY_COOLING_OFF), s.weekly, None, s.days, s.weeks)
+    now = TUE + timedelta(hours=hours)
+    if now.date() < s.days.start - timedelta(days=1) or week_of(now) < s.weeks.start - timedelta(days=7):
+        return  # a batch more than a window behind its row: refused by both (ClockTooFarBehind)
+    caps = Caps(daily=cap)
+    r = Running(_doc(s), now, day_of(now), week_of(now), caps)
+    for coins in gifts:
+        expected = refusal(s, in_force(s, caps, now), now, coins)
+        got = r.refusal(coins)
+        assert (got and (got.code, got.details)) == (expected and (expected.code, expected.details))
+        if expected is None:
+            s = s.add(now, coins)
+            r.add(coins)
+            assert (r.spent_today(), r.spent_this_week()) == (s.spent_today(now), s.spent_this_week(now))
+    assert (r.d_start, r.d_spent, r.d_prev) == (s.days.start, s.days.spent, s.days.prev_spent)
+    assert (r.w_start, r.w_spent, r.w_prev) == (s.weeks.start, s.weeks.spent, s.weeks.prev_spent)

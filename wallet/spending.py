@@ -210,13 +210,20 @@ def refusal_in(s: Spending, limits: InForce, day: date, week: date, coins: int) 
     """``refusal`` with the day and the week already worked out."""
     if limits.daily is None and limits.weekly is None:
         return None
+    return over_limit(limits.daily, limits.weekly, s.days.spent_in(day, DAY), s.weeks.spent_in(week, WEEK),
+                      day, week, coins)
+
+
+def over_limit(daily: int | None, weekly: int | None, spent_today: int, spent_this_week: int,
+               day: date, week: date, coins: int) -> errors.SpendingLimit | None:
+    """The one place a gift is measured against the limits in force (see ``refusal``)."""
     over: list[tuple[int, int, str, date]] = []
-    if limits.weekly is not None:
-        room = max(0, limits.weekly - s.weeks.spent_in(week, WEEK))
+    if weekly is not None:
+        room = max(0, weekly - spent_this_week)
         if coins > room:
             over.append((room, 0, "weekly", week + WEEK))
-    if limits.daily is not None:
-        room = max(0, limits.daily - s.days.spent_in(day, DAY))
+    if daily is not None:
+        room = max(0, daily - spent_today)
         if coins > room:
             over.append((room, 1, "daily", day + DAY))
     if not over:
@@ -295,17 +302,67 @@ def limits_json(s: Spending, caps: Caps, now: datetime) -> dict[str, object]:
     }
 
 
-def _ts(value: Any) -> datetime | None:
-    return None if value is None else datetime.fromisoformat(value)
+def _window_spent(start: date, spent: int, prev: int, window: date, step: timedelta) -> int:
+    if window == start:
+        return spent
+    if window > start:
+        return 0
+    if window == start - step:
+        return prev
+    raise ClockTooFarBehind(f"window {window} is before {start - step}")
 
 
-def spending_from_doc(doc: Mapping[str, Any]) -> Spending:
-    """A ``spending`` row as the gift batch's read carries it (``to_jsonb``: dates and times as text)."""
-    return Spending(
-        user_id=doc["user_id"],
-        daily=Limit(doc["daily_coins"], _ts(doc["daily_pending_at"]), doc["daily_pending"]),
-        weekly=Limit(doc["weekly_coins"], _ts(doc["weekly_pending_at"]), doc["weekly_pending"]),
-        self_excluded_until=_ts(doc["self_excluded_until"]),
-        days=Counters(date.fromisoformat(doc["day_start"]), doc["day_spent"], doc["prev_day_spent"]),
-        weeks=Counters(date.fromisoformat(doc["week_start"]), doc["week_spent"], doc["prev_week_spent"]),
-    )
+class Running:
+    """One sender's spending through one gift batch: what ``Spending`` decides, lean for the hot path.
+
+    Built straight from the locked row (``to_jsonb``), with the batch's day and
+    week and the limits in force worked out once; ``add`` changes it in place
+    (the batch's running state). ``tests/test_spending_rules.py`` holds it to
+    ``Spending`` and ``refusal``.
+    """
+
+    __slots__ = ("d_prev", "d_spent", "d_start", "daily", "day", "touched", "user_id", "w_prev", "w_spent",
+                 "w_start", "week", "weekly")
+
+    def __init__(self, doc: Mapping[str, Any], now: datetime, day: date, week: date, caps: Caps) -> None:
+        self.user_id: str = doc["user_id"]
+        self.day, self.week = day, week
+        self.touched = False  # a gift was added: the row is written back
+        self.d_start = date.fromisoformat(doc["day_start"])
+        self.d_spent: int = doc["day_spent"]
+        self.d_prev: int = doc["prev_day_spent"]
+        self.w_start = date.fromisoformat(doc["week_start"])
+        self.w_spent: int = doc["week_spent"]
+        self.w_prev: int = doc["prev_week_spent"]
+        daily, weekly = doc["daily_coins"], doc["weekly_coins"]
+        if doc["daily_pending_at"] is not None and now >= datetime.fromisoformat(doc["daily_pending_at"]):
+            daily = doc["daily_pending"]
+        if doc["weekly_pending_at"] is not None and now >= datetime.fromisoformat(doc["weekly_pending_at"]):
+            weekly = doc["weekly_pending"]
+        self.daily: int | None = effective(daily, caps.daily)
+        self.weekly: int | None = effective(weekly, caps.weekly)
+
+    def spent_today(self) -> int:
+        return _window_spent(self.d_start, self.d_spent, self.d_prev, self.day, DAY)
+
+    def spent_this_week(self) -> int:
+        return _window_spent(self.w_start, self.w_spent, self.w_prev, self.week, WEEK)
+
+    def refusal(self, coins: int) -> errors.SpendingLimit | None:
+        if self.daily is None and self.weekly is None:
+            return None
+        return over_limit(self.daily, self.weekly, self.spent_today(), self.spent_this_week(), self.day, self.week,
+                          coins)
+
+    def add(self, coins: int) -> None:
+        self.touched = True
+        if self.day == self.d_start:  # the common case: the row is already in the batch's day
+            self.d_spent += coins
+        else:
+            days = Counters(self.d_start, self.d_spent, self.d_prev).add(self.day, DAY, coins)
+            self.d_start, self.d_spent, self.d_prev = days.start, days.spent, days.prev_spent
+        if self.week == self.w_start:
+            self.w_spent += coins
+        else:
+            weeks = Counters(self.w_start, self.w_spent, self.w_prev).add(self.week, WEEK, coins)
+            self.w_start, self.w_spent, self.w_prev = weeks.start, weeks.spent, weeks.prev_spent

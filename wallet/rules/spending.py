@@ -28,19 +28,7 @@ from typing import Any
 
 from wallet import errors
 from wallet.rules.base import BatchView, Candidate, Rule, RuleState
-from wallet.spending import (
-    DAY,
-    WEEK,
-    Caps,
-    InForce,
-    Spending,
-    day_of,
-    in_force,
-    refusal_in,
-    rfc3339,
-    spending_from_doc,
-    week_of,
-)
+from wallet.spending import Caps, Running, day_of, rfc3339, week_of
 
 _LOCK = """SELECT sp.user_id, sp.daily_coins, sp.weekly_coins, sp.daily_pending, sp.daily_pending_at,
            sp.weekly_pending, sp.weekly_pending_at, sp.self_excluded_until, sp.day_start, sp.day_spent,
@@ -79,42 +67,44 @@ class _Limits(RuleState):
         # One clock for the whole batch: its day and week are worked out once.
         self.day, self.week = day_of(view.now), week_of(view.now)
         self.caps = caps
-        self.rows: dict[str, Spending] = {
-            doc["user_id"]: spending_from_doc(doc) for doc in view.locked.get(EXCLUSION.kind, [])}
-        self.limits: dict[str, InForce] = {}
-        self.touched: dict[str, Spending] = {}
+        self.docs = {doc["user_id"]: doc for doc in view.locked.get(EXCLUSION.kind, [])}
+        self.senders: dict[str, Running] = {}  # made on a sender's first gift in the batch
 
-    def _limits(self, s: Spending) -> InForce:
-        found = self.limits.get(s.user_id)
+    def _sender(self, c: Candidate) -> Running | None:
+        sender = c.request.sender_id
+        found = self.senders.get(sender)
         if found is None:
-            found = self.limits[s.user_id] = in_force(s, self.caps, self.now)
+            doc = self.docs.get(sender)
+            if doc is None:
+                return None
+            found = self.senders[sender] = Running(doc, self.now, self.day, self.week, self.caps)
         return found
 
     def check(self, c: Candidate) -> errors.WalletError | None:
-        s = self.touched.get(c.request.sender_id) or self.rows.get(c.request.sender_id)
+        s = self._sender(c)
         if s is None:
             if c.sender_wallet is not None:
                 # Never decide on a partial read (see the module docstring).
                 raise RuntimeError(f"gift batch read no spending row for {c.request.sender_id!r}")
             return None  # no wallet: the funds rule refuses it
-        return refusal_in(s, self._limits(s), self.day, self.week, c.coins)
+        return s.refusal(c.coins)
 
     def accept(self, c: Candidate) -> None:
-        sender = c.request.sender_id
-        s = (self.touched.get(sender) or self.rows[sender]).add_in(self.day, self.week, c.coins)
-        self.touched[sender] = s
-        limits = self._limits(s)
+        s = self.senders[c.request.sender_id]
+        s.add(c.coins)
         facts = c.facts
-        facts["spend_daily_limit"] = limits.daily
-        facts["spend_weekly_limit"] = limits.weekly
-        facts["spend_day_total"] = s.days.spent_in(self.day, DAY)
-        facts["spend_week_total"] = s.weeks.spent_in(self.week, WEEK)
+        facts["spend_daily_limit"] = s.daily
+        facts["spend_weekly_limit"] = s.weekly
+        facts["spend_day_total"] = s.spent_today()
+        facts["spend_week_total"] = s.spent_this_week()
 
     def write_args(self) -> list[object]:
-        rows = list(self.touched.values())
-        return [[s.user_id for s in rows], [s.days.start for s in rows], [s.days.spent for s in rows],
-                [s.days.prev_spent for s in rows], [s.weeks.start for s in rows], [s.weeks.spent for s in rows],
-                [s.weeks.prev_spent for s in rows]]
+        # Senders whose gifts were all refused are in ``senders`` too: writing their row
+        # back unchanged is harmless, but skip it (a refused gift changes no counter).
+        rows = [s for s in self.senders.values() if s.touched]
+        return [[s.user_id for s in rows], [s.d_start for s in rows], [s.d_spent for s in rows],
+                [s.d_prev for s in rows], [s.w_start for s in rows], [s.w_spent for s in rows],
+                [s.w_prev for s in rows]]
 
 
 class SpendingLimits(Rule):
