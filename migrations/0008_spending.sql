@@ -44,7 +44,9 @@ CREATE TABLE spending (
     updated_at           timestamptz NOT NULL DEFAULT now(),
     CHECK (daily_pending IS NULL OR daily_pending_at IS NOT NULL),
     CHECK (weekly_pending IS NULL OR weekly_pending_at IS NOT NULL)
-);
+-- Every batch rewrites its senders' rows: room on each page keeps those updates
+-- HOT (no new index entry, less WAL).
+) WITH (fillfactor = 70);
 
 -- A self-exclusion is never shortened or lifted, by anyone: the store refuses it.
 CREATE FUNCTION spending_exclusion_never_shortened() RETURNS trigger LANGUAGE plpgsql AS $$

@@ -11,6 +11,7 @@ from wallet import errors
 from wallet.gift_decide import BatchView, Decision, Existing, GiftRequest, Price, Refused, StreamRow
 from wallet.gift_decide import decide as decide_view
 from wallet.models import GiftEvent
+from wallet.spending import Spending, locked_doc
 
 PRICES = {"rose": Price("rose", 1, "Rose", 1), "galaxy": Price("galaxy", 1, "Galaxy", 1000)}
 
@@ -32,16 +33,9 @@ def decide(requests: list[GiftRequest], streams: dict[int, StreamRow], wallets: 
     return decide_view(requests, view, existing, refused)
 
 
-def blank_spending(user_id: str, **changes: object) -> dict[str, object]:
-    """A ``spending`` row as the batch's read carries it (jsonb), for a user with no limits."""
-    doc: dict[str, object] = {
-        "user_id": user_id, "daily_coins": None, "weekly_coins": None, "daily_pending": None,
-        "daily_pending_at": None, "weekly_pending": None, "weekly_pending_at": None, "self_excluded_until": None,
-        "day_start": "2000-01-01", "day_spent": 0, "prev_day_spent": 0,
-        "week_start": "2000-01-03", "week_spent": 0, "prev_week_spent": 0,
-    }
-    doc.update(changes)
-    return doc
+def blank_spending(user_id: str) -> dict[str, object]:
+    """A ``spending`` row as the batch's read carries it, for a user with no limits and nothing spent."""
+    return locked_doc(Spending(user_id))
 
 
 def req(sender: str, key: str, gift: str = "rose", count: int = 1, stream: int = 1) -> GiftRequest:

@@ -26,6 +26,7 @@ from wallet.spending import (
     effective,
     in_force,
     limits_json,
+    locked_doc,
     refusal,
     week_of,
     week_resets_at,
@@ -197,20 +198,6 @@ def test_limits_json_shows_pending_changes_with_the_time_the_last_applies():
     assert limits_json(s, Caps(), TUE + timedelta(days=8))["pending"] is None
 
 
-def _doc(s: Spending) -> dict[str, object]:
-    """``s`` as the gift batch's read carries it (jsonb: dates and times as text)."""
-    def ts(t: datetime | None) -> str | None:
-        return None if t is None else t.isoformat()
-    return {
-        "user_id": s.user_id, "daily_coins": s.daily.coins, "weekly_coins": s.weekly.coins,
-        "daily_pending": s.daily.pending, "daily_pending_at": ts(s.daily.pending_at),
-        "weekly_pending": s.weekly.pending, "weekly_pending_at": ts(s.weekly.pending_at),
-        "self_excluded_until": None, "day_start": s.days.start.isoformat(), "day_spent": s.days.spent,
-        "prev_day_spent": s.days.prev_spent, "week_start": s.weeks.start.isoformat(),
-        "week_spent": s.weeks.spent, "prev_week_spent": s.weeks.prev_spent,
-    }
-
-
 LIMIT = st.one_of(st.none(), st.integers(0, 200))
 
 
@@ -229,7 +216,7 @@ def test_the_batchs_running_state_decides_exactly_as_the_plain_rules(daily, week
     if now.date() < s.days.start - timedelta(days=1) or week_of(now) < s.weeks.start - timedelta(days=7):
         return  # a batch more than a window behind its row: refused by both (ClockTooFarBehind)
     caps = Caps(daily=cap)
-    r = Running(_doc(s), now, day_of(now), week_of(now), caps)
+    r = Running(locked_doc(s), now, day_of(now), week_of(now), caps)
     for coins in gifts:
         expected = refusal(s, in_force(s, caps, now), now, coins)
         got = r.refusal(coins)

@@ -312,33 +312,66 @@ def _window_spent(start: date, spent: int, prev: int, window: date, step: timede
     raise ClockTooFarBehind(f"window {window} is before {start - step}")
 
 
+# How the gift batch reads a sender's row (locked): compact, because it is parsed
+# for every sender of every batch. c: the counters, dates as days since 2000-01-01;
+# l: the limits and their pending changes, or null when there are none; e: the
+# self-exclusion's end.
+LOCKED_ROW = """SELECT sp.user_id AS u,
+           ARRAY[sp.day_start - DATE '2000-01-01', sp.day_spent, sp.prev_day_spent,
+                 sp.week_start - DATE '2000-01-01', sp.week_spent, sp.prev_week_spent]::bigint[] AS c,
+           CASE WHEN num_nonnulls(sp.daily_coins, sp.weekly_coins, sp.daily_pending_at, sp.weekly_pending_at) > 0
+                THEN jsonb_build_array(sp.daily_coins, sp.weekly_coins, sp.daily_pending, sp.daily_pending_at,
+                                       sp.weekly_pending, sp.weekly_pending_at) END AS l,
+           sp.self_excluded_until AS e
+      FROM spending sp WHERE sp.user_id = ANY($2::text[]) ORDER BY sp.user_id FOR UPDATE"""
+_DAY_ZERO = date(2000, 1, 1).toordinal()
+
+
+def locked_doc(s: Spending) -> dict[str, Any]:
+    """``s`` as the batch's read carries it (``LOCKED_ROW`` through ``to_jsonb``): for tests and tools."""
+    def ts(t: datetime | None) -> str | None:
+        return None if t is None else t.isoformat()
+    limits = None
+    if any(v is not None for v in (s.daily.coins, s.weekly.coins, s.daily.pending_at, s.weekly.pending_at)):
+        limits = [s.daily.coins, s.weekly.coins, s.daily.pending, ts(s.daily.pending_at), s.weekly.pending,
+                  ts(s.weekly.pending_at)]
+    return {"u": s.user_id,
+            "c": [s.days.start.toordinal() - _DAY_ZERO, s.days.spent, s.days.prev_spent,
+                  s.weeks.start.toordinal() - _DAY_ZERO, s.weeks.spent, s.weeks.prev_spent],
+            "l": limits, "e": ts(s.self_excluded_until)}
+
+
 class Running:
     """One sender's spending through one gift batch: what ``Spending`` decides, lean for the hot path.
 
-    Built straight from the locked row (``to_jsonb``), with the batch's day and
-    week and the limits in force worked out once; ``add`` changes it in place
-    (the batch's running state). ``tests/test_spending_rules.py`` holds it to
-    ``Spending`` and ``refusal``.
+    Built straight from the locked row as ``LOCKED_ROW`` selects it, with the
+    batch's day and week and the limits in force worked out once; ``add``
+    changes it in place (the batch's running state).
+    ``tests/test_spending_rules.py`` holds it to ``Spending`` and ``refusal``.
     """
 
     __slots__ = ("d_prev", "d_spent", "d_start", "daily", "day", "touched", "user_id", "w_prev", "w_spent",
                  "w_start", "week", "weekly")
 
     def __init__(self, doc: Mapping[str, Any], now: datetime, day: date, week: date, caps: Caps) -> None:
-        self.user_id: str = doc["user_id"]
+        self.user_id: str = doc["u"]
         self.day, self.week = day, week
         self.touched = False  # a gift was added: the row is written back
-        self.d_start = date.fromisoformat(doc["day_start"])
-        self.d_spent: int = doc["day_spent"]
-        self.d_prev: int = doc["prev_day_spent"]
-        self.w_start = date.fromisoformat(doc["week_start"])
-        self.w_spent: int = doc["week_spent"]
-        self.w_prev: int = doc["prev_week_spent"]
-        daily, weekly = doc["daily_coins"], doc["weekly_coins"]
-        if doc["daily_pending_at"] is not None and now >= datetime.fromisoformat(doc["daily_pending_at"]):
-            daily = doc["daily_pending"]
-        if doc["weekly_pending_at"] is not None and now >= datetime.fromisoformat(doc["weekly_pending_at"]):
-            weekly = doc["weekly_pending"]
+        c = doc["c"]
+        self.d_start = date.fromordinal(_DAY_ZERO + c[0])
+        self.d_spent: int = c[1]
+        self.d_prev: int = c[2]
+        self.w_start = date.fromordinal(_DAY_ZERO + c[3])
+        self.w_spent: int = c[4]
+        self.w_prev: int = c[5]
+        daily = weekly = None
+        limits = doc["l"]
+        if limits is not None:
+            daily, weekly, daily_pending, daily_at, weekly_pending, weekly_at = limits
+            if daily_at is not None and now >= datetime.fromisoformat(daily_at):
+                daily = daily_pending
+            if weekly_at is not None and now >= datetime.fromisoformat(weekly_at):
+                weekly = weekly_pending
         self.daily: int | None = effective(daily, caps.daily)
         self.weekly: int | None = effective(weekly, caps.weekly)
 

@@ -28,12 +28,7 @@ from typing import Any
 
 from wallet import errors
 from wallet.rules.base import BatchView, Candidate, Rule, RuleState
-from wallet.spending import Caps, Running, day_of, rfc3339, week_of
-
-_LOCK = """SELECT sp.user_id, sp.daily_coins, sp.weekly_coins, sp.daily_pending, sp.daily_pending_at,
-           sp.weekly_pending, sp.weekly_pending_at, sp.self_excluded_until, sp.day_start, sp.day_spent,
-           sp.prev_day_spent, sp.week_start, sp.week_spent, sp.prev_week_spent
-      FROM spending sp WHERE sp.user_id = ANY($2::text[]) ORDER BY sp.user_id FOR UPDATE"""
+from wallet.spending import LOCKED_ROW, Caps, Running, day_of, rfc3339, week_of
 
 
 class _Exclusion(RuleState):
@@ -41,8 +36,8 @@ class _Exclusion(RuleState):
         self.now = view.now
         self.until: dict[str, datetime] = {}
         for doc in view.locked.get(EXCLUSION.kind, []):
-            if doc["self_excluded_until"] is not None:
-                self.until[doc["user_id"]] = datetime.fromisoformat(doc["self_excluded_until"])
+            if doc["e"] is not None:
+                self.until[doc["u"]] = datetime.fromisoformat(doc["e"])
 
     def check(self, c: Candidate) -> errors.WalletError | None:
         until = self.until.get(c.request.sender_id)
@@ -55,7 +50,7 @@ class _Exclusion(RuleState):
 class SelfExclusion(Rule):
     kind = "self_exclusion"
     codes = ("self_excluded",)
-    lock_sql = _LOCK  # the spending rows of this batch's senders; the limit rule reads them here too
+    lock_sql = LOCKED_ROW  # the spending rows of this batch's senders; the limit rule reads them here too
 
     def begin(self, view: BatchView) -> RuleState:
         return _Exclusion(view)
@@ -67,7 +62,7 @@ class _Limits(RuleState):
         # One clock for the whole batch: its day and week are worked out once.
         self.day, self.week = day_of(view.now), week_of(view.now)
         self.caps = caps
-        self.docs = {doc["user_id"]: doc for doc in view.locked.get(EXCLUSION.kind, [])}
+        self.docs = {doc["u"]: doc for doc in view.locked.get(EXCLUSION.kind, [])}
         self.senders: dict[str, Running] = {}  # made on a sender's first gift in the batch
 
     def _sender(self, c: Candidate) -> Running | None:
