@@ -376,13 +376,22 @@ class Running:
         self.weekly: int | None = effective(weekly, caps.weekly)
 
     def spent_today(self) -> int:
+        if self.day == self.d_start:
+            return self.d_spent
         return _window_spent(self.d_start, self.d_spent, self.d_prev, self.day, DAY)
 
     def spent_this_week(self) -> int:
+        if self.week == self.w_start:
+            return self.w_spent
         return _window_spent(self.w_start, self.w_spent, self.w_prev, self.week, WEEK)
 
     def refusal(self, coins: int) -> errors.SpendingLimit | None:
-        if self.daily is None and self.weekly is None:
+        daily, weekly = self.daily, self.weekly
+        if daily is None and weekly is None:
+            return None
+        # The common case, without building the refusal: the gift fits both windows.
+        if ((weekly is None or coins <= weekly - self.spent_this_week())
+                and (daily is None or coins <= daily - self.spent_today())):
             return None
         return over_limit(self.daily, self.weekly, self.spent_today(), self.spent_this_week(), self.day, self.week,
                           coins)
