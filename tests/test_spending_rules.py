@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from datetime import UTC, date, datetime, timedelta
+from typing import Any
 
 import pytest
 from hypothesis import given
@@ -227,3 +228,28 @@ def test_the_batchs_running_state_decides_exactly_as_the_plain_rules(daily, week
             assert (r.spent_today(), r.spent_this_week()) == (s.spent_today(now), s.spent_this_week(now))
     assert (r.d_start, r.d_spent, r.d_prev) == (s.days.start, s.days.spent, s.days.prev_spent)
     assert (r.w_start, r.w_spent, r.w_prev) == (s.weeks.start, s.weeks.spent, s.weeks.prev_spent)
+
+
+def test_the_spending_refusals_come_in_the_documented_order():
+    """age_restricted before self_excluded before the room's reasons; spending_limit after debt, before funds."""
+    from dataclasses import replace
+
+    from tests.test_gift_decide import NOW, PRICES, streams
+    from wallet.gift_decide import BatchView, GiftRequest, decide
+
+    def first(sender: str, stream: int, balance: int, adult: bool = True, **row: Any) -> str:
+        request = replace(GiftRequest(sender, sender, stream, "galaxy", 1, "k"), adult=adult)
+        doc = locked_doc(Spending(sender, **row))
+        view = BatchView(now=NOW, requests=[request], streams=streams(), stream_docs={},
+                         wallets={sender: (9, balance)}, prices=PRICES, locked={"self_exclusion": [doc]})
+        return decide([request], view, {}).rejected[0].code
+
+    excluded = {"self_excluded_until": NOW + timedelta(days=3)}
+    capped = {"daily": Limit(10)}
+    # stream 2 has ended; bob owns it
+    assert first("v", 2, -5, adult=False, **excluded, **capped) == "age_restricted"
+    assert first("bob", 2, -5, **excluded, **capped) == "self_excluded"
+    assert first("bob", 2, -5, **capped) == "stream_not_live"
+    assert first("v", 1, -5, **capped) == "wallet_in_debt"
+    assert first("v", 1, 5, **capped) == "spending_limit"
+    assert first("v", 1, 5) == "insufficient_funds"
