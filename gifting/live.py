@@ -57,6 +57,9 @@ class WalletAdapter:
         events = await self.gifts.events_since(stream_id, after_seq, limit)
         return [(e.seq, e.to_json()) for e in events]
 
+    async def ended(self, stream_ids: list[int]) -> dict[int, tuple[dict[str, Any], int]]:
+        return {s.id: (s.to_json(), s.last_seq) for s in await self.streams.ended_among(stream_ids)}
+
 
 def authenticator(secret: str, age_gate: bool = True) -> Any:
     def check(token: str | None) -> Identity:
