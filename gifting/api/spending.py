@@ -14,7 +14,7 @@ from aiohttp import web
 
 from gifting import auth
 from gifting.api.common import SETTINGS, ApiError, bad_request, principal, read_json
-from wallet import errors
+from wallet import errors, inputs
 from wallet.spending import Caps, Spending, check_limit_value, limits_json, rfc3339
 from wallet.spending_store import KEEP, SpendingStore
 
@@ -89,7 +89,7 @@ async def admin_spending(request: web.Request) -> web.Response:
     """Support reads a user's limits and self-exclusion; nothing here can lift one."""
     principal(request, "admin")
     user_id = request.match_info["user_id"]
-    if not auth.USER_ID.match(user_id):
+    if not inputs.is_user_id(user_id):
         raise ApiError(404, "not_found", "no such user")
     store = request.app[SPENDING]
     s, now = await store.read(user_id)
