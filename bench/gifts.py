@@ -6,6 +6,11 @@ Measures on the same database, durable commits (synchronous_commit=on):
 1. GiftService (the wallet's entry point) at each concurrency, with a realistic
    mix: many viewers, a few creators, one hot stream taking a third of the
    gifts, ~3% insufficient funds, ~2% duplicate keys;
+   with ``--limits`` (the default) the viewers are split in two halves, and each
+   concurrency runs twice, interleaved: the plain mix from one half, then the
+   same mix from the other half, every one of whom has a daily and a weekly
+   spending limit (high enough that the mix rarely meets it, so the run
+   measures the check, not refusals);
 2. a naive baseline: one explicit transaction per gift through asyncpg
    (SELECT … FOR UPDATE, UPDATE, INSERT), pool 16, 64 concurrent;
 3. pgbench: one conditional UPDATE … WHERE balance >= $1 per transaction,
@@ -105,11 +110,28 @@ async def seed(dsn: str, viewers: int, poor: int, creators: int) -> tuple[list[s
     return rich, poor_users, stream_ids
 
 
+async def set_limits(dsn: str, users: list[str], daily: int, weekly: int) -> None:
+    """Gives each user a daily and a weekly limit through the wallet's own path (first limits apply at once)."""
+    from wallet.spending_store import SpendingStore
+
+    pool = await open_pool(dsn, max_size=16)
+    store = SpendingStore(pool)
+    sem = asyncio.Semaphore(16)
+
+    async def one(user: str) -> None:
+        async with sem:
+            await store.set_limits(user, daily, weekly)
+
+    await asyncio.gather(*(one(u) for u in users))
+    await pool.close()
+
+
 async def run_ours(dsn: str, concurrency: int, seconds: float, rich: list[str], poor: list[str],
                    streams: list[int], window_ms: float, lanes: int, depth: int = 2,
-                   with_latencies: bool = False) -> dict[str, Any]:
+                   with_latencies: bool = False, label: str = "", rules: Any = None) -> dict[str, Any]:
     pool = await open_pool(dsn, max_size=max(8, lanes * depth + 4))
-    gifts = GiftService(pool, window_ms=window_ms, lanes=lanes, depth=depth)
+    gifts = (GiftService(pool, window_ms=window_ms, lanes=lanes, depth=depth) if rules is None
+             else GiftService(pool, window_ms=window_ms, lanes=lanes, depth=depth, rules=rules))
     await gifts.start()
     latencies: list[float] = []
     outcomes: dict[str, int] = {}
@@ -158,13 +180,38 @@ async def run_ours(dsn: str, concurrency: int, seconds: float, rich: list[str], 
         "wal_bytes_per_gift": wal / committed,
         "python_cpu_us_per_gift": (cpu1 - cpu0) / committed * 1e6,
         "postgres_cpu_us_per_gift": (pg1 - pg0) / committed * 1e6 if POSTMASTER else None,
-        "name": f"gifting GiftService, {concurrency} concurrent",
+        "name": f"gifting GiftService, {concurrency} concurrent{label}",
         "requests_per_s": len(latencies) / elapsed,
         "gifts_per_s": outcomes.get("committed", 0) / elapsed,
         "p50_ms": pct(latencies, 0.50), "p99_ms": pct(latencies, 0.99),
         "outcomes": outcomes, "avg_batch": round(len(latencies) / batches, 1),
         **({"latencies": latencies} if with_latencies else {}),
     }
+
+
+def base_rules() -> Any:
+    """The gift rules without responsible spending (what every gift paid before it)."""
+    from wallet.rules import RULES
+    from wallet.rules.spending import SelfExclusion, SpendingLimits
+
+    return tuple(r for r in RULES if r.kind != "age" and not isinstance(r, SelfExclusion | SpendingLimits))
+
+
+def merge(runs: list[dict[str, Any]]) -> dict[str, Any]:
+    """Several runs of one kind as one row: the mean of each figure, outcomes added up."""
+    out = dict(runs[0])
+    for k, v in runs[0].items():
+        if isinstance(v, int | float) and not isinstance(v, bool):
+            values = [r[k] for r in runs if r.get(k) is not None]
+            out[k] = sum(values) / len(values)
+    outcomes: dict[str, int] = {}
+    for r in runs:
+        for k, n in r["outcomes"].items():
+            outcomes[k] = outcomes.get(k, 0) + n
+    out["outcomes"] = outcomes
+    if len(runs) > 1:
+        out["name"] += f" (mean of {len(runs)})"
+    return out
 
 
 def _process_worker(dsn: str, concurrency: int, seconds: float, rich: list[str], poor: list[str],
@@ -311,6 +358,13 @@ async def main() -> None:
     ap.add_argument("--window-ms", type=float, default=2.0)
     ap.add_argument("--lanes", type=int, default=1)
     ap.add_argument("--depth", type=int, default=2)
+    ap.add_argument("--limits", action=argparse.BooleanOptionalAction, default=True,
+                    help="also run each concurrency with spending limits on every sender (half the viewers each)")
+    ap.add_argument("--without-spending-rules", action="store_true",
+                    help="with --limits: also run the plain half without the age, self-exclusion and limit rules "
+                         "(no spending counters): what the counters cost every gift")
+    ap.add_argument("--rounds", type=int, default=2,
+                    help="with --limits: runs of each kind per concurrency, interleaved (ABBA)")
     ap.add_argument("--processes", type=int, default=1,
                     help="also run the largest concurrency split over N processes, each with its own GiftService")
     args = ap.parse_args()
@@ -337,21 +391,47 @@ async def main() -> None:
         print(f"seeded {len(rich)} viewers, {len(poor)} poor viewers, {len(streams)} streams "
               f"in {time.perf_counter() - t0:.1f}s", file=sys.stderr)
         rows = []
+        limited: dict[int, tuple[dict[str, Any], dict[str, Any]]] = {}
+        without: dict[int, dict[str, Any]] = {}
+        if args.limits:
+            # Limits on every sender of the second half: 10M coins a day, 50M a week (the mix spends
+            # ~20 coins a gift, so no sender meets them in a run: every gift pays for the check).
+            await set_limits(dsn, rich[1::2] + poor[1::2], 10_000_000, 50_000_000)
         for c in [int(x) for x in args.concurrency.split(",")]:
-            rows.append(await run_ours(dsn, c, args.seconds, rich, poor, streams, args.window_ms, args.lanes,
-                                        args.depth))
+            if not args.limits:
+                rows.append(await run_ours(dsn, c, args.seconds, rich, poor, streams, args.window_ms, args.lanes,
+                                            args.depth))
+                continue
+            # Interleaved A B B A ...: drift on a shared machine falls on every kind alike.
+            kinds = ["plain", "limits"] + (["no_spending_rules"] if args.without_spending_rules else [])
+            runs: dict[str, list[dict[str, Any]]] = {k: [] for k in kinds}
+            for r in range(args.rounds):
+                for kind in (kinds if r % 2 == 0 else kinds[::-1]):
+                    half = 1 if kind == "limits" else 0
+                    runs[kind].append(await run_ours(
+                        dsn, c, args.seconds, rich[half::2], poor[half::2], streams, args.window_ms, args.lanes,
+                        args.depth, label={"plain": "", "limits": ", limits on every sender",
+                                           "no_spending_rules": ", without the spending rules"}[kind],
+                        rules=base_rules() if kind == "no_spending_rules" else None))
+            merged = {k: merge(v) for k, v in runs.items()}
+            rows += list(merged.values())
+            limited[c] = (merged["plain"], merged["limits"])
+            if "no_spending_rules" in merged:
+                without[c] = merged["no_spending_rules"]
         if args.processes > 1:
             rows.append(await run_processes(dsn, args, rich, poor, streams))
-        naive = await run_naive(dsn, 64, args.seconds, rich, streams)
-        rows.append(naive)
-        await prepare_pgbench(dsn)
-        pgb = run_pgbench(dsn, args.seconds)
-        rows.append(pgb)
+        # The audit runs before the naive baseline: that one inserts gifts around the wallet's
+        # rules (no spending counters, no limits), which the spending checks rightly flag.
         conn = await asyncpg.connect(dsn)
         from wallet.audit import SQL_CHECKS
 
         bad = {k: len(await conn.fetch(v)) for k, v in SQL_CHECKS.items()}
         await conn.close()
+        naive = await run_naive(dsn, 64, args.seconds, rich, streams)
+        rows.append(naive)
+        await prepare_pgbench(dsn)
+        pgb = run_pgbench(dsn, args.seconds)
+        rows.append(pgb)
     finally:
         if embedded:
             embedded.stop()
@@ -368,8 +448,15 @@ async def main() -> None:
         "ours64_vs_naive": ours64["gifts_per_s"] / max(naive["gifts_per_s"], 1),
         "ours64_vs_pgbench": ours64["gifts_per_s"] / max(pgb["gifts_per_s"], 1),
     }
+    for c, (plain, capped) in limited.items():
+        ratios[f"limits_vs_plain_{c}"] = capped["gifts_per_s"] / max(plain["gifts_per_s"], 1)
+        if c in without:
+            ratios[f"plain_vs_no_spending_rules_{c}"] = plain["gifts_per_s"] / max(without[c]["gifts_per_s"], 1)
     print(f"ratios: {json.dumps({k: round(v, 2) for k, v in ratios.items()})}")
-    print(f"audit violations after the run: {sum(bad.values())} {bad if sum(bad.values()) else ''}")
+    print(f"audit violations after the GiftService runs: {sum(bad.values())} {bad if sum(bad.values()) else ''}")
+    if args.without_spending_rules:
+        print("  (the runs without the spending rules leave their senders' counters behind their gifts:"
+              " the spending checks flag exactly those)")
     for r in rows:
         if "outcomes" in r:
             print(f"  {r['name']}: {r['outcomes']} avg batch {r['avg_batch']}, "

@@ -1,4 +1,4 @@
-"""Access tokens: HS256 JWTs with ``sub``, ``role``, ``name``, ``exp``, ``iat``.
+"""Access tokens: HS256 JWTs with ``sub``, ``role``, ``name``, ``exp``, ``iat`` (and ``adult``).
 
 Pure functions over a secret; the HTTP API and the gateway both use them.
 Every claim is checked by the boundary validator (``wallet.inputs``) before it
@@ -33,6 +33,7 @@ class Principal:
     role: str
     name: str
     expires_at: float
+    adult: bool = False  # the identity service's "adult": true claim (verified 18+)
 
     @property
     def display_name(self) -> str:
@@ -40,7 +41,7 @@ class Principal:
 
 
 def mint(secret: str, user_id: str, role: str = "viewer", name: str | None = None,
-         ttl: int = 3600, now: float | None = None) -> str:
+         ttl: int = 3600, now: float | None = None, adult: bool = True) -> str:
     if not inputs.is_user_id(user_id):
         raise ValueError("user id is 1-64 characters of [A-Za-z0-9_-]")
     if role not in ROLES:
@@ -54,6 +55,8 @@ def mint(secret: str, user_id: str, role: str = "viewer", name: str | None = Non
             claims["name"] = inputs.token_name(name[:MAX_NAME])
         except inputs.InvalidInput as e:
             raise ValueError(e.message) from None
+    if adult:
+        claims["adult"] = True
     return jwt.encode(claims, secret, algorithm="HS256")
 
 
@@ -90,7 +93,7 @@ def verify(secret: str, token: str | None, now: float | None = None) -> Principa
     if now is not None and exp <= now:
         raise AuthError("token expired")
     assert isinstance(sub, str)
-    return Principal(sub, role, name, float(exp))
+    return Principal(sub, role, name, float(exp), adult=claims.get("adult") is True)
 
 
 def bearer(header: str | None) -> str | None:

@@ -63,7 +63,8 @@ async def cmd_token(args: argparse.Namespace, settings: Settings) -> int:
         settings = settings.with_dev_secrets()
     assert settings.jwt_secret
     try:
-        token = auth.mint(settings.jwt_secret, args.user, args.role, args.name, args.ttl)
+        token = auth.mint(settings.jwt_secret, args.user, args.role, args.name, args.ttl,
+                          adult=not args.minor)
     except ValueError as e:
         print(f"gifting token: {e}", file=sys.stderr)
         return 2
@@ -136,6 +137,7 @@ def build_parser() -> tuple[argparse.ArgumentParser, dict[str, Command]]:
     p.add_argument("--role", choices=list(auth.ROLES), default="viewer")
     p.add_argument("--name", default=None)
     p.add_argument("--ttl", type=int, default=3600)
+    p.add_argument("--minor", action="store_true", help="leave out the adult claim (refused money paths)")
     commands["token"] = cmd_token
 
     p = sub.add_parser("audit", help="check the books; exit 1 if any invariant fails")

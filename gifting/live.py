@@ -50,25 +50,24 @@ class WalletAdapter:
                         idempotency_key: str) -> Committed:
         result = await self.gifts.send(GiftRequest(
             sender_id=sender.id, sender_name=sender.name, stream_id=stream_id, gift_id=gift_id,
-            count=count, idempotency_key=idempotency_key, sender_role=sender.role))
+            count=count, idempotency_key=idempotency_key, sender_role=sender.role, adult=sender.adult))
         return Committed(result.event.seq, result.event.to_json(), result.balance)
 
     async def gifts_after(self, stream_id: int, after_seq: int, limit: int) -> list[tuple[int, dict[str, Any]]]:
         events = await self.gifts.events_since(stream_id, after_seq, limit)
         return [(e.seq, e.to_json()) for e in events]
 
-
     async def ended(self, stream_ids: list[int]) -> dict[int, tuple[dict[str, Any], int]]:
         return {s.id: (s.to_json(), s.last_seq) for s in await self.streams.ended_among(stream_ids)}
 
 
-def authenticator(secret: str) -> Any:
+def authenticator(secret: str, age_gate: bool = True) -> Any:
     def check(token: str | None) -> Identity:
         try:
             who = auth.verify(secret, token, now=time.time())
         except auth.AuthError as e:
             raise TokenRejected(str(e)) from None
-        return Identity(who.id, who.role, who.display_name, who.expires_at)
+        return Identity(who.id, who.role, who.display_name, who.expires_at, adult=who.adult or not age_gate)
 
     return check
 
@@ -92,7 +91,7 @@ def build_gateway(rt: Runtime) -> Gateway:
     s = rt.settings
     assert s.jwt_secret and s.redis_url
     redis = open_redis(s.redis_url)
-    gw = Gateway(redis=redis, prefix=s.redis_prefix, authenticate=authenticator(s.jwt_secret),
+    gw = Gateway(redis=redis, prefix=s.redis_prefix, authenticate=authenticator(s.jwt_secret, s.age_gate),
                  wallet=WalletAdapter(rt.streams, rt.gifts), config=gateway_config(s),
                  sharded=is_cluster_url(s.redis_url))
     gw.on_stopped.append(redis.aclose)

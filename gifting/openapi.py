@@ -34,6 +34,9 @@ BOOL: Schema = {"type": "boolean"}
 TIME: Schema = {"type": "string", "format": "date-time"}
 NULLABLE_TIME: Schema = {"type": ["string", "null"], "format": "date-time"}
 ID: Schema = {"type": "string", "minLength": 1}
+COINS: Schema = {"type": "integer", "minimum": 0}
+NULLABLE_COINS: Schema = {"type": ["integer", "null"], "minimum": 0}
+LIMIT_COINS: Schema = {"type": ["integer", "null"], "minimum": 0, "maximum": 10**12}
 
 
 def text(max_len: int, min_len: int = 1) -> Schema:
@@ -62,7 +65,16 @@ SCHEMAS: dict[str, Schema] = {
     "Money": obj({"amount": INT, "currency": {"type": "string", "enum": ["USD"]}}),
     "Gift": obj({"id": ID, "name": STR, "coins": {"type": "integer", "minimum": 1}, "tier": INT}),
     "CoinPack": obj({"id": ID, "coins": {"type": "integer", "minimum": 1}, "price": ref("Money")}),
-    "Wallet": obj({"user_id": USER_ID, "coins": INT}),
+    "Wallet": obj({"user_id": USER_ID, "coins": INT},
+                  {"limits": ref("Limits"), "self_excluded_until": NULLABLE_TIME}),
+    "Limits": obj({"daily_coins": NULLABLE_COINS, "weekly_coins": NULLABLE_COINS,
+                   "pending": {"oneOf": [{"type": "null"},
+                                         obj({"daily_coins": NULLABLE_COINS, "weekly_coins": NULLABLE_COINS,
+                                              "effective_at": TIME},
+                                             {"daily_effective_at": NULLABLE_TIME,
+                                              "weekly_effective_at": NULLABLE_TIME})]},
+                   "spent_today": COINS, "spent_this_week": COINS, "day_resets_at": TIME, "week_resets_at": TIME},
+                  {"platform_daily_coins": NULLABLE_COINS, "platform_weekly_coins": NULLABLE_COINS}),
     "WalletTransaction": obj({"id": ID, "kind": STR, "coins": INT, "balance_after": INT, "created_at": TIME,
                               "ref": STR}),
     "Purchase": obj({"id": ID, "pack_id": ID, "coins": INT, "price": ref("Money"),
@@ -98,7 +110,9 @@ ERRORS = {
     400: "Malformed request: not JSON, a missing or unknown field, a value of the wrong type.",
     401: "No, invalid or expired access token.",
     402: "Not enough coins (`insufficient_funds`).",
-    403: "The caller's role or relation does not allow this (`forbidden`, `self_gift`, `wallet_in_debt`).",
+    403: "The caller's role or relation does not allow this (`forbidden`, `self_gift`, `wallet_in_debt`, "
+         "`age_restricted`, `self_excluded`, `spending_limit` with details `limit`, `remaining_coins`, "
+         "`resets_at`).",
     404: "No such resource.",
     405: "Method not allowed on this path.",
     409: "Conflicts with the current state (`idempotency_conflict`, `already_live`, `stream_not_live`, "
@@ -198,20 +212,39 @@ PATHS: dict[str, dict[str, Any]] = {
                              security=PUBLIC)},
     "/v1/dev/token": {"post": op(
         "Development sign-in: a token for any user and role",
-        {201: ok(obj({"token": STR, "user": obj({"id": USER_ID, "role": STR, "name": STR}),
+        {201: ok(obj({"token": STR, "user": obj({"id": USER_ID, "role": STR, "name": STR}, {"adult": BOOL}),
                       "expires_at": TIME}), "A token")},
         tags=["development"], security=PUBLIC, errors=(404, 413, 422),
         request=obj({"user_id": USER_ID},
                     {"role": {"type": "string", "enum": ["viewer", "creator", "admin"]},
-                     "name": {**shown_text(64), "type": ["string", "null"]}}),
+                     "name": {**shown_text(64), "type": ["string", "null"]},
+                     "adult": BOOL}),
         description="Exists only in development mode (neither GIFTING_JWT_SECRET nor GIFTING_WEBHOOK_SECRET "
                     "configured: both generated in the data dir); otherwise 404.")},
     "/v1/gifts": {"get": op("The gift catalog", {200: ok(obj({"gifts": array(ref("Gift"))}))}, tags=["catalog"],
                             security=PUBLIC)},
     "/v1/coin-packs": {"get": op("Coin packs for sale", {200: ok(obj({"packs": array(ref("CoinPack"))}))},
                                  tags=["catalog"], security=PUBLIC)},
-    "/v1/wallet": {"get": op("The caller's coin balance (negative after a chargeback)", {200: ok(ref("Wallet"))},
-                             tags=["wallet"])},
+    "/v1/wallet": {"get": op("The caller's coin balance (negative after a chargeback), limits and self-exclusion",
+                             {200: ok(ref("Wallet"))}, tags=["wallet"])},
+    "/v1/wallet/limits": {
+        "get": op("The caller's spending limits and spending so far", {200: ok(obj({"limits": ref("Limits")}))},
+                  tags=["spending"]),
+        "put": op("Set the caller's limits: a lower one applies at once, a higher one or a removal after a "
+                  "cooling-off (24 h daily, 7 days weekly)", {200: ok(obj({"limits": ref("Limits")}))},
+                  tags=["spending"], errors=(413, 422),
+                  request={"type": "object", "minProperties": 1,
+                           "properties": {"daily_coins": LIMIT_COINS, "weekly_coins": LIMIT_COINS}},
+                  description="A field left out keeps its limit as it is; null asks to remove that limit."),
+    },
+    "/v1/wallet/self-exclusion": {"post": op(
+        "Exclude oneself from buying and gifting until a time (1 day to 5 years ahead; extended, never shortened)",
+        {200: ok(obj({"self_excluded_until": TIME}))}, tags=["spending"], errors=(413, 422),
+        request=obj({"until": TIME}))},
+    "/v1/admin/users/{user_id}/spending": {"get": op(
+        "A user's limits and self-exclusion (admin; read only: nothing lifts an exclusion)",
+        {200: ok(obj({"user_id": USER_ID, "limits": ref("Limits"), "self_excluded_until": NULLABLE_TIME}))},
+        tags=["admin"], errors=(403, 404), params=[path_param("user_id")])},
     "/v1/wallet/transactions": {"get": op(
         "The caller's wallet history, newest first",
         {200: ok(obj({"items": array(ref("WalletTransaction")), "next_cursor": {"type": ["string", "null"]}}))},
@@ -220,7 +253,7 @@ PATHS: dict[str, dict[str, Any]] = {
     "/v1/purchases": {"post": op(
         "Start buying a coin pack (the provider's webhook completes it)",
         {201: ok(obj({"purchase": ref("Purchase")}, {"checkout": {"type": "object"}}), "Pending purchase")},
-        tags=["wallet"], errors=(404, 409, 413, 422),
+        tags=["wallet"], errors=(403, 404, 409, 413, 422),
         request=obj({"pack_id": CATALOG_ID,
                      "idempotency_key": IDEMPOTENCY_KEY}))},
     "/v1/purchases/{purchase_id}": {"get": op(

@@ -25,7 +25,10 @@ from streams.battle_feed import BattleFeed
 from streams.hot import HotState
 from wallet.battles import Battles, BattleSweeper
 from wallet.gifts import BalanceChange, GiftService
+from wallet.rules import RULES
+from wallet.rules.spending import with_caps
 from wallet.service import Wallet
+from wallet.spending import Caps
 from wallet.streams import Streams
 
 log = logging.getLogger("gifting.runtime")
@@ -110,7 +113,8 @@ class Runtime:
         self.battles = Battles(self.pool)
         self.streams = Streams(self.pool, self.wallet.ledger, self.battles)
         self.gifts = GiftService(self.pool, window_ms=s.batch_window_ms, max_batch=s.batch_max,
-                                 lanes=s.batch_lanes, depth=s.batch_depth)
+                                 lanes=s.batch_lanes, depth=s.batch_depth,
+                                 rules=with_caps(RULES, Caps(s.daily_coin_cap, s.weekly_coin_cap)))
         if self.redis is not None:
             assert s.redis_url
             hot = HotState(self.redis, self.pool, self.gifts.events_since, prefix=s.redis_prefix,

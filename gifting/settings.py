@@ -188,6 +188,11 @@ class Settings:
     ws_socket_send_buffer: int = 0  # SO_SNDBUF per viewer socket; 0: kernel autotuning
     presence_interval: float = 1.0  # presence/leaderboard tick
     presence_ttl: float = 5.0  # a gateway silent this long drops out of viewer counts
+    # Responsible spending: buying, gifting and going live need the token's adult
+    # claim (off: the claim is ignored); platform caps on everyone's gift spending.
+    age_gate: bool = True
+    daily_coin_cap: int | None = None
+    weekly_coin_cap: int | None = None
 
     def __repr__(self) -> str:
         shown: list[str] = []
@@ -233,6 +238,9 @@ class Settings:
             ws_socket_send_buffer=_int(env, "GIFTING_WS_SOCKET_SEND_BUFFER", 0, 0),
             presence_interval=_float(env, "GIFTING_PRESENCE_INTERVAL", 1.0, 0.01),
             presence_ttl=_float(env, "GIFTING_PRESENCE_TTL", 5.0, 0.01),
+            age_gate=_on_off(env, "GIFTING_AGE_GATE", True),
+            daily_coin_cap=_cap(env, "GIFTING_DAILY_COIN_CAP"),
+            weekly_coin_cap=_cap(env, "GIFTING_WEEKLY_COIN_CAP"),
         )
 
     def replace(self, **changes: object) -> Settings:
@@ -260,6 +268,22 @@ class Settings:
         secrets_dir = self.data_dir / "secrets"
         return self.replace(jwt_secret=_dev_secret(secrets_dir / "jwt_secret"),
                             webhook_secret=_dev_secret(secrets_dir / "webhook_secret"), dev_mode=True)
+
+
+def _on_off(env: Mapping[str, str], name: str, default: bool) -> bool:
+    raw = (env.get(name) or "").strip().lower()
+    if not raw:
+        return default
+    if raw not in ("on", "off"):
+        raise SettingsError(f"{name} must be on or off, got {raw!r}")
+    return raw == "on"
+
+
+def _cap(env: Mapping[str, str], name: str) -> int | None:
+    """A platform cap in coins (0 or more), or None when unset."""
+    if not env.get(name):
+        return None
+    return _int(env, name, 0, 0, 10**12)
 
 
 def _dev_secret(path: Path) -> str:

@@ -400,8 +400,8 @@ class Gateway:
     async def _gift(self, conn: Conn, msg: p.SendGift) -> None:
         ident = conn.identity
         try:
-            done = await self.wallet.send_gift(Sender(ident.id, ident.name or ident.id, ident.role), conn.stream_id,
-                                               msg.gift_id, msg.count, msg.idempotency_key)
+            done = await self.wallet.send_gift(Sender(ident.id, ident.name or ident.id, ident.role, ident.adult),
+                                               conn.stream_id, msg.gift_id, msg.count, msg.idempotency_key)
         except Exception as e:
             code = getattr(e, "code", None)
             if isinstance(code, str) and hasattr(e, "status"):

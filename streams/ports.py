@@ -24,6 +24,7 @@ class Sender:
     id: str
     name: str
     role: str
+    adult: bool = False  # the age gate lets them spend (the wallet refuses gifts without it)
 
 
 @dataclass(frozen=True, slots=True)
@@ -62,6 +63,7 @@ class Identity:
     role: str
     name: str
     expires_at: float
+    adult: bool = False  # may buy, gift and go live (the token's adult claim, or the age gate is off)
 
 
 class TokenRejected(Exception):

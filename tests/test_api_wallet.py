@@ -75,7 +75,10 @@ async def test_a_retired_pack_disappears_and_cannot_be_bought(client: Client, rt
 async def test_a_new_user_has_an_empty_wallet(client: Client) -> None:
     """GET /v1/wallet for someone who never bought: 0 coins, no history."""
     resp = await client.get("/v1/wallet", headers=bearer("newbie"))
-    assert resp.status == 200 and await resp.json() == {"user_id": "newbie", "coins": 0}
+    body = await resp.json()
+    assert resp.status == 200 and {k: body[k] for k in ("user_id", "coins", "self_excluded_until")} == {
+        "user_id": "newbie", "coins": 0, "self_excluded_until": None}
+    assert body["limits"]["daily_coins"] is None and body["limits"]["spent_today"] == 0
     resp = await client.get("/v1/wallet/transactions", headers=bearer("newbie"))
     assert await resp.json() == {"items": [], "next_cursor": None}
 

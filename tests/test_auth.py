@@ -26,9 +26,18 @@ def claims(**over: object) -> dict[str, object]:
 def test_minted_token_round_trips_to_a_principal() -> None:
     """mint() then verify() gives back the user, role and name."""
     who = verify(SECRET, mint(SECRET, "alice", "creator", "Alice", ttl=60), now=time.time())
-    assert who == Principal("alice", "creator", "Alice", who.expires_at)
+    assert who == Principal("alice", "creator", "Alice", who.expires_at, adult=True)
     assert who.expires_at > time.time()
     assert verify(SECRET, mint(SECRET, "bob")).display_name == "bob"
+
+
+def test_the_adult_claim_is_true_only_when_the_token_says_exactly_true() -> None:
+    """mint() adds adult: true unless asked for a minor; anything but JSON true is not adult."""
+    assert verify(SECRET, mint(SECRET, "kid", adult=False)).adult is False
+    assert verify(SECRET, mint(SECRET, "grown")).adult is True
+    for value in ("true", 1, None, False):
+        token = jwt.encode(claims(adult=value), SECRET, algorithm="HS256")
+        assert verify(SECRET, token).adult is False, value
 
 
 def test_expired_token_is_refused() -> None:

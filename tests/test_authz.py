@@ -111,6 +111,9 @@ MATRIX: list[tuple[str, str, Any, dict[str, set[int]]]] = [
      expect(set(), 200, 400, 400)),
     ("GET", "/healthz", None, expect(ALL, 200, 200, 200)),
     ("GET", "/readyz", None, expect(ALL, 200, 200, 200)),
+    ("GET", "/v1/wallet/limits", None, expect(USERS, 200, 200)),
+    ("PUT", "/v1/wallet/limits", {"daily_coins": 5000}, expect(USERS, 200, 200)),
+    ("GET", "/v1/admin/users/va/spending", None, expect({"admin"}, 200, 403)),
     # Last: it ends s1 (admin first, then its creator again: 200, changes nothing).
     ("POST", "/v1/streams/{s1}/end", None, expect({"admin", "creator"}, 200, 403)),
 ]

@@ -59,8 +59,18 @@ def test_token_mints_a_verifiable_token_with_the_given_claims(tmp_path: Path) ->
                        "GIFTING_DATA_DIR": str(tmp_path / "data")})
     assert out.returncode == 0, out.stderr
     who = auth.verify(secret, out.stdout.strip())
-    assert (who.id, who.role, who.name) == ("carol", "creator", "Carol")
+    assert (who.id, who.role, who.name, who.adult) == ("carol", "creator", "Carol", True)
     assert not (tmp_path / "data").exists()  # real secrets given: nothing generated
+
+
+def test_token_minor_leaves_out_the_adult_claim(tmp_path: Path) -> None:
+    """`gifting token --minor`: a token the age gate refuses on every money path."""
+    secret = "cli-secret-" + "x" * 32
+    out = gifting("token", "--user", "kid", "--minor",
+                  env={"GIFTING_JWT_SECRET": secret, "GIFTING_WEBHOOK_SECRET": "w" * 32,
+                       "GIFTING_DATA_DIR": str(tmp_path / "data")})
+    assert out.returncode == 0, out.stderr
+    assert auth.verify(secret, out.stdout.strip()).adult is False
 
 
 def test_token_refuses_an_invalid_user_id_with_exit_2(tmp_path: Path) -> None:

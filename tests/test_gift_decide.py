@@ -11,6 +11,7 @@ from wallet import errors
 from wallet.gift_decide import BatchView, Decision, Existing, GiftRequest, Price, Refused, StreamRow
 from wallet.gift_decide import decide as decide_view
 from wallet.models import GiftEvent
+from wallet.spending import Spending, locked_doc
 
 PRICES = {"rose": Price("rose", 1, "Rose", 1), "galaxy": Price("galaxy", 1, "Galaxy", 1000)}
 
@@ -25,8 +26,16 @@ NOW = datetime(2026, 12, 1, 12, tzinfo=UTC)
 def decide(requests: list[GiftRequest], streams: dict[int, StreamRow], wallets: dict[str, tuple[int, int]],
            prices: dict[str, Price], existing: dict[tuple[str, str], Existing],
            refused: dict[tuple[str, str], Refused] | None = None) -> Decision:
-    view = BatchView(now=NOW, requests=requests, streams=streams, stream_docs={}, wallets=wallets, prices=prices)
+    # Every wallet has its spending row (no limits, nothing spent), as in the store.
+    locked = {"self_exclusion": [blank_spending(sender) for sender in wallets]}
+    view = BatchView(now=NOW, requests=requests, streams=streams, stream_docs={}, wallets=wallets, prices=prices,
+                     locked=locked)
     return decide_view(requests, view, existing, refused)
+
+
+def blank_spending(user_id: str) -> dict[str, object]:
+    """A ``spending`` row as the batch's read carries it, for a user with no limits and nothing spent."""
+    return locked_doc(Spending(user_id))
 
 
 def req(sender: str, key: str, gift: str = "rose", count: int = 1, stream: int = 1) -> GiftRequest:

@@ -129,11 +129,12 @@ async def test_dev_sign_in_mints_a_working_token_for_the_chosen_user_and_role(de
     resp = await dev_client.post("/v1/dev/token", json={"user_id": "carol", "role": "creator", "name": "Carol"})
     assert resp.status == 201
     body = await resp.json()
-    assert body["user"] == {"id": "carol", "role": "creator", "name": "Carol"}
+    assert body["user"] == {"id": "carol", "role": "creator", "name": "Carol", "adult": True}
     started = await dev_client.post("/v1/streams", json={"title": "hi"},
                                     headers={"Authorization": f"Bearer {body['token']}"})
     assert started.status == 201 and (await started.json())["stream"]["creator_id"] == "carol"
-    for bad, status in (({"user_id": "a b"}, 422), ({"user_id": "x", "role": "root"}, 422), ({}, 400)):
+    for bad, status in (({"user_id": "a b"}, 422), ({"user_id": "x", "role": "root"}, 422), ({}, 400),
+                        ({"user_id": "x", "adult": "yes"}, 422)):
         assert (await dev_client.post("/v1/dev/token", json=bad)).status == status
     assert (await (await dev_client.get("/v1/config")).json())["dev_sign_in"] is True
 

@@ -131,3 +131,16 @@ def test_an_emptied_dev_secret_file_is_refused_not_used(tmp_path: Path) -> None:
     (tmp_path / "secrets" / "jwt_secret").write_text("\n")
     with pytest.raises(SettingsError, match="jwt_secret holds no usable"):
         Settings(data_dir=tmp_path).with_dev_secrets()
+
+
+def test_responsible_spending_settings_default_to_the_gate_on_and_no_caps() -> None:
+    """GIFTING_AGE_GATE is on unless off; the platform caps are unset (none) unless given."""
+    s = Settings.from_env({})
+    assert (s.age_gate, s.daily_coin_cap, s.weekly_coin_cap) == (True, None, None)
+    s = Settings.from_env({"GIFTING_AGE_GATE": "off", "GIFTING_DAILY_COIN_CAP": "5000",
+                           "GIFTING_WEEKLY_COIN_CAP": "20000"})
+    assert (s.age_gate, s.daily_coin_cap, s.weekly_coin_cap) == (False, 5000, 20000)
+    for name, value in (("GIFTING_AGE_GATE", "maybe"), ("GIFTING_DAILY_COIN_CAP", "-1"),
+                        ("GIFTING_WEEKLY_COIN_CAP", "lots")):
+        with pytest.raises(SettingsError, match=name):
+            Settings.from_env({name: value})

@@ -1,8 +1,9 @@
 """Stateful property test: purchases and provider events in any order keep the books right.
 
 Hypothesis drives purchases, key replays, payment events (succeeded, failed,
-refunded, disputed, mismatched amounts, exact repeats, forged replays) and
-gifts over real HTTP against real Postgres and Redis, and after every step
+refunded, disputed, mismatched amounts, exact repeats, forged replays),
+spending limits and self-exclusion, and gifts over real HTTP against real
+Postgres and Redis, and after every step
 checks the wallets against a plain in-memory model, runs the audit of the
 books, and waits for Redis's hot state to agree with Postgres.
 """
@@ -13,6 +14,7 @@ import asyncio
 import json
 import secrets
 from dataclasses import dataclass, field
+from datetime import UTC, datetime, timedelta
 from typing import Any
 
 from aiohttp.test_utils import TestClient, TestServer
@@ -83,6 +85,14 @@ class WalletMachine(RuleBasedStateMachine):
         self.balances = dict.fromkeys(USERS, 0)
         self.losses = 0
         self.gifted = 0
+        # Responsible spending: the limits in force (a raise stays pending: its cooling-off
+        # outlasts the run), the raises waiting, what was spent in the current UTC day and
+        # week, and who excluded themselves (at least a day: for the rest of the run).
+        self.limits: dict[str, dict[str, int | None]] = {u: {"daily": None, "weekly": None} for u in USERS}
+        self.pending: dict[str, dict[str, bool]] = {u: {"daily": False, "weekly": False} for u in USERS}
+        self.spent: dict[str, dict[str, int]] = {u: {"daily": 0, "weekly": 0} for u in USERS}
+        self.windows: tuple[Any, Any] | None = None
+        self.excluded: set[str] = set()
 
     async def _open_client(self) -> TestClient[Any, Any]:
         client: TestClient[Any, Any] = TestClient(TestServer(build_app(self.rt, ExternalProvider())))
@@ -110,6 +120,9 @@ class WalletMachine(RuleBasedStateMachine):
     def buy(self, user: str, pack: str) -> str:
         key = secrets.token_hex(6)
         status, body = self.run(self._post_purchase(user, pack, key))
+        if user in self.excluded:
+            assert (status, body["error"]["code"]) == (403, "self_excluded"), body
+            return multiple()  # type: ignore[return-value]
         assert status == 201, body
         p = body["purchase"]
         assert (p["status"], p["coins"], p["price"]["amount"]) == ("pending", *PACKS[pack])
@@ -173,6 +186,8 @@ class WalletMachine(RuleBasedStateMachine):
     def buy_and_pay(self, user: str, pack: str) -> str:
         """The common path in one step, so that gifts and refunds of spent coins are reached often."""
         purchase = self.buy(user, pack)
+        if user in self.excluded:
+            return purchase  # nothing bought: multiple()
         self.deliver(purchase, "payment.succeeded")
         return purchase
 
@@ -186,26 +201,97 @@ class WalletMachine(RuleBasedStateMachine):
     def spend_then_charge_back(self, user: str, pack: str, share: int, dispute: bool) -> Any:
         """Buy, gift most of the wallet away, then lose the payment: the path that leaves a debt."""
         purchase = self.buy_and_pay(user, pack)
+        if user in self.excluded:
+            return multiple()
         self.send_gift(user, "rose", share)
         return self.charge_back(purchase, dispute)
 
     @rule(user=st.sampled_from(USERS), gift=st.sampled_from(sorted(GIFTS)), share=st.integers(1, 120))
     def send_gift(self, user: str, gift: str, share: int) -> None:
-        """Gifts spend coins; a wallet in debt gets 403 wallet_in_debt, a short one 402 insufficient_funds."""
+        """Gifts spend coins; a wallet in debt gets 403 wallet_in_debt, a short one 402 insufficient_funds
+        (and, in the refusal order, 403 self_excluded before those, 403 spending_limit before the funds)."""
         count = min(999, max(1, max(self.balances[user], 0) * share // 100 // GIFTS[gift]))
+        self._follow_windows()
         status, body = self.run(self._post_gift(user, gift, count))
         cost = GIFTS[gift] * count
         if status == 429:  # the shared rate limiter; changes nothing
             return
-        if self.balances[user] < 0:
+        if user in self.excluded:
+            assert (status, body["error"]["code"]) == (403, "self_excluded"), body
+        elif self.balances[user] < 0:
             assert (status, body["error"]["code"]) == (403, "wallet_in_debt"), body
+        elif self._over_limit(user, cost):
+            assert (status, body["error"]["code"]) == (403, "spending_limit"), body
         elif self.balances[user] < cost:
             assert (status, body["error"]["code"]) == (402, "insufficient_funds"), body
         else:
             assert status == 201, body
             self.balances[user] -= cost
             self.gifted += cost
+            self.spent[user]["daily"] += cost
+            self.spent[user]["weekly"] += cost
             assert body["balance"] == self.balances[user] and body["gift"]["coins"] == cost
+
+    # ---- responsible spending ------------------------------------------------------
+    @rule(user=st.sampled_from(USERS), daily=st.one_of(st.none(), st.integers(0, 3000)),
+          weekly=st.one_of(st.none(), st.integers(0, 12000)), leave_out=st.sampled_from(["", "daily", "weekly"]))
+    def set_limits(self, user: str, daily: int | None, weekly: int | None, leave_out: str) -> None:
+        """A lower (or first, or equal) limit applies at once and drops a pending raise; a raise or removal waits."""
+        asked = {"daily": daily, "weekly": weekly}
+        if leave_out:
+            del asked[leave_out]  # left out: kept as it is
+        status, body = self.run(self._call("PUT", "/v1/wallet/limits", user,
+                                           {f"{k}_coins": v for k, v in asked.items()}))
+        assert status == 200, body
+        for which, value in asked.items():
+            current = self.limits[user][which]
+            if current is None if value is None else (current is None or value <= current):
+                self.limits[user][which] = value
+                self.pending[user][which] = False
+            else:
+                self.pending[user][which] = True
+        limits = body["limits"]
+        assert (limits["daily_coins"], limits["weekly_coins"]) == (self.limits[user]["daily"],
+                                                                   self.limits[user]["weekly"])
+        assert (limits["pending"] is not None) == any(self.pending[user].values()), limits
+
+    @rule(user=st.sampled_from(USERS), days=st.integers(1, 400))
+    def self_exclude(self, user: str, days: int) -> None:
+        """Refuses purchases and gifts from now on; a later end extends it, an earlier one is 422."""
+        until = (datetime.now(UTC) + timedelta(days=days, minutes=5)).isoformat()
+        status, body = self.run(self._call("POST", "/v1/wallet/self-exclusion", user, {"until": until}))
+        if status == 422:
+            assert user in self.excluded and body["error"]["code"] == "invalid_until", body
+            return
+        assert status == 200, body
+        self.excluded.add(user)
+
+    def _over_limit(self, user: str, cost: int) -> bool:
+        return any(limit is not None and self.spent[user][which] + cost > limit
+                   for which, limit in self.limits[user].items())
+
+    def _follow_windows(self) -> None:
+        """Starts the model's day and week afresh when the database's UTC day or week moved on."""
+        row = self.run(self.rt.pool.fetchrow(
+            "SELECT (gifting_now() AT TIME ZONE 'UTC')::date AS d,"
+            " date_trunc('week', gifting_now() AT TIME ZONE 'UTC')::date AS w"))
+        if self.windows is not None:
+            for which, i in (("daily", 0), ("weekly", 1)):
+                if (row["d"], row["w"])[i] != self.windows[i]:
+                    for u in USERS:
+                        self.spent[u][which] = 0
+        self.windows = (row["d"], row["w"])
+
+    @invariant()
+    def spending_so_far_matches_the_model(self) -> None:
+        for user in USERS:
+            self._follow_windows()
+            status, body = self.run(self._call("GET", "/v1/wallet", user))
+            assert status == 200, body
+            limits = body["limits"]
+            assert (limits["spent_today"], limits["spent_this_week"]) == (self.spent[user]["daily"],
+                                                                          self.spent[user]["weekly"])
+            assert (body["self_excluded_until"] is not None) == (user in self.excluded)
 
     # ---- the model ---------------------------------------------------------------
     def _apply(self, m: ModelPurchase, event_type: str, amount: int) -> int:
@@ -286,6 +372,10 @@ class WalletMachine(RuleBasedStateMachine):
         resp = await self.client.post(
             f"/v1/streams/{self.stream_id}/gifts", headers=bearer(user),
             json={"gift_id": gift, "count": count, "idempotency_key": secrets.token_hex(8)})
+        return resp.status, await resp.json()
+
+    async def _call(self, method: str, path: str, user: str, body: Any = None) -> tuple[int, Any]:
+        resp = await self.client.request(method, path, headers=bearer(user), json=body)
         return resp.status, await resp.json()
 
     async def _post(self, body: bytes, headers: dict[str, str]) -> int:

@@ -14,6 +14,7 @@ from typing import Any
 import asyncpg
 
 from wallet.settlement_audit import SETTLEMENT_CHECKS
+from wallet.spending_audit import SPENDING_CHECKS
 
 MAX_LISTED = 20
 
@@ -173,6 +174,7 @@ SQL_CHECKS: dict[str, str] = {
                             WHERE p.user_id = a.owner AND e.outcome = 'taken_back')
     """,
     **SETTLEMENT_CHECKS,
+    **SPENDING_CHECKS,
 }
 
 SQL_COIN_CONSERVATION = """

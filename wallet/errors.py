@@ -5,7 +5,9 @@
     ├── InvalidRequest            422 (invalid values)
     │   ├── InvalidCount          422 invalid_count
     │   ├── AmountMismatch        422 amount_mismatch
-    │   └── InvalidDuration       422 invalid_duration
+    │   ├── InvalidDuration       422 invalid_duration
+    │   ├── InvalidLimit          422 invalid_limit
+    │   └── InvalidUntil          422 invalid_until
     ├── NotFound                  404
     │   ├── UnknownPack           404 unknown_pack
     │   ├── UnknownGift           404 unknown_gift
@@ -16,6 +18,9 @@
     ├── Forbidden                 403
     │   ├── WalletInDebt          403 wallet_in_debt
     │   ├── SelfGift              403 self_gift
+    │   ├── AgeRestricted         403 age_restricted
+    │   ├── SelfExcluded          403 self_excluded
+    │   ├── SpendingLimit         403 spending_limit (details: limit, remaining_coins, resets_at)
     │   ├── NotStreamOwner        403 forbidden
     │   ├── SelfBattle            403 forbidden
     │   └── NotBattler            403 forbidden
@@ -229,3 +234,40 @@ class Unavailable(WalletError):
 
     code = "unavailable"
     status = 503
+
+
+# ---- responsible spending ----------------------------------------------------
+class AgeRestricted(Forbidden):
+    """Buying coins, sending gifts and going live need an adult (18+) account."""
+
+    code = "age_restricted"
+
+
+class SelfExcluded(Forbidden):
+    """You have excluded yourself from buying coins and sending gifts until the date you chose."""
+
+    code = "self_excluded"
+
+
+class SpendingLimit(Forbidden):
+    """This gift would take your spending past your limit."""
+
+    code = "spending_limit"
+
+    @classmethod
+    def of(cls, limit: str, remaining_coins: int, resets_at: str) -> SpendingLimit:
+        """The refusal with its details: which window (daily, weekly), the room left, when it resets."""
+        return cls(f"This gift would take your {limit} spending past its limit ({remaining_coins} coins left).",
+                   details={"limit": limit, "remaining_coins": remaining_coins, "resets_at": resets_at})
+
+
+class InvalidLimit(InvalidRequest):
+    """A limit must be null or a whole number of coins from 0."""
+
+    code = "invalid_limit"
+
+
+class InvalidUntil(InvalidRequest):
+    """until must be 1 day to 5 years ahead, and never before a self-exclusion already set."""
+
+    code = "invalid_until"

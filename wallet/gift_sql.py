@@ -58,10 +58,11 @@ _REFUSED_ARM = (f"SELECT 'r', {_PAD}, to_jsonb(r) FROM unnest($4::text[], $5::te
 # unique checks, and the batch decides again.)
 _GUARD_ARM = (f"SELECT 'v', {_PAD}, to_jsonb(count(*))"
               " FROM s JOIN streams o ON o.id = s.id WHERE o.rules_version <> s.rules_version")
-# The clock every gift of the batch is stamped with; $6 and $7 are named here so the
+# The clock every gift of the batch is stamped with: the transaction's now() (only
+# tests move it, through gifting_now(), see migrations/0008); $6 and $7 are named here so the
 # statement always takes all seven parameters, whichever rules use them.
 _NOW_ARM = ("SELECT 'n', cardinality($6::bigint[])::bigint + cardinality($7::text[]), ''::text, ''::text,"
-            " 0::bigint, 0::bigint, 0::bigint, false, to_jsonb(now())")
+            " 0::bigint, 0::bigint, 0::bigint, false, to_jsonb(gifting_now())")
 
 BASE_GIFT_COLUMNS: tuple[tuple[str, str], ...] = (
     ("stream_id", "bigint"), ("seq", "bigint"), ("sender_id", "text"), ("sender_name", "text"),

@@ -19,6 +19,9 @@ class GiftRequest:
     count: int
     idempotency_key: str
     sender_role: str = "viewer"
+    # The age gate lets the sender gift: the token's adult claim, or GIFTING_AGE_GATE=off
+    # (set at the boundary; direct callers of the wallet are trusted code).
+    adult: bool = True
 
     @property
     def fingerprint(self) -> str:

@@ -19,6 +19,7 @@ from wallet import errors
 from wallet.ledger import CASH_ASSETS, Ledger, Leg, wallet_history
 from wallet.models import CatalogGift, CoinPack, Purchase, WalletTxn, request_hash
 from wallet.payments import RETURN_TYPES, Action, plan_return, take_back, transition
+from wallet.spending_store import guard_purchase
 from wallet.webhook import PaymentEvent
 
 log = logging.getLogger("wallet")
@@ -124,11 +125,13 @@ class Wallet:
                 pack = await conn.fetchrow(SQL_PACK, pack_id, sorted(CASH_ASSETS))
                 if pack is None:
                     raise errors.UnknownPack(f"no coin pack {pack_id!r}")
-                row = await conn.fetchrow(
-                    SQL_INSERT_PURCHASE, "pur_" + secrets.token_hex(12), user_id, pack["id"],
-                    pack["version"], pack["coins"], pack["price_amount"], pack["currency"],
-                    idempotency_key, fingerprint,
-                )
+                async with conn.transaction():
+                    await guard_purchase(conn, user_id)  # a self-exclusion refuses new purchases
+                    row = await conn.fetchrow(
+                        SQL_INSERT_PURCHASE, "pur_" + secrets.token_hex(12), user_id, pack["id"],
+                        pack["version"], pack["coins"], pack["price_amount"], pack["currency"],
+                        idempotency_key, fingerprint,
+                    )
                 if row is not None:
                     return _purchase(row), True
                 # Lost a race with the same key: the winner's row is the answer.

@@ -29,7 +29,7 @@ async def dev_token(request: web.Request) -> web.Response:
     if not settings.dev_mode:  # a second wall: create_app mounts this only in development mode
         raise web.HTTPNotFound()
     assert settings.jwt_secret
-    doc = await read_json(request, {"user_id", "role", "name"})
+    doc = await read_json(request, {"user_id", "role", "name", "adult"})
     user_id = inputs.user_id(field(doc, "user_id"))
     role = doc.get("role", "viewer")
     if not isinstance(role, str) or role not in auth.ROLES:
@@ -37,11 +37,15 @@ async def dev_token(request: web.Request) -> web.Response:
     name = doc.get("name")
     if name is not None:
         name = inputs.display_name(name, "name", "invalid_name")
+    adult = doc.get("adult", True)  # false: a minor's token (the age gate refuses its money paths)
+    if not isinstance(adult, bool):
+        raise invalid("adult must be true or false", "invalid_adult")
     now = int(time.time())
     try:
-        token = auth.mint(settings.jwt_secret, user_id, role, name, DEV_TOKEN_TTL, now=now)
+        token = auth.mint(settings.jwt_secret, user_id, role, name, DEV_TOKEN_TTL, now=now, adult=adult)
     except ValueError as e:
         raise ApiError(422, "invalid_value", str(e)) from None
     expires = time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime(now + DEV_TOKEN_TTL))
-    return web.json_response({"token": token, "user": {"id": user_id, "role": role, "name": name or user_id},
+    return web.json_response({"token": token, "user": {"id": user_id, "role": role, "name": name or user_id,
+                                                       "adult": adult},
                               "expires_at": expires}, status=201)

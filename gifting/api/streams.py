@@ -11,6 +11,7 @@ from aiohttp import web
 
 from gifting.api.common import ApiError, field, principal, query_int, query_text, read_json
 from gifting.api.observe import LOG_FIELDS
+from gifting.api.spending import may_spend, require_adult
 from gifting.ratelimit import RateLimiter
 from streams.hot import HotState
 from wallet import inputs
@@ -58,6 +59,7 @@ async def create_stream(request: web.Request) -> web.Response:
     who = principal(request, "creator")
     doc = await read_json(request, {"title"})
     title = inputs.stream_title(field(doc, "title"))
+    require_adult(request, who)
     stream = await request.app[STREAMS].create(who.id, who.display_name, title)
     log.info("stream %s started by %s", stream.id, who.id)
     return web.json_response({"stream": await stream_json(request, stream)}, status=201)
@@ -110,7 +112,7 @@ async def send_gift(request: web.Request) -> web.Response:
         raise ApiError(429, "rate_limited", "too many gifts; slow down")
     result = await request.app[GIFTS].send(GiftRequest(
         sender_id=who.id, sender_name=who.display_name, stream_id=stream_id, gift_id=gift_id,
-        count=count, idempotency_key=key, sender_role=who.role,
+        count=count, idempotency_key=key, sender_role=who.role, adult=may_spend(request, who),
     ))
     request[LOG_FIELDS] = {"gift_id": result.event.id, "stream_id": stream_id, "seq": result.event.seq,
                            "sender_id": who.id, "coins": result.event.coins, "replayed": result.replayed}

@@ -9,6 +9,7 @@ from aiohttp import web
 
 from gifting.api.common import SETTINGS, ApiError, bad_request, field, principal, query_int, read_json
 from gifting.api.observe import METRICS
+from gifting.api.spending import SPENDING, require_adult, spending_json
 from gifting.provider import PaymentProvider
 from wallet import inputs
 from wallet.errors import WalletError
@@ -39,7 +40,9 @@ async def list_packs(request: web.Request) -> web.Response:
 async def get_wallet(request: web.Request) -> web.Response:
     who = principal(request)
     coins = await request.app[WALLET].balance(who.id)
-    return web.json_response({"user_id": who.id, "coins": coins})
+    store = request.app[SPENDING]
+    s, now = await store.read(who.id)
+    return web.json_response({"user_id": who.id, "coins": coins, **spending_json(s, store.caps, now)})
 
 
 @routes.get("/v1/wallet/transactions")
@@ -60,6 +63,7 @@ async def create_purchase(request: web.Request) -> web.Response:
     doc = await read_json(request, {"pack_id", "idempotency_key"})
     pack_id = inputs.catalog_id(field(doc, "pack_id"), "pack_id")
     key = inputs.idempotency_key(field(doc, "idempotency_key"))
+    require_adult(request, who)
     purchase, created = await request.app[WALLET].create_purchase(who.id, pack_id, key)
     request.app[METRICS].purchases.labels("created" if created else "replayed").inc()
     body = {"purchase": purchase.to_json(status="pending")}

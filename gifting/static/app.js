@@ -56,8 +56,9 @@ const G = (() => {
 
   // Development sign-in (only where the service runs with development secrets);
   // the token lives in this tab's sessionStorage.
-  async function signIn(userId, role, name) {
-    const doc = await api("POST", "/v1/dev/token", { user_id: userId, role, name: name || userId });
+  // adult false: a minor's token (the age gate refuses buying, gifting and going live).
+  async function signIn(userId, role, name, adult) {
+    const doc = await api("POST", "/v1/dev/token", { user_id: userId, role, name: name || userId, adult: adult !== false });
     token = doc.token;
     sessionStorage.setItem("gifting." + role, JSON.stringify({ token, user: doc.user }));
     return doc.user;
@@ -255,7 +256,9 @@ const G = (() => {
     const asked = params.get("user");
     const saved = restore(role);
     if (saved && (!asked || saved.id === asked)) return start(saved);
-    if (asked && cfg.dev_sign_in) return start(await signIn(asked, role, params.get("name") || asked));
+    if (asked && cfg.dev_sign_in) {
+      return start(await signIn(asked, role, params.get("name") || asked, params.get("minor") === null));
+    }
     $("#sign-in").hidden = false;
     if (!cfg.dev_sign_in) $("#sign-in-hint").textContent = "This service has no development sign-in.";
     $("#sign-in-name").value = role + "-" + Math.random().toString(36).slice(2, 6);
@@ -263,7 +266,8 @@ const G = (() => {
       ev.preventDefault();
       const name = $("#sign-in-name").value.trim();
       const id = name.replace(/[^A-Za-z0-9_-]/g, "_").slice(0, 64) || role;
-      try { await start(await signIn(id, role, name)); } catch (e) { $("#sign-in-hint").textContent = e.message; }
+      const adult = $("#sign-in-adult") ? $("#sign-in-adult").checked : true;
+      try { await start(await signIn(id, role, name, adult)); } catch (e) { $("#sign-in-hint").textContent = e.message; }
     };
   }
 

@@ -157,7 +157,7 @@
       await refreshBalance();
       say(Number($("#balance").dataset.coins) > before ? "Coins added" : "Payment still pending…");
     } catch (e) {
-      say(e.message, "bad");
+      say(Spending.explain(e) || e.message, "bad");
     } finally {
       button.disabled = false;
     }
@@ -192,8 +192,9 @@
       }
       setBalance(res.balance);
       say(`You sent ${g.name}${count > 1 ? " ×" + count : ""}`, "ok");
+      Spending.refresh().catch(() => {});
     } catch (e) {
-      const text = { insufficient_funds: "Not enough coins: recharge.", wallet_in_debt: "Your wallet is in debt.",
+      const text = Spending.explain(e) || { insufficient_funds: "Not enough coins: recharge.", wallet_in_debt: "Your wallet is in debt.",
                      self_gift: "You cannot gift your own stream.", stream_not_live: "This stream has ended.",
                      rate_limited: "Slow down a little." }[e.code] || e.message;
       say(text, "bad");
@@ -304,7 +305,7 @@
     document.addEventListener("keydown", (ev) => {
       if (ev.key === "Escape" && document.body.classList.contains("sheet-open") && !$("#confirm").open) openSheet(false);
     });
-    await Promise.all([loadCatalog(), refreshBalance()]);
+    await Promise.all([loadCatalog(), refreshBalance(), Spending.start(user)]);
     const streams = await loadStreams();
     const wanted = params.get("stream") || (streams[0] && streams[0].id);
     if (wanted) await join(wanted);

@@ -14,10 +14,13 @@ in this table (``tests/test_gift_rules.py`` holds the batch to it):
 | 1  | 409 idempotency_conflict | (the key)     | wallet/gift_decide.py     |
 | 2  | 404 unknown_stream       | (the lookup)  | wallet/gift_decide.py     |
 | 3  | 404 unknown_gift         | (the lookup)  | wallet/gift_decide.py     |
-| 4  | 409 stream_not_live      | live          | wallet/rules/live.py      |
-| 5  | 403 self_gift            | self_gift     | wallet/rules/self_gift.py |
-| 6  | 403 wallet_in_debt       | debt          | wallet/rules/funds.py     |
-| 7  | 402 insufficient_funds   | funds         | wallet/rules/funds.py     |
+| 4  | 403 age_restricted       | age           | wallet/rules/age.py       |
+| 5  | 403 self_excluded        | self_exclusion | wallet/rules/spending.py |
+| 6  | 409 stream_not_live      | live          | wallet/rules/live.py      |
+| 7  | 403 self_gift            | self_gift     | wallet/rules/self_gift.py |
+| 8  | 403 wallet_in_debt       | debt          | wallet/rules/funds.py     |
+| 9  | 403 spending_limit       | spending_limit | wallet/rules/spending.py |
+| 10 | 402 insufficient_funds   | funds         | wallet/rules/funds.py     |
 
 A gift that passes every check is then accepted by every rule, in the same
 order: that is where annotating rules (combo, goal, battle, pin) fold it into
@@ -46,13 +49,16 @@ from __future__ import annotations
 from collections.abc import Mapping
 from typing import Any
 
-from wallet.rules import battle, funds, live, self_gift
+from wallet.rules import age, battle, funds, live, self_gift, spending
 from wallet.rules.base import Rule
 
 RULES: tuple[Rule, ...] = (
+    age.RULE,
+    spending.EXCLUSION,
     live.RULE,
     self_gift.RULE,
     funds.DEBT,
+    spending.LIMITS,
     funds.FUNDS,
     # annotating rules (refuse nothing), after every refusal
     battle.RULE,
