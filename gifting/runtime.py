@@ -43,7 +43,7 @@ class Runtime:
         self.gifts: GiftService
         self.hot: HotState | None = None
         self.limiter: RateLimiter | None = None
-        self.metrics = Metrics()
+        self.metrics = Metrics(trace_sample=settings.trace_sample, otel=settings.otel)
         self._stack = contextlib.AsyncExitStack()
 
     async def __aenter__(self) -> Runtime:

@@ -78,6 +78,10 @@ class Settings:
     ws_socket_send_buffer: int = 0  # SO_SNDBUF per viewer socket; 0: kernel autotuning
     presence_interval: float = 1.0  # presence/leaderboard tick
     presence_ttl: float = 5.0  # a gateway silent this long drops out of viewer counts
+    # Latency tracing: gifts whose seq is a multiple of this are logged at debug with their
+    # stage times (gifting.trace); 0: none. OpenTelemetry spans for those gifts: off unless set.
+    trace_sample: int = 1000
+    otel: bool = False
 
     @classmethod
     def from_env(cls, env: Mapping[str, str] | None = None) -> Settings:
@@ -109,6 +113,8 @@ class Settings:
             ws_socket_send_buffer=_int(env, "GIFTING_WS_SOCKET_SEND_BUFFER", 0),
             presence_interval=float(env.get("GIFTING_PRESENCE_INTERVAL") or 1.0),
             presence_ttl=float(env.get("GIFTING_PRESENCE_TTL") or 5.0),
+            trace_sample=_int(env, "GIFTING_TRACE_SAMPLE", 1000),
+            otel=(env.get("GIFTING_OTEL") or "").lower() in ("1", "true", "yes", "on"),
         )
 
     def replace(self, **changes: object) -> Settings:

@@ -88,17 +88,19 @@ def wallet_key(prefix: str, user_id: str) -> str:
 
 
 # KEYS: state, hist, top, names. ARGV: channel, publish command, hist max,
-# unsettled coins (or ""), n, then 5 per gift: seq, sender, name, coins, gift json.
+# unsettled coins (or ""), n, commit time (Unix seconds, or ""), then 5 per gift:
+# seq, sender, name, coins, gift json. With a commit time the message carries it
+# ("ct") and the publish time by Redis's clock ("pt"), for the gateways' stage timings.
 APPLY_LUA = """
 local applied = tonumber(redis.call('HGET', KEYS[1], 'seq') or '0')
 local n = tonumber(ARGV[5])
 if n == 0 then return {0, applied} end
-local first = tonumber(ARGV[6])
+local first = tonumber(ARGV[7])
 if first > applied + 1 then return {-1, applied} end
 local items = {}
 local added = 0
 for i = 0, n - 1 do
-  local b = 6 + i * 5
+  local b = 7 + i * 5
   local seq = tonumber(ARGV[b])
   if seq == applied + 1 then
     redis.call('XADD', KEYS[2], 'MAXLEN', '~', ARGV[3], seq .. '-0', 'g', ARGV[b + 4])
@@ -115,6 +117,10 @@ redis.call('HSET', KEYS[1], 'seq', applied)
 if ARGV[4] ~= '' then redis.call('HSET', KEYS[1], 'unsettled', ARGV[4]) end
 local msg = '{"type":"gifts","items":[' .. table.concat(items, ',') .. '],"stream_coins":' .. coins
 if ARGV[4] ~= '' then msg = msg .. ',"unsettled_coins":' .. ARGV[4] end
+if ARGV[6] ~= '' then
+  local t = redis.call('TIME')
+  msg = msg .. ',"ct":' .. ARGV[6] .. ',"pt":' .. t[1] .. '.' .. string.format('%06d', tonumber(t[2]))
+end
 msg = msg .. '}'
 redis.call(ARGV[2], ARGV[1], msg)
 return {#items, applied}
@@ -189,8 +195,12 @@ class HotState:
         self._queue: asyncio.Queue[CommittedBatch] = asyncio.Queue(maxsize=10_000)
         self._tasks: list[asyncio.Task[None]] = []
         self._catching_up: set[int] = set()
+        self._dequeued = 0.0
         self.stats = {"applied": 0, "backfilled": 0, "rebuilt": 0, "errors": 0, "dropped": 0}
         self.lag_observer: Callable[[float], None] | None = None
+        # Per applied batch: seconds from its commit to its publish (Redis answered), and
+        # how long it queued here behind earlier batches.
+        self.publish_observer: Callable[[float, float], None] | None = None
 
     def keys(self, stream_id: int) -> RoomKeys:
         return RoomKeys(self.prefix, stream_id)
@@ -221,6 +231,7 @@ class HotState:
     async def _drain(self) -> None:
         while True:
             batch = await self._queue.get()
+            self._dequeued = time.time()
             try:
                 await self.apply(batch)
             except Exception as e:
@@ -239,7 +250,11 @@ class HotState:
             if creator in batch.creator_unsettled:
                 unsettled_by_stream[sid] = batch.creator_unsettled[creator]
         results = await self._apply_rooms(
-            [(sid, events, unsettled_by_stream.get(sid)) for sid, events in by_room.items()])
+            [(sid, events, unsettled_by_stream.get(sid)) for sid, events in by_room.items()],
+            batch.committed_at)
+        if self.publish_observer:
+            self.publish_observer(time.time() - batch.committed_at,
+                                  max(0.0, self._dequeued - batch.committed_at) if self._dequeued else 0.0)
         await self.cache_balances(batch.wallets)
         if self.lag_observer:
             self.lag_observer(time.time() - batch.committed_at)
@@ -247,18 +262,20 @@ class HotState:
             if not ok:
                 await self.catch_up(sid)
 
-    def _apply_args(self, stream_id: int, events: Sequence[GiftEvent], unsettled: int | None
-                    ) -> tuple[list[str], list[Any]]:
+    def _apply_args(self, stream_id: int, events: Sequence[GiftEvent], unsettled: int | None,
+                    committed_at: float | None = None) -> tuple[list[str], list[Any]]:
         k = self.keys(stream_id)
         args: list[Any] = [k.channel, self.publish_cmd, HISTORY_MAX,
-                           "" if unsettled is None else unsettled, len(events)]
+                           "" if unsettled is None else unsettled, len(events),
+                           "" if committed_at is None else f"{committed_at:.6f}"]
         for e in events:
             args += [e.seq, e.sender_id, e.sender_name, e.coins, gift_json(e)]
         return k.all(), args
 
-    async def _apply_room(self, stream_id: int, events: Sequence[GiftEvent], unsettled: int | None) -> bool:
+    async def _apply_room(self, stream_id: int, events: Sequence[GiftEvent], unsettled: int | None,
+                          committed_at: float | None = None) -> bool:
         """True when applied (or already there); False on a gap."""
-        keys, args = self._apply_args(stream_id, events, unsettled)
+        keys, args = self._apply_args(stream_id, events, unsettled, committed_at)
         return self._applied(await self._apply(keys=keys, args=args))
 
     def _applied(self, result: Any) -> bool:
@@ -268,19 +285,20 @@ class HotState:
         self.stats["applied"] += added
         return True
 
-    async def _apply_rooms(self, rooms: list[tuple[int, Sequence[GiftEvent], int | None]]) -> list[bool]:
+    async def _apply_rooms(self, rooms: list[tuple[int, Sequence[GiftEvent], int | None]],
+                           committed_at: float | None = None) -> list[bool]:
         """Every room of a batch: one pipeline on a single Redis, a bounded fan-out on a cluster."""
         if self.cluster:
             limit = asyncio.Semaphore(16)
 
             async def one(sid: int, events: Sequence[GiftEvent], unsettled: int | None) -> bool:
                 async with limit:
-                    return await self._apply_room(sid, events, unsettled)
+                    return await self._apply_room(sid, events, unsettled, committed_at)
 
             return list(await asyncio.gather(*(one(*room) for room in rooms)))
         async with self.redis.pipeline(transaction=False) as pipe:
             for sid, events, unsettled in rooms:
-                keys, args = self._apply_args(sid, events, unsettled)
+                keys, args = self._apply_args(sid, events, unsettled, committed_at)
                 await self._apply(keys=keys, args=args, client=pipe)
             results = await pipe.execute()
         return [self._applied(r) for r in results]
