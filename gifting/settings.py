@@ -76,6 +76,7 @@ class Settings:
     ws_max_connections_per_user: int = 20
     ws_ping_interval: float = 20.0  # protocol pings; 0 turns them off
     ws_socket_send_buffer: int = 0  # SO_SNDBUF per viewer socket; 0: kernel autotuning
+    ws_broadcast_slice_ms: float = 1.0  # a room's broadcast yields to the event loop this often; 0: every 512
     presence_interval: float = 1.0  # presence/leaderboard tick
     presence_ttl: float = 5.0  # a gateway silent this long drops out of viewer counts
     # Latency tracing: gifts whose seq is a multiple of this are logged at debug with their
@@ -111,6 +112,7 @@ class Settings:
             ws_max_connections_per_user=_int(env, "GIFTING_WS_MAX_CONNECTIONS_PER_USER", 20),
             ws_ping_interval=float(env.get("GIFTING_WS_PING_INTERVAL") or 20.0),
             ws_socket_send_buffer=_int(env, "GIFTING_WS_SOCKET_SEND_BUFFER", 0),
+            ws_broadcast_slice_ms=_float(env, "GIFTING_WS_BROADCAST_SLICE_MS", 1.0),
             presence_interval=float(env.get("GIFTING_PRESENCE_INTERVAL") or 1.0),
             presence_ttl=float(env.get("GIFTING_PRESENCE_TTL") or 5.0),
             trace_sample=_int(env, "GIFTING_TRACE_SAMPLE", 1000),
