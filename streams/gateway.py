@@ -385,7 +385,7 @@ class Gateway:
         except Exception as e:
             code = getattr(e, "code", None)
             if isinstance(code, str) and hasattr(e, "status"):
-                self.fanout.send(conn.viewer, p.error(msg.ref, code, str(e)))
+                self.fanout.send(conn.viewer, p.error(msg.ref, code, str(e), getattr(e, "details", None)))
             else:
                 log.exception("send_gift failed")
                 self.fanout.send(conn.viewer, p.error(msg.ref, "internal_error", "internal error"))

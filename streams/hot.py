@@ -23,6 +23,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import dataclasses
 import json
 import logging
 import time
@@ -196,8 +197,9 @@ def merge_batches(batches: Sequence[CommittedBatch]) -> CommittedBatch:
         for w in b.wallets:
             if w.user_id not in wallets or wallets[w.user_id].version < w.version:
                 wallets[w.user_id] = w
-    return CommittedBatch(events=events, stream_coins=coins, creator_unsettled=unsettled,
-                          wallets=list(wallets.values()), committed_at=min(b.committed_at for b in batches))
+    # Any other field (added later) as of the last batch.
+    return dataclasses.replace(batches[-1], events=events, stream_coins=coins, creator_unsettled=unsettled,
+                               wallets=list(wallets.values()), committed_at=min(b.committed_at for b in batches))
 
 
 class HotState:

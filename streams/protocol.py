@@ -173,8 +173,11 @@ def ack(ref: Ref, event: dict[str, Any], balance: int) -> dict[str, Any]:
     return {"type": "ack", "ref": ref, "gift": event, "balance": balance}
 
 
-def error(ref: Ref, code: str, message: str) -> dict[str, Any]:
-    return {"type": "error", "ref": ref, "code": code, "message": message}
+def error(ref: Ref, code: str, message: str, details: dict[str, Any] | None = None) -> dict[str, Any]:
+    doc: dict[str, Any] = {"type": "error", "ref": ref, "code": code, "message": message}
+    if details is not None:
+        doc["details"] = details
+    return doc
 
 
 def viewers(count: int) -> dict[str, Any]:

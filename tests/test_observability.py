@@ -279,3 +279,23 @@ async def test_stage_metrics_of_gifts_over_websocket_exist_and_add_up(rt):
               for s in f.samples if s.name.endswith("_count")}
     assert counts["receive_to_ack"] == 5 and counts["start_to_commit"] == 5
     assert view["gift"]["commit_to_ack"]["count"] == 5
+
+
+def test_batches_queued_behind_an_apply_merge_into_what_applying_them_in_turn_would_do():
+    from streams.hot import merge_batches
+    from wallet.gifts import BalanceChange, CommittedBatch
+    from wallet.models import GiftEvent
+
+    def ev(sid: int, seq: int) -> GiftEvent:
+        return GiftEvent(sid, seq, "u", "U", "rose", "Rose", 1, 1, 1, datetime.now(UTC), "cr")
+
+    a = CommittedBatch([ev(1, 1), ev(2, 1)], {1: 1, 2: 1}, {"cr": 2}, [BalanceChange("u", 8, 3)], committed_at=10.0)
+    b = CommittedBatch([ev(1, 3), ev(1, 2)], {1: 3}, {"cr": 4}, [BalanceChange("u", 6, 5)], committed_at=10.5)
+    c = CommittedBatch([ev(2, 2)], {2: 2}, {"cr": 5}, [BalanceChange("u", 7, 4), BalanceChange("w", 1, 1)],
+                       committed_at=11.0)
+    m = merge_batches([a, b, c])
+    assert [(e.stream_id, e.seq) for e in m.events] == [(1, 1), (1, 2), (1, 3), (2, 1), (2, 2)]
+    assert m.stream_coins == {1: 3, 2: 2} and m.creator_unsettled == {"cr": 5}
+    assert sorted(m.wallets, key=lambda w: w.user_id) == [BalanceChange("u", 6, 5), BalanceChange("w", 1, 1)]
+    assert m.committed_at == 10.0  # the earliest: lag is never understated
+    assert merge_batches([a]) is a
