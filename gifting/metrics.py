@@ -25,7 +25,7 @@ from prometheus_client.process_collector import ProcessCollector
 from prometheus_client.registry import Collector
 
 log = logging.getLogger("gifting.metrics")
-trace_log = logging.getLogger("gifting.trace")
+trace_log = logging.getLogger("gifting.trace")  # sampled gifts, at debug
 
 BATCH_BUCKETS = (1, 2, 5, 10, 20, 50, 100, 200, 500, 1000)
 LATENCY_BUCKETS = (0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0)
@@ -251,7 +251,8 @@ class _StatsCollector(Collector):
 class Metrics:
     """Every metric of one process, in a registry of its own (tests run many in one process)."""
 
-    def __init__(self, *, process: bool = True, trace_sample: int = 1000, otel: bool = False) -> None:
+    def __init__(self, *, process: bool = True, trace_sample: int = 1000, trace_log: bool = False,
+                 otel: bool = False) -> None:
         disable_created_metrics()  # ``*_created`` series double the output and nobody alerts on them
         self.registry = r = CollectorRegistry()
         if process:
@@ -289,6 +290,8 @@ class Metrics:
         self._stats = _StatsCollector()
         r.register(self._stats)
         self.stages = Stages(sample=trace_sample)
+        if trace_log:
+            logging.getLogger("gifting.trace").setLevel(logging.DEBUG)
         r.register(_StagesCollector(self.stages))
         if otel:
             from gifting.otel import gift_spans  # imported only when asked for

@@ -43,7 +43,8 @@ class Runtime:
         self.gifts: GiftService
         self.hot: HotState | None = None
         self.limiter: RateLimiter | None = None
-        self.metrics = Metrics(trace_sample=settings.trace_sample, otel=settings.otel)
+        self.metrics = Metrics(trace_sample=settings.trace_sample, trace_log=settings.trace_log,
+                               otel=settings.otel)
         self._stack = contextlib.AsyncExitStack()
 
     async def __aenter__(self) -> Runtime:

@@ -82,6 +82,7 @@ class Settings:
     # Latency tracing: gifts whose seq is a multiple of this are logged at debug with their
     # stage times (gifting.trace); 0: none. OpenTelemetry spans for those gifts: off unless set.
     trace_sample: int = 1000
+    trace_log: bool = False  # write those lines (the gifting.trace logger at debug)
     otel: bool = False
 
     @classmethod
@@ -116,6 +117,7 @@ class Settings:
             presence_interval=float(env.get("GIFTING_PRESENCE_INTERVAL") or 1.0),
             presence_ttl=float(env.get("GIFTING_PRESENCE_TTL") or 5.0),
             trace_sample=_int(env, "GIFTING_TRACE_SAMPLE", 1000),
+            trace_log=(env.get("GIFTING_TRACE_LOG") or "").lower() in ("1", "true", "yes", "on"),
             otel=(env.get("GIFTING_OTEL") or "").lower() in ("1", "true", "yes", "on"),
         )
 
