@@ -1,6 +1,6 @@
 """Gifts end to end: viewers in rooms all sending gifts over WebSocket, acked after the durable commit.
 
-    ./dev bench gifts_e2e [--viewers 1000] [--rooms 100] [--seconds 10]
+    ./dev bench gifts_e2e [--viewers 1000] [--rooms 100] [--seconds 10] [--rates 5000,10000]
 
 One gateway process (``gifting serve --role gateway``: the gift service's
 micro-batched Postgres commits, the hot-state apply and publish to Redis, and
@@ -9,7 +9,10 @@ load generator. Each viewer keeps one ``send_gift`` in flight (closed loop):
 ack latency is send to ack; every committed gift is also delivered to the 10
 viewers of its room. Beside it, from the same run and database: the gift path's
 own rate (``GiftService.send`` in one process, the same number of concurrent
-senders over the same rooms, no WebSocket). Prints a table and one JSON line.
+senders over the same rooms, no WebSocket). Then, with ``--rates``, the same
+viewers offer fixed rates open loop (closed loop, the ack latency is only the
+in-flight count over the rate). Each row carries the gateway's own stage
+breakdown (``/metrics`` scraped before and after). Prints a table and one JSON line.
 """
 
 from __future__ import annotations
