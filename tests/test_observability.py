@@ -299,3 +299,45 @@ def test_batches_queued_behind_an_apply_merge_into_what_applying_them_in_turn_wo
     assert sorted(m.wallets, key=lambda w: w.user_id) == [BalanceChange("u", 6, 5), BalanceChange("w", 1, 1)]
     assert m.committed_at == 10.0  # the earliest: lag is never understated
     assert merge_batches([a]) is a
+
+
+def test_sampled_gifts_become_a_span_with_one_child_per_stage_when_opentelemetry_is_on():
+    pytest.importorskip("opentelemetry.sdk")
+    from opentelemetry.sdk.trace import TracerProvider
+    from opentelemetry.sdk.trace.export import SimpleSpanProcessor
+    from opentelemetry.sdk.trace.export.in_memory_span_exporter import InMemorySpanExporter
+
+    from gifting.metrics import Metrics
+    from wallet.tracing import GiftTrace
+
+    exporter = InMemorySpanExporter()
+    provider = TracerProvider()
+    provider.add_span_processor(SimpleSpanProcessor(exporter))
+    import opentelemetry.trace as ot
+
+    with mock_tracer_provider(ot, provider):
+        metrics = Metrics(process=False, trace_sample=2, otel=True)
+        for seq in (3, 4):  # only 4 is sampled
+            t = GiftTrace(1.0, stream_id=9)
+            t.enqueued, t.started, t.committed, t.acked, t.seq = 1.001, 1.002, 1.006, 1.007, seq
+            metrics.stages.on_gift(t)
+    spans = {s.name: s for s in exporter.get_finished_spans()}
+    assert set(spans) == {"gift", "enqueue", "batch_wait", "commit", "ack"}
+    root = spans["gift"]
+    assert root.attributes is not None and root.attributes["gifting.gift_id"] == "g_9_4"
+    assert all(s.parent is not None and s.parent.span_id == root.context.span_id
+               for name, s in spans.items() if name != "gift")
+    assert root.end_time - root.start_time == pytest.approx(7_000_000, abs=2_000)  # 7 ms, in ns
+
+
+def mock_tracer_provider(ot: Any, provider: Any) -> Any:
+    """Hands ``provider`` to ``trace.get_tracer`` for a while (the global one can be set only once)."""
+    import contextlib
+    from unittest import mock
+
+    @contextlib.contextmanager
+    def cm() -> Any:
+        with mock.patch.object(ot, "get_tracer", lambda name, *a, **k: provider.get_tracer(name)):
+            yield
+
+    return cm()
