@@ -22,11 +22,11 @@ log = logging.getLogger("gifting.otel")
 def gift_spans() -> Callable[[Any], None] | None:
     """A function turning a finished ``GiftTrace`` into spans, or None without the package."""
     try:
-        from opentelemetry import trace
+        from opentelemetry.trace import get_tracer, set_span_in_context
     except ImportError:
         log.warning("GIFTING_OTEL is set but opentelemetry-api is not installed: no spans")
         return None
-    tracer = trace.get_tracer("gifting")
+    tracer = get_tracer("gifting")
     offset = time.time_ns() - time.perf_counter_ns()
 
     def ns(t: float) -> int:
@@ -36,7 +36,7 @@ def gift_spans() -> Callable[[Any], None] | None:
         root = tracer.start_span("gift", start_time=ns(t.received), attributes={
             "gifting.gift_id": f"g_{t.stream_id}_{t.seq}", "gifting.stream_id": t.stream_id,
             "gifting.batch_size": t.batch})
-        ctx = trace.set_span_in_context(root)
+        ctx = set_span_in_context(root)
         for name, a, b in (("enqueue", t.received, t.enqueued), ("batch_wait", t.enqueued, t.started),
                            ("commit", t.started, t.committed), ("ack", t.committed, t.acked)):
             if a and b:
