@@ -525,7 +525,7 @@ async def deployed(stores: Stores, sid: int, loads: list[float], args: argparse.
             p = start_gateway(stores, ws, http_port=str(http), GIFTING_WS_GIFT_RATE=args.gift_rate,
                               GIFTING_WS_GIFT_BURST=args.gift_rate, **extra)
             servers.append(p)
-            http_ports.append(http)
+            http_ports.append(ws)  # a gateway serves /metrics on its WebSocket port
             ws_ports.append(ws)
             procs[f"gateway{i}"] = [p.pid]
         procs["postgres"] = pg_pids(stores)

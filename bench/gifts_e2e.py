@@ -77,7 +77,7 @@ async def over_websocket(stores: Stores, rooms: list[int], viewers: int, seconds
         opened, failed = await lg.open(port, paths, sample_every=10**9, mode="gateway")
         print(f"ws: {opened} viewers open ({failed} failed)", file=sys.stderr)
         await lg.reset()
-        before = [scrape(http)]
+        before = [scrape(port)]  # /metrics on the WebSocket port
         cpu0 = cpu_seconds(proc.pid)
         t0 = time.monotonic()
         await lg.gifts(seconds)
@@ -91,7 +91,7 @@ async def over_websocket(stores: Stores, rooms: list[int], viewers: int, seconds
         await asyncio.sleep(1.0)
         st = await lg.stats()
         cpu = cpu_seconds(proc.pid) - cpu0
-        stages = stage_delta(before, [scrape(http)])
+        stages = stage_delta(before, [scrape(port)])
         await lg.close()
         lat = st["ack_latencies"]
         rows = [{"what": f"over WebSocket, closed loop: {opened} viewers, {len(rooms)} rooms, 1 gateway",
@@ -102,7 +102,7 @@ async def over_websocket(stores: Stores, rooms: list[int], viewers: int, seconds
                  "gateway_cpu_us_per_gift": round(cpu / max(st["acks"], 1) * 1e6, 1),
                  "seconds": round(elapsed, 2), "loadavg": loadavg(), "stages": stages}]
         if rates:
-            rows += await open_loop(proc.pid, port, http, paths, rates, seconds, clients)
+            rows += await open_loop(proc.pid, port, port, paths, rates, seconds, clients)
     finally:
         await lg.close()
         stop(proc)
