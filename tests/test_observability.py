@@ -186,6 +186,8 @@ async def test_serve_role_gateway_answers_health_and_metrics_with_its_gateway_ga
                    for f in text_string_to_metric_families(text))
         async with http.get(f"{s.ws_http}/v1/gifts") as r:
             assert r.status == 404  # no API in this process
+        async with http.get(f"{s.ws_http}/stats/latency") as r:
+            assert r.status == 200 and set(await r.json()) == {"gift", "batch", "fanout"}
         with pytest.raises(aiohttp.ClientConnectionError):
             await http.get(f"{s.http}/healthz")  # the HTTP port is not bound
 
