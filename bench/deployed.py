@@ -44,6 +44,7 @@ import urllib.request
 from pathlib import Path
 from typing import Any
 
+import cli_help
 from live_common import (
     LoadGen,
     RawClient,
@@ -465,8 +466,7 @@ async def bare_broadcast(stores: Stores, rates: list[float], args: argparse.Name
 
 
 async def main() -> None:
-    ap = argparse.ArgumentParser(description=__doc__.split("\n")[0],
-                                 formatter_class=argparse.ArgumentDefaultsHelpFormatter)
+    ap = cli_help.parser(__doc__)
     ap.add_argument("--apis", type=int, default=1, help="API processes (gifting serve --role api)")
     ap.add_argument("--gateways", type=int, default=2, help="gateway processes (gifting serve --role gateway)")
     ap.add_argument("--viewers", type=int, default=1000, help="viewers in the one room, over every gateway")

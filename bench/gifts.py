@@ -32,6 +32,7 @@ from pathlib import Path
 from typing import Any
 
 import asyncpg
+import cli_help
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
@@ -302,7 +303,7 @@ async def prepare_pgbench(dsn: str) -> None:
 
 
 async def main() -> None:
-    ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    ap = cli_help.parser(__doc__)
     ap.add_argument("--seconds", type=float, default=10)
     ap.add_argument("--concurrency", default="64,512")
     ap.add_argument("--viewers", type=int, default=2000)

@@ -17,7 +17,6 @@ breakdown (``/metrics`` scraped before and after). Prints a table and one JSON l
 
 from __future__ import annotations
 
-import argparse
 import asyncio
 import os
 import secrets
@@ -25,6 +24,7 @@ import sys
 import time
 from typing import Any
 
+import cli_help
 from deployed import Workers, scrape, stage_delta
 from live_common import (
     LoadGen,
@@ -186,8 +186,7 @@ async def gift_path_alone(dsn: str, rooms: list[int], senders: int, seconds: flo
 
 
 async def main() -> None:
-    ap = argparse.ArgumentParser(description=__doc__.split("\n")[0],
-                                 formatter_class=argparse.ArgumentDefaultsHelpFormatter)
+    ap = cli_help.parser(__doc__)
     ap.add_argument("--viewers", type=int, default=1000)
     ap.add_argument("--rooms", type=int, default=100)
     ap.add_argument("--seconds", type=float, default=10)
