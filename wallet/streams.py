@@ -12,7 +12,7 @@ from typing import Any
 
 import asyncpg
 
-from wallet import errors
+from wallet import errors, inputs
 from wallet.ledger import Ledger
 from wallet.models import rfc3339
 
@@ -68,16 +68,8 @@ def _stream(row: asyncpg.Record) -> Stream:
 
 
 def parse_stream_id(raw: str | int) -> int:
-    """Stream ids are opaque strings to clients; here they are positive bigints."""
-    if isinstance(raw, int) and not isinstance(raw, bool):
-        value = raw
-    elif isinstance(raw, str) and raw.isascii() and raw.isdigit() and len(raw) <= 18:
-        value = int(raw)
-    else:
-        raise errors.UnknownStream()
-    if value <= 0:
-        raise errors.UnknownStream()
-    return value
+    """Stream ids are opaque strings to clients; here they are positive bigints (``inputs.stream_id``)."""
+    return inputs.stream_id(raw)
 
 
 class Streams:
