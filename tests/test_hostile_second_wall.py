@@ -5,8 +5,8 @@ NUL or a lone surrogate reaches the gift path from the HTTP API or the
 gateway. This test goes past it, calling ``GiftService`` directly with the
 poison the issue found, in the same batch window as eight good gifts.
 
-Skipped until the gift path isolates a poisoned item (the lead's change to
-``wallet/gifts.py``, issue 11 item 2); remove the skip when it lands.
+The gift path splits a batch that fails on one request's value until that
+request fails alone (``wallet.gifts.POISON``).
 """
 
 from __future__ import annotations
@@ -28,8 +28,6 @@ def settings(settings: Settings) -> Settings:
     return settings.replace(batch_window_ms=50.0)
 
 
-@pytest.mark.skip(reason="enable once wallet/gifts.py splits a batch whose SQL fails on one item's data "
-                         "(issue 11 item 2, second wall)")
 async def test_a_poisoned_gift_past_the_validator_fails_alone_and_the_batch_commits(rt) -> None:
     """Eight good gifts and two poisoned ones (a NUL key, a lone surrogate in the sender's name) at once:
     the eight commit with their balances, the two are refused with a 4xx wallet error, the books balance."""

@@ -27,6 +27,7 @@ UPDATE streams SET status = 'ended', ended_at = now()
  WHERE id = $1 AND status = 'live'
 RETURNING *
 """
+SQL_ENDED_AMONG = "SELECT * FROM streams WHERE id = ANY($1::bigint[]) AND status = 'ended'"
 SQL_LIVE = "SELECT * FROM streams WHERE status = 'live' ORDER BY started_at DESC, id DESC LIMIT $1"
 SQL_RECENT = """
 SELECT id, last_seq FROM streams
@@ -92,6 +93,10 @@ class Streams:
         if row is None:
             raise errors.UnknownStream()
         return _stream(row)
+
+    async def ended_among(self, stream_ids: list[int]) -> list[Stream]:
+        """The streams of ``stream_ids`` that have ended (one query for a gateway's rooms)."""
+        return [_stream(r) for r in await self.pool.fetch(SQL_ENDED_AMONG, stream_ids)]
 
     async def end(self, stream_id: int | str, user_id: str, is_admin: bool = False) -> tuple[Stream, bool]:
         """Ends a live stream; returns (stream, ended_now). Ending an ended stream changes nothing."""
