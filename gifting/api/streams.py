@@ -86,8 +86,8 @@ async def get_stream(request: web.Request) -> web.Response:
 
 @routes.get("/v1/streams")
 async def list_streams(request: web.Request) -> web.Response:
-    status = query_text(request, "status") or "live"
-    if status != "live":
+    status = query_text(request, "status")
+    if (status is not None or "status" in request.query) and status != "live":  # "status=" is not 'live'
         raise ApiError(422, "invalid_status", "status must be 'live'")
     limit = query_int(request, "limit", 100, 1, 500)
     streams = await request.app[STREAMS].live(limit)
