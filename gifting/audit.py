@@ -3,11 +3,12 @@
 from __future__ import annotations
 
 from gifting.runtime import Runtime
-from wallet.audit import Report, audit
+from wallet import battles
+from wallet.audit import ExtraCheck, Report, audit
 
 
 async def full_audit(rt: Runtime, *, catch_up: bool = True) -> Report:
-    extra = []
+    extra: list[ExtraCheck] = [battles.audit_check]
     hot = getattr(rt, "hot", None)
     if hot is not None and rt.redis is not None:
         if catch_up:

@@ -109,6 +109,8 @@ def build_parser() -> tuple[argparse.ArgumentParser, dict[str, Command]]:
     parser = argparse.ArgumentParser(prog="gifting", description="Live-stream virtual gifts backend.")
     parser.add_argument("--data-dir", dest="data_dir", default=None, help="overrides GIFTING_DATA_DIR")
     parser.add_argument("--log-format", choices=["auto", "json", "text"], default="auto")
+    parser.add_argument("--access-log", choices=["summary", "lines", "off"], default="summary",
+                        help="HTTP access logging: a summary line every 5 s (default), a line per request, or none")
     sub = parser.add_subparsers(dest="command", required=True)
     commands: dict[str, Command] = {}
 
@@ -157,7 +159,7 @@ def _loop_factory() -> Callable[[], asyncio.AbstractEventLoop] | None:
 def main(argv: list[str] | None = None) -> int:
     parser, commands = build_parser()
     args = parser.parse_args(argv)
-    setup_logging(args.log_format)
+    setup_logging(args.log_format, access=args.access_log)
     try:
         settings = _settings(args)
         with asyncio.Runner(loop_factory=_loop_factory()) as runner:

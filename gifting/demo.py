@@ -8,7 +8,9 @@ WebSocket gateway and send gifts there. Nothing here touches the database.
 Gifting is bursty: a viewer idles for a while (exponential, mean ``idle``
 seconds), then sends a burst of a few gifts in quick succession; cheap gifts
 are common, expensive ones rare, and one "whale" sends the big ones. If the
-stream is ended (from the dashboard, say), the creator goes live again.
+stream is ended (from the dashboard, say), the creator goes live again. When the
+demo stops (Ctrl-C or SIGTERM to the process), it ends its stream first, so no
+stream is left live with nobody behind it.
 
 Must never: run against real secrets or a real payment provider (``check``
 refuses), or let one viewer's failure stop the others.
@@ -19,8 +21,10 @@ from __future__ import annotations
 import asyncio
 import logging
 import random
+import secrets
 from collections.abc import Sequence
 from typing import Any
+from urllib.parse import quote
 
 import aiohttp
 
@@ -31,6 +35,9 @@ from gifting.settings import Settings
 log = logging.getLogger("gifting.demo")
 
 CREATOR = ("demo_creator", "Mika")
+RIVAL = ("demo_rival", "Juno")  # battles the demo creator (LIVE Match), over and over
+BATTLE_S = 60
+YOU = ("demo_you", "You")  # who the printed viewer URL signs in as (development sign-in)
 TITLES = ["Cooking ramen from scratch", "Late night synthwave set", "Speedrunning with chat", "Painting a city at dusk"]
 NAMES = ["Ada", "Bao", "Chidi", "Dana", "Emil", "Farah", "Goro", "Hana", "Ivo", "Jia", "Kofi", "Lena", "Mateo",
          "Nia", "Omar", "Priya", "Quinn", "Rosa", "Sven", "Tariq", "Uma", "Vik", "Wren", "Yuki", "Zane"]
@@ -76,6 +83,8 @@ class Demo:
         self.ws = f"ws://{local(settings.ws_host)}:{settings.ws_port}"
         self.api: Http | None = None
         self.stream_id: str | None = None
+        self.stream_ids: dict[str, str] = {}
+        self.battles = 0
         self._stream_lock = asyncio.Lock()
         self.sent = 0
 
@@ -93,43 +102,101 @@ class Demo:
         return await self.api.call(method, path, body, token=token, retry="refused")
 
     async def run(self) -> None:
+        if self.announce:
+            # The simulated viewers' purchases would print one webhook line each and scroll the
+            # URLs away; the access summary (gifting.http.summary) still counts them.
+            logging.getLogger("gifting.api.wallet").setLevel(logging.WARNING)
         async with aiohttp.ClientSession() as session:
             self.api = Http(self.http, session=session)
             stream_id = await self.live_stream()
             if self.announce:
                 print(f"gifting demo: creator dashboard  {self.http}/dashboard?user={CREATOR[0]}\n"
-                      f"gifting demo: viewer page        {self.http}/viewer?stream={stream_id}\n"
-                      f"gifting demo: {self.viewers} simulated viewers are sending gifts; Ctrl-C stops",
+                      f"gifting demo: viewer page        {self.viewer_url(stream_id)}\n"
+                      f"gifting demo: {RIVAL[1]} battles {CREATOR[1]} every minute or so: "
+                      f"{self.http}/dashboard?user={RIVAL[0]}\n"
+                      f"gifting demo: {self.viewers} simulated viewers are sending gifts; "
+                      "Ctrl-C ends the stream and stops",
                       flush=True)
             names = self.rng.sample(NAMES, k=min(self.viewers, len(NAMES)))
             names += [f"viewer{i}" for i in range(len(names), self.viewers)]
             tasks = [asyncio.create_task(self.viewer(i, name, whale=i == 0)) for i, name in enumerate(names)]
+            tasks.append(asyncio.create_task(self.battle_loop()))
             try:
                 await asyncio.gather(*tasks)
             finally:
                 for t in tasks:
                     t.cancel()
                 await asyncio.gather(*tasks, return_exceptions=True)
+                await self.end_stream()
 
-    async def live_stream(self) -> str:
-        """The demo creator's live stream, started when there is none."""
+    def viewer_url(self, stream_id: str) -> str:
+        """The viewer page, signed in (development sign-in) like the dashboard URL."""
+        return f"{self.http}/viewer?stream={quote(stream_id, safe='')}&user={YOU[0]}&name={YOU[1]}"
+
+    async def end_stream(self, timeout: float = 5.0) -> None:
+        """Ends the demo's stream (the server still listens while the demo stops)."""
+        if self.stream_id is None:
+            return
+        token = self.token(CREATOR[0], "creator", CREATOR[1])
+        try:
+            async with asyncio.timeout(timeout):
+                status, _ = await self.call("POST", f"/v1/streams/{self.stream_id}/end", token)
+        except (OSError, TimeoutError, aiohttp.ClientError, GiftingError) as e:
+            log.warning("the demo could not end stream %s: %s", self.stream_id, e)
+            return
+        if status == 200:
+            log.info("demo stream %s ended", self.stream_id)
+            if self.announce:
+                print(f"gifting demo: stream {self.stream_id} ended", flush=True)
+
+    async def live_stream(self, creator: tuple[str, str] = CREATOR) -> str:
+        """The demo creator's (or its rival's) live stream, started when there is none."""
         async with self._stream_lock:
-            token = self.token(CREATOR[0], "creator", CREATOR[1])
-            if self.stream_id is not None:
-                status, doc = await self.call("GET", f"/v1/streams/{self.stream_id}", token)
+            token = self.token(creator[0], "creator", creator[1])
+            known = self.stream_ids.get(creator[0])
+            if known is not None:
+                status, doc = await self.call("GET", f"/v1/streams/{known}", token)
                 if status == 200 and doc["stream"]["status"] == "live":
-                    return self.stream_id
+                    return known
             _, doc = await self.call("GET", "/v1/streams?status=live&limit=500", token)
-            mine = [s for s in doc["streams"] if s["creator_id"] == CREATOR[0]]
+            mine = [s for s in doc["streams"] if s["creator_id"] == creator[0]]
             if mine:
-                self.stream_id = str(mine[0]["id"])
+                known = str(mine[0]["id"])
             else:
                 status, doc = await self.call("POST", "/v1/streams", token, {"title": self.rng.choice(TITLES)})
                 if status != 201:
                     raise RuntimeError(f"demo could not start a stream: {doc}")
-                self.stream_id = str(doc["stream"]["id"])
-                log.info("demo stream %s is live", self.stream_id)
-            return self.stream_id
+                known = str(doc["stream"]["id"])
+                log.info("demo stream %s of %s is live", known, creator[0])
+            self.stream_ids[creator[0]] = known
+            if creator == CREATOR:
+                self.stream_id = known
+            return known
+
+    async def battle_loop(self) -> None:
+        """The demo creator invites the rival; the rival accepts; they battle; again after a break."""
+        inviter = self.token(CREATOR[0], "creator", CREATOR[1])
+        rival = self.token(RIVAL[0], "creator", RIVAL[1])
+        while True:
+            try:
+                await self.live_stream()
+                await self.live_stream(RIVAL)
+                status, doc = await self.call("POST", "/v1/battles", inviter, {
+                    "opponent_creator_id": RIVAL[0], "duration_s": BATTLE_S,
+                    "idempotency_key": "demo-battle-" + secrets.token_hex(6)})
+                if status == 201:
+                    bid = doc["battle"]["id"]
+                    await asyncio.sleep(self.rng.uniform(1.0, 3.0))  # the rival thinks about it
+                    status, doc = await self.call("POST", f"/v1/battles/{bid}/accept", rival)
+                    if status == 200:
+                        self.battles += 1
+                        log.info("demo battle %s is live", bid)
+                        while doc.get("battle", {}).get("status") == "live":
+                            await asyncio.sleep(2.0)
+                            _, doc = await self.call("GET", f"/v1/battles/{bid}", rival)
+            except (GiftingError, aiohttp.ClientError, TimeoutError, KeyError, RuntimeError):
+                log.warning("demo battle failed; trying again", exc_info=True)
+            await asyncio.sleep(self.rng.uniform(8.0, 15.0))  # a break between battles (or someone else's battle)
 
     async def buy(self, api: Http, pack: str) -> None:
         try:  # the sandbox provider's webhook completes it in a moment
@@ -147,7 +214,8 @@ class Demo:
         await self.buy(api, "coins_17500" if whale else pick(rng, PACKS))
         backoff = 0.5
         while True:
-            stream_id = await self.live_stream()
+            # A third of the viewers watch the rival, so both sides of a battle get gifts.
+            stream_id = await self.live_stream(RIVAL if i % 3 == 2 else CREATOR)
             try:
                 # the room resumes by itself after a drop; it stops when the stream ends
                 async with Room(self.ws, stream_id, token, http=api, backoff_cap=10.0) as room:

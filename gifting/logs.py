@@ -1,5 +1,10 @@
 """Logging: one JSON object per line, or human-readable text on a terminal.
 
+HTTP access lines (logger ``gifting.http``) are written at debug: by default a
+process prints one summary line (``gifting.http.summary``) every few seconds
+instead of one line per request, so a terminal keeps what matters in view;
+``--access-log lines`` shows every request's line.
+
 Never log tokens or secrets: handlers log ids, not headers or bodies.
 """
 
@@ -9,6 +14,9 @@ import contextvars
 import json
 import logging
 import sys
+import time
+from collections import Counter
+from collections.abc import Callable
 from datetime import UTC, datetime
 
 _STANDARD = set(logging.LogRecord("", 0, "", 0, "", None, None).__dict__) | {"message", "asctime"}
@@ -60,7 +68,38 @@ class JsonFormatter(logging.Formatter):
         return json.dumps(doc)
 
 
-def setup_logging(fmt: str = "auto", level: int = logging.INFO) -> None:
+class AccessSummary:
+    """Counts HTTP requests by status class; once ``every`` seconds have passed since the last
+    summary, the next request closes the window and gets its one-line summary back.
+
+    Pure over an injected clock; an idle process writes nothing (there is nothing to sum up).
+    """
+
+    def __init__(self, every: float = 5.0, clock: Callable[[], float] = time.monotonic) -> None:
+        self.every = every
+        self.clock = clock
+        self.started = clock()
+        self.classes: Counter[str] = Counter()
+        self.total = 0
+        self.slowest_ms = 0.0
+
+    def count(self, status: int, ms: float) -> str | None:
+        self.total += 1
+        self.classes[f"{status // 100}xx"] += 1
+        self.slowest_ms = max(self.slowest_ms, ms)
+        now = self.clock()
+        elapsed = now - self.started
+        if elapsed < self.every:
+            return None
+        by_class = " ".join(f"{k} {v}" for k, v in sorted(self.classes.items()))
+        line = (f"{self.total} HTTP request{'s' if self.total != 1 else ''} in the last {elapsed:.0f} s "
+                f"({by_class}; slowest {self.slowest_ms:.0f} ms)")
+        self.started, self.total, self.slowest_ms = now, 0, 0.0
+        self.classes.clear()
+        return line
+
+
+def setup_logging(fmt: str = "auto", level: int = logging.INFO, access: str = "summary") -> None:
     handler = logging.StreamHandler(sys.stderr)
     if fmt == "json" or (fmt == "auto" and not sys.stderr.isatty()):
         handler.setFormatter(JsonFormatter())
@@ -71,6 +110,9 @@ def setup_logging(fmt: str = "auto", level: int = logging.INFO) -> None:
     root.handlers[:] = [handler]
     root.setLevel(level)
     logging.getLogger("aiohttp.access").setLevel(logging.WARNING)
+    # Per-request lines are debug records: shown with --access-log lines, else summed up.
+    logging.getLogger("gifting.http").setLevel(logging.DEBUG if access == "lines" else logging.NOTSET)
+    logging.getLogger("gifting.http.summary").disabled = access != "summary"
     server_log = logging.getLogger("aiohttp.server")
     if not any(isinstance(f, MalformedRequestFilter) for f in server_log.filters):
         server_log.addFilter(MalformedRequestFilter())

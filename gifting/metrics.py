@@ -248,6 +248,30 @@ class _StatsCollector(Collector):
             yield hot
 
 
+SQL_BATTLES = "SELECT status, count(*)::bigint AS n FROM battles GROUP BY status"
+BATTLE_STATUSES = ("invited", "live", "ended", "declined", "cancelled", "expired")
+
+
+class _BattleCollector(Collector):
+    """Battle room messages: published by this process's API side, written to rooms by its gateways."""
+
+    def __init__(self, stats: _StatsCollector) -> None:
+        self.stats = stats
+        self.publisher: Any = None
+
+    def collect(self) -> Iterable[Metric]:
+        sent = CounterMetricFamily("gifting_battle_score_messages",
+                                   "Battle score updates published to rooms by this process (each room once).")
+        sent.add_metric([], getattr(self.publisher, "score_messages", 0))
+        yield sent
+        rooms = CounterMetricFamily("gifting_battle_room_messages",
+                                    "battle messages written to rooms by this gateway (not per viewer).",
+                                    labels=["gateway"])
+        for gw in self.stats.gateways:
+            rooms.add_metric([str(gw.gateway_id)], getattr(gw.fanout, "battle_messages", 0))
+        yield rooms
+
+
 class Metrics:
     """Every metric of one process, in a registry of its own (tests run many in one process)."""
 
@@ -297,6 +321,13 @@ class Metrics:
             from gifting.otel import gift_spans  # imported only when asked for
 
             self.stages.spans = gift_spans()
+        self.battles = Gauge("gifting_battles", "Battles by status (read from Postgres when scraped).", ["status"],
+                             registry=r)
+        self.battle_end_lag = Histogram("gifting_battle_end_lag_seconds",
+                                        "From a battle's ends_at to the commit of its end (ended by time).",
+                                        buckets=LAG_BUCKETS, registry=r)
+        self._battle_stats = _BattleCollector(self._stats)
+        r.register(self._battle_stats)
 
     # ---- hooks the services call -------------------------------------------------
     def observe_batch(self, size: int, seconds: float) -> None:
@@ -333,6 +364,19 @@ class Metrics:
             hot.publish_observer = self.stages.on_publish
             self.watch_hot_state(hot)
 
+    def wire_battles(self, battles: Any, publisher: Any = None) -> None:
+        battles.end_observer = lambda _battle, lag: self.battle_end_lag.observe(max(0.0, lag))
+        self._battle_stats.publisher = publisher
+
+    async def refresh_battles(self, pool: Any) -> None:
+        try:
+            rows = {r["status"]: r["n"] for r in await pool.fetch(SQL_BATTLES)}
+        except Exception as e:
+            log.debug("battle metrics unavailable: %s", e)
+            return
+        for status in BATTLE_STATUSES:
+            self.battles.labels(status).set(rows.get(status, 0))
+
     # ---- scraping -------------------------------------------------------------------
     async def refresh_from_postgres(self, pool: Any) -> None:
         try:
@@ -345,6 +389,7 @@ class Metrics:
             self.settlement_last_cutoff.set(row["last_cutoff"])
         if row["last_run"] is not None:
             self.settlement_last_run.set(row["last_run"])
+        await self.refresh_battles(pool)
 
     def render(self) -> bytes:
         return generate_latest(self.registry)

@@ -192,8 +192,13 @@ PATHS: dict[str, dict[str, Any]] = {
                                      {200: {"description": "The ES module",
                                             "content": {"text/javascript": {"schema": STR}}}},
                                      tags=["pages"], security=PUBLIC, errors=(404,), params=[path_param("name")])},
-    "/v1/config": {"get": op("Where the pages find the WebSocket gateway",
-                             {200: ok(obj({"ws_url": STR, "dev_sign_in": BOOL}))}, tags=["pages"],
+    "/static/gifts/{name}": {"get": op("A catalog gift's icon (SVG), shipped with the pages",
+                                       {200: {"description": "The icon",
+                                              "content": {"image/svg+xml": {"schema": STR}}}},
+                                       tags=["pages"], security=PUBLIC, errors=(404,), params=[path_param("name")])},
+    "/v1/config": {"get": op("Where the pages find the WebSocket gateway, and what they need to know",
+                             {200: ok(obj({"ws_url": STR, "dev_sign_in": BOOL},
+                                          {"confirm_gift_coins": INT, "coin_value_micros": INT}))}, tags=["pages"],
                              security=PUBLIC)},
     "/v1/dev/token": {"post": op(
         "Development sign-in: a token for any user and role",
@@ -263,6 +268,11 @@ PATHS: dict[str, dict[str, Any]] = {
     "/v1/streams/{stream_id}/leaderboard": {"get": op(
         "Top gifters of a stream", {200: ok(obj({"top": array(ref("TopGifter"))}))}, tags=["streams"],
         security=PUBLIC, errors=(404, 422), params=[STREAM_ID, query_param("limit", {**LIMIT, "maximum": 100})])},
+    "/v1/streams/{stream_id}/coins-per-minute": {"get": op(
+        "A stream's committed gift coins per whole minute, oldest first, the current minute last",
+        {200: ok(obj({"buckets": array(obj({"minute": TIME, "coins": {"type": "integer", "minimum": 0}}))}))},
+        tags=["streams"], security=PUBLIC, errors=(404, 422),
+        params=[STREAM_ID, query_param("minutes", {"type": "integer", "minimum": 1, "maximum": 1440})])},
     "/v1/creators/me/earnings": {"get": op("The calling creator's earnings", {200: ok(ref("Earnings"))},
                                            tags=["creators"], errors=(403,))},
     "/v1/creators/me/settlements": {"get": op(
@@ -283,6 +293,46 @@ PATHS: dict[str, dict[str, Any]] = {
     },
 }
 
+
+# ---- battles (LIVE Match) ----------------------------------------------------------
+BATTLE_ID = path_param("battle_id")
+SCHEMAS["Stream"]["properties"]["battle_id"] = {"type": ["string", "null"]}
+SCHEMAS["GiftEvent"]["properties"]["battle"] = {
+    "type": ["object", "null"], "required": ["id", "score"],
+    "properties": {"id": ID, "score": {"type": "integer", "minimum": 1}},
+    "description": "the battle this gift counted toward and its side's score right after it; null otherwise"}
+SCHEMAS["BattleSide"] = obj({"creator_id": USER_ID, "stream_id": ID, "score": {"type": "integer", "minimum": 0},
+                             "top": array(ref("TopGifter"))})
+SCHEMAS["Battle"] = obj({
+    "id": ID, "status": {"type": "string", "enum": ["invited", "live", "ended", "declined", "cancelled", "expired"]},
+    "duration_s": {"type": "integer", "minimum": 60, "maximum": 900}, "created_at": TIME,
+    "starts_at": NULLABLE_TIME, "ends_at": NULLABLE_TIME,
+    "sides": {**array(ref("BattleSide")), "minItems": 2, "maxItems": 2},
+    "winner_creator_id": {"type": ["string", "null"]},
+    "ended_reason": {"type": ["string", "null"], "enum": ["time", "stream_ended", None]},
+}, {"expires_at": TIME, "ended_at": NULLABLE_TIME, "version": INT})
+BATTLE_ANSWER = obj({"battle": ref("Battle")})
+PATHS.update({
+    "/v1/battles": {"post": op(
+        "Invite a live creator to a battle (a creator with a live stream)", {201: ok(BATTLE_ANSWER, "Invited")},
+        tags=["battles"], errors=(403, 409, 413, 422),
+        request=obj({"opponent_creator_id": USER_ID, "idempotency_key": IDEMPOTENCY_KEY},
+                    {"duration_s": {"type": "integer", "minimum": 60, "maximum": 900}}),
+        description="409 already_in_battle when either creator is in an invited or live battle; 409 "
+                    "stream_not_live when either is not live; 403 to battle oneself; 422 invalid_duration. "
+                    "The invitation expires after 30 s.")},
+    "/v1/battles/{battle_id}": {"get": op("One battle", {200: ok(BATTLE_ANSWER)}, tags=["battles"],
+                                          security=PUBLIC, errors=(404,), params=[BATTLE_ID])},
+    "/v1/battles/{battle_id}/accept": {"post": op(
+        "Accept an invitation (the invited creator): the battle goes live", {200: ok(BATTLE_ANSWER)},
+        tags=["battles"], errors=(403, 404, 409), params=[BATTLE_ID])},
+    "/v1/battles/{battle_id}/decline": {"post": op(
+        "Decline an invitation (the invited creator)", {200: ok(BATTLE_ANSWER)},
+        tags=["battles"], errors=(403, 404, 409), params=[BATTLE_ID])},
+    "/v1/battles/{battle_id}/cancel": {"post": op(
+        "Withdraw an invitation (the inviter, while invited)", {200: ok(BATTLE_ANSWER)},
+        tags=["battles"], errors=(403, 404, 409), params=[BATTLE_ID])},
+})
 
 def document() -> dict[str, Any]:
     responses = {f"E{status}": {"description": text, "content": {JSON: {"schema": ref("Error")}}}

@@ -14,13 +14,16 @@ from typing import Any
 
 import asyncpg
 
+from gifting.battle_live import BattlePublisher
 from gifting.embedded import EmbeddedServices
 from gifting.metrics import Metrics
 from gifting.migrate import migrate
 from gifting.ratelimit import RateLimiter
 from gifting.settings import Settings
 from gifting.stores import is_cluster_url, open_pool, open_redis
+from streams.battle_feed import BattleFeed
 from streams.hot import HotState
+from wallet.battles import Battles, BattleSweeper
 from wallet.gifts import BalanceChange, GiftService
 from wallet.service import Wallet
 from wallet.streams import Streams
@@ -30,8 +33,11 @@ log = logging.getLogger("gifting.runtime")
 
 class Runtime:
     def __init__(self, settings: Settings, *, need_redis: bool = True, apply_migrations: bool = True,
-                 pool_size: int | None = None) -> None:
+                 pool_size: int | None = None, publish_battles: bool = True) -> None:
         self.settings = settings
+        # Every process publishes the battle transitions it commits (a gateway's sweeper ends
+        # battles too); only API processes also run the ticker that publishes score changes.
+        self.publish_battles = publish_battles
         self.need_redis = need_redis
         self.apply_migrations = apply_migrations
         self.pool_size = pool_size or settings.db_pool_size
@@ -41,6 +47,8 @@ class Runtime:
         self.wallet: Wallet
         self.streams: Streams
         self.gifts: GiftService
+        self.battles: Battles
+        self.battle_publisher: BattlePublisher | None = None
         self.hot: HotState | None = None
         self.limiter: RateLimiter | None = None
         self.metrics = Metrics(trace_sample=settings.trace_sample, trace_log=settings.trace_log,
@@ -100,7 +108,8 @@ class Runtime:
             if is_cluster_url(s.redis_url):
                 await self.redis.initialize()  # learn the slot map before sharded subscribes
         self.wallet = Wallet(self.pool)
-        self.streams = Streams(self.pool, self.wallet.ledger)
+        self.battles = Battles(self.pool)
+        self.streams = Streams(self.pool, self.wallet.ledger, self.battles)
         self.gifts = GiftService(self.pool, window_ms=s.batch_window_ms, max_batch=s.batch_max,
                                  lanes=s.batch_lanes, depth=s.batch_depth)
         if self.redis is not None:
@@ -116,10 +125,21 @@ class Runtime:
             self.wallet.balance_listeners.append(cache_balance)
             self.limiter = RateLimiter(self.redis, prefix=s.redis_prefix, rate=s.http_gift_rate,
                                        burst=s.http_gift_burst)
+            self.battle_publisher = BattlePublisher(
+                self.battles, BattleFeed(self.redis, s.redis_prefix, cluster=is_cluster_url(s.redis_url)),
+                ticker=self.publish_battles)
             await hot.start()
             # Closed after the gift service (exit stack order): gifts still in
             # flight at shutdown reach Redis before the applier drains and stops.
             self._stack.push_async_callback(hot.close)
         self.metrics.wire(self.gifts, self.hot)
+        self.metrics.wire_battles(self.battles, self.battle_publisher)
         await self.gifts.start()
         self._stack.push_async_callback(self.gifts.close)
+        # Battles end at their time in whichever process sees it first (one wins).
+        sweeper = BattleSweeper(self.battles)
+        await sweeper.start()
+        self._stack.push_async_callback(sweeper.close)
+        if self.battle_publisher is not None:
+            await self.battle_publisher.start()
+            self._stack.push_async_callback(self.battle_publisher.close)

@@ -17,6 +17,7 @@ from collections.abc import Awaitable, Callable
 from aiohttp import web
 from prometheus_client import CONTENT_TYPE_LATEST
 
+from gifting.api import battles as battles_api
 from gifting.api import create_app
 from gifting.api import streams as streams_api
 from gifting.api.observe import METRICS
@@ -32,6 +33,7 @@ log = logging.getLogger("gifting.server")
 def build_app(rt: Runtime, provider: PaymentProvider) -> web.Application:
     extra: dict[object, object] = {streams_api.STREAMS: rt.streams, streams_api.GIFTS: rt.gifts,
                                    METRICS: rt.metrics}
+    extra[battles_api.BATTLES] = rt.battles
     if rt.hot is not None:
         hot = rt.hot
         extra[streams_api.HOT] = hot
@@ -154,7 +156,7 @@ async def serve(settings: Settings, *, role: str, stop: asyncio.Event, demo: boo
     mode = settings.mode()
     wanted = listens(settings, role)
     await check_ports(wanted)
-    async with Runtime(settings) as rt:
+    async with Runtime(settings, publish_battles=role != "gateway") as rt:
         settings = rt.settings
         runners: list[web.AppRunner] = []
         provider: PaymentProvider | None = None

@@ -165,7 +165,7 @@ class Settings:
     batch_depth: int = 2
     db_pool_size: int = 16
     # Coins' cash value for payouts, in micro-units of the payout currency per coin
-    # (TikTok-like: a creator's "diamond" is worth about half a cent; a coin ~1.06 cents).
+    # (as on the large platforms: a creator's "diamond" is worth about half a cent; a coin ~1.06 cents).
     coin_value_micros: int = 10_600
     payout_threshold_minor: int = 1_000
     # "sandbox": a built-in provider completes purchases by sending this service a

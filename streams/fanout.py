@@ -33,6 +33,7 @@ from websockets.asyncio.server import ServerConnection
 from websockets.protocol import OPEN
 
 from streams import protocol as p
+from streams.battle_feed import RoomBattle, battle_key
 from streams.hot import RoomKeys, is_cluster
 from streams.ports import WalletPort
 
@@ -115,6 +116,8 @@ class Room:
         # Timing of published batches not yet delivered: (first seq, last seq, committed at,
         # published at, received at), wall clock. Kept only while an observer is wired.
         self.stamps: deque[tuple[int, int, float, float, float]] = deque()
+        self.battle = RoomBattle(stream_id)  # the battle this room shows (streams.battle_feed)
+        self.battle_timer: asyncio.TimerHandle | None = None
 
     # ---- input (from the pub/sub reader, synchronous) ---------------------------------
     def on_gifts(self, msg: dict[str, Any], received: float = 0.0) -> None:
@@ -125,6 +128,7 @@ class Room:
             top = max(top, seq)
             if seq > self.seq and seq not in self.pending:
                 self.pending[seq] = p.encode(p.gift(seq, item["gift"]))
+                self.battle.observe_gift(item["gift"])
         if received and "ct" in msg and top > self.seq and len(self.stamps) < 4096:
             self.stamps.append((int(items[0]["seq"]), top, float(msg["ct"]), float(msg.get("pt") or 0.0), received))
         if top >= self.earn_seq and "stream_coins" in msg:
@@ -141,6 +145,30 @@ class Room:
         self.ended = msg.get("stream") or {"id": str(self.stream_id), "status": "ended"}
         # Every gift up to last_seq goes out before stream_ended.
         self.want_seq = max(self.want_seq, int(msg.get("last_seq") or 0))
+        self.wake.set()
+
+    def on_battle(self, msg: dict[str, Any]) -> None:
+        after = int(msg.get("after_seq") or 0)
+        if self.battle.offer(msg["battle"], after):
+            self.want_seq = max(self.want_seq, after)  # its counted gifts go out first
+            self.wake.set()
+
+    async def _battle_out(self) -> None:
+        """The newest battle state, once its gifts are out, at most 4 times a second (a start or an end at once)."""
+        now = time.monotonic()
+        wait = self.battle.due(now, self.seq)
+        if wait is None:
+            return
+        if wait > 0:
+            if self.battle_timer is None:
+                self.battle_timer = asyncio.get_running_loop().call_later(wait, self._battle_wake)
+            return
+        msg, creators_only = self.battle.take(now)
+        await self._broadcast(p.encode(msg).encode(), creators_only)
+        self.hub.battle_messages += 1
+
+    def _battle_wake(self) -> None:
+        self.battle_timer = None
         self.wake.set()
 
     def check_tail(self, state_seq: int, coins: int | None, unsettled: int | None) -> None:
@@ -199,6 +227,7 @@ class Room:
             extra, self.extra = self.extra, []
             for text, creators_only in extra:
                 await self._broadcast(text.encode(), creators_only)
+        await self._battle_out()
         if self.ended is not None:
             await self._end()
 
@@ -345,6 +374,7 @@ class Fanout:
         # Called once per published batch a room delivered: (stream id, first seq, last seq,
         # committed at, published at, received here, first write, last write), wall clock.
         self.delivery_observer: Callable[[int, int, int, float, float, float, float, float], None] | None = None
+        self.battle_messages = 0  # battle messages written to rooms (not per viewer)
         # Streams seen ending here: a late joiner is refused even if a cached lookup says live.
         self.ended: dict[int, float] = {}
 
@@ -479,7 +509,7 @@ class Fanout:
         seq = room.seq
         if recovered is False:
             replay = []
-        self.send(v, welcome(seq, recovered))
+        self.send(v, welcome(seq, recovered) | {"battle": room.battle.welcome()})
         step = self.config.max_items_per_frame
         for i in range(0, len(replay), step):
             self.push(v, p.join_frames([t for _, t in replay[i:i + step]]).encode())
@@ -523,6 +553,7 @@ class Fanout:
             if coins is not None and unsettled is not None:
                 room.earn, room.earn_seq = (coins, unsettled), seq
             room.pending = {s: t for s, t in room.pending.items() if s > seq}
+            await self._load_battle(room)
             room.ready.set_result(None)
             room.wake.set()
         except BaseException as e:
@@ -531,6 +562,17 @@ class Fanout:
                 room.ready.set_exception(e if isinstance(e, Exception) else RuntimeError("cancelled"))
             if not isinstance(e, Exception):
                 raise
+
+    async def _load_battle(self, room: Room) -> None:
+        """The room's newest battle state, read after subscribing (what welcome carries)."""
+        try:
+            raw = await self.redis.hmget(battle_key(self.prefix, room.stream_id), "doc", "after")
+        except Exception:  # derived state: a room opens without it, the feed's heartbeat fills it in
+            log.warning("room %s: battle state unavailable", room.stream_id, exc_info=True)
+            return
+        if raw and raw[0]:
+            room.battle.offer(json.loads(raw[0]), int(raw[1] or 0))
+            room.battle.take(time.monotonic())  # known at join: welcome carries it, no message
 
     def drop(self, room: Room) -> None:
         if room.closed:
@@ -618,6 +660,8 @@ class Fanout:
                 room.on_gifts(doc, time.time() if self.delivery_observer is not None else 0.0)
             elif kind == "stream_ended":
                 room.on_ended(doc)
+            elif kind == "battle":
+                room.on_battle(doc)
         except Exception:
             log.exception("room %s: bad pub/sub message", stream_id)
 

@@ -298,11 +298,14 @@ class Gateway:
             try:
                 # Presence is derived state: a viewer joins even when Redis cannot count it.
                 async with asyncio.timeout(self.config.presence_timeout):
-                    count = await self.presence.joined(stream_id)
+                    if viewer.is_creator:  # a creator is not a viewer of their own stream
+                        count = await self.presence.peek(stream_id)
+                    else:
+                        counted = True  # joined() counts it locally before asking Redis
+                        count = await self.presence.joined(stream_id)
             except Exception as e:
                 log.warning("viewer count unavailable for room %d: %s", stream_id, e)
                 count = 0
-            counted = True  # joined() counted it locally before asking Redis
 
             def welcome(seq: int, recovered: bool | None) -> dict[str, Any]:
                 return p.welcome(stream.json | {"viewers": count}, identity.id, identity.role, seq, count,

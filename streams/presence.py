@@ -139,6 +139,15 @@ class Presence:
         self.sent_viewers.setdefault(stream_id, (total, float("-inf")))
         return total
 
+    async def peek(self, stream_id: int) -> int:
+        """The room's viewer count across gateways, counting no one (a creator watching their own room)."""
+        known = self.totals.get(stream_id)
+        if known is not None:
+            return known[0] + self.local.get(stream_id, 0) - known[1]
+        async with self._gate:
+            return int(await self._presence(keys=[presence_key(self.fanout.prefix, stream_id)],
+                                            args=[self.gateway_id, -1, self.ttl_ms]))
+
     def left(self, stream_id: int) -> None:
         n = self.local.get(stream_id, 0) - 1
         if n > 0:

@@ -2,10 +2,13 @@
 
 from __future__ import annotations
 
+import asyncio
 import re
+import signal
 from pathlib import Path
 
 import aiohttp
+import asyncpg
 from prometheus_client.parser import text_string_to_metric_families
 
 from gifting.demo import check
@@ -32,19 +35,40 @@ def totals(text: str) -> dict[str, float]:
 async def test_the_demo_prints_both_urls_and_its_viewers_buy_coins_and_send_gifts(servers, template_db, tmp_path: Path):
     async with running_service(servers, template_db, tmp_path, name="demo", args=("--demo",)) as service, \
             aiohttp.ClientSession() as http:
-        printed = await wait_for(lambda: re.search(r"viewer page +(\S+)", service.log()), timeout=30)
+        printed = await wait_for(lambda: re.search(r"viewer page +\S+/viewer\?stream=(\d+)&user=(\w+)",
+                                                   service.log()), timeout=30)
         assert "/dashboard?user=demo_creator" in service.log()
+        stream_id = printed.group(1)
 
         async def metrics() -> dict[str, float] | None:
             async with http.get(f"{service.http}/metrics") as r:
                 m = totals(await r.text())
             enough = m.get("gifting_gifts_committed_total", 0) >= 10 and m.get("gifting_gateway_connections", 0) >= 5
+            enough = enough and m.get("gifting_battles", 0) >= 1  # the two demo creators battle
             return m if enough else None
 
         m = await wait_for(metrics, timeout=45, interval=0.5)
         assert m["gifting_webhook_events_total"] >= 5  # coins bought through the signed webhook
-        async with http.get(printed.group(1).replace("viewer?stream=", "v1/streams/")) as r:
+        async with http.get(f"{service.http}/v1/streams/{stream_id}") as r:
             stream = (await r.json())["stream"]
         assert stream["status"] == "live" and stream["coins_received"] > 0 and stream["viewers"] >= 5
-    assert "Traceback" not in service.log()
+        # the printed viewer URL signs in (development sign-in) like the dashboard's
+        async with http.post(f"{service.http}/v1/dev/token", json={"user_id": printed.group(2)}) as r:
+            assert r.status == 201
+
+        # SIGTERM (as Ctrl-C): the demo ends its stream before the process exits
+        service.proc.send_signal(signal.SIGTERM)
+        assert await asyncio.to_thread(service.proc.wait, 30) == 0
+        conn = await asyncpg.connect(service.env["GIFTING_DATABASE_URL"])
+        try:
+            status = await conn.fetchval("SELECT status FROM streams WHERE id = $1", int(stream_id))
+        finally:
+            await conn.close()
+        assert status == "ended"
+    log = service.log()
+    assert "Traceback" not in log
+    assert f"gifting demo: stream {stream_id} ended" in log
+    # no line per request: the access log is summed up every few seconds
+    access = [line for line in log.splitlines() if '"logger": "gifting.http"' in line]
+    assert access == []
 

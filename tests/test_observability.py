@@ -13,7 +13,7 @@ import pytest
 from aiohttp.test_utils import TestClient, TestServer
 from prometheus_client.parser import text_string_to_metric_families
 
-from gifting.logs import JsonFormatter, RequestIdFilter
+from gifting.logs import AccessSummary, JsonFormatter, RequestIdFilter
 from gifting.provider import ExternalProvider
 from gifting.server import build_app
 from tests.conftest import JWT_SECRET, bearer, signed
@@ -97,7 +97,7 @@ async def test_log_lines_are_json_with_the_request_id_and_never_the_token(client
     headers = bearer("bob")
     token = headers["Authorization"].split()[1]
     caplog.handler.addFilter(RequestIdFilter())
-    with caplog.at_level(logging.INFO):
+    with caplog.at_level(logging.DEBUG):
         resp = await client.post(f"/v1/streams/{stream['id']}/gifts",
                                  json={"gift_id": "rose", "count": 1, "idempotency_key": "k"},
                                  headers={**headers, "X-Request-Id": "trace-0001"})
@@ -105,7 +105,7 @@ async def test_log_lines_are_json_with_the_request_id_and_never_the_token(client
     lines = [json.loads(JsonFormatter().format(r)) for r in caplog.records]
     ours = [line for line in lines if line.get("request_id") == "trace-0001"]
     access = [line for line in ours if line["logger"] == "gifting.http"]
-    assert len(access) == 1  # one line per request, the gift's ids on it
+    assert len(access) == 1  # one line per request (at debug), the gift's ids on it
     assert access[0]["status"] == 201 and access[0]["route"] == "/v1/streams/{stream_id}/gifts"
     assert access[0]["gift_id"] == f"g_{stream['id']}_1" and access[0]["seq"] == 1
     everything = "\n".join(JsonFormatter().format(r) for r in caplog.records)
@@ -345,3 +345,16 @@ def mock_tracer_provider(ot: Any, provider: Any) -> Any:
             yield
 
     return cm()
+
+
+def test_access_summary_sums_requests_up_once_per_window_and_says_nothing_in_between():
+    now = [0.0]
+    summary = AccessSummary(every=5.0, clock=lambda: now[0])
+    assert summary.count(200, 3.0) is None
+    now[0] = 2.0
+    assert summary.count(404, 9.5) is None
+    now[0] = 5.5
+    line = summary.count(201, 1.0)
+    assert line == "3 HTTP requests in the last 6 s (2xx 2 4xx 1; slowest 10 ms)"
+    now[0] = 11.0
+    assert summary.count(500, 2.0) == "1 HTTP request in the last 6 s (5xx 1; slowest 2 ms)"

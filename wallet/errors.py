@@ -4,22 +4,28 @@
     ├── Malformed                 400 invalid_request (a value the store refused: never a batch's fault)
     ├── InvalidRequest            422 (invalid values)
     │   ├── InvalidCount          422 invalid_count
-    │   └── AmountMismatch        422 amount_mismatch
+    │   ├── AmountMismatch        422 amount_mismatch
+    │   └── InvalidDuration       422 invalid_duration
     ├── NotFound                  404
     │   ├── UnknownPack           404 unknown_pack
     │   ├── UnknownGift           404 unknown_gift
     │   ├── UnknownStream         404 unknown_stream
-    │   └── UnknownPurchase       404 unknown_purchase
+    │   ├── UnknownPurchase       404 unknown_purchase
+    │   └── UnknownBattle         404 unknown_battle
     ├── InsufficientFunds         402 insufficient_funds
     ├── Forbidden                 403
     │   ├── WalletInDebt          403 wallet_in_debt
     │   ├── SelfGift              403 self_gift
-    │   └── NotStreamOwner        403 forbidden
+    │   ├── NotStreamOwner        403 forbidden
+    │   ├── SelfBattle            403 forbidden
+    │   └── NotBattler            403 forbidden
     ├── Conflict                  409
     │   ├── IdempotencyConflict   409 idempotency_conflict
     │   ├── StreamNotLive         409 stream_not_live
     │   ├── AlreadyLive           409 already_live
-    │   └── HistoryIsSettled      409 history_is_settled
+    │   ├── HistoryIsSettled      409 history_is_settled
+    │   ├── AlreadyInBattle       409 already_in_battle
+    │   └── BattleNotOpen         409 battle_not_open
     └── Unavailable               503 unavailable (shutting down, store unreachable)
 
 Driver errors never leave this package untranslated where they carry meaning
@@ -94,6 +100,12 @@ class AmountMismatch(InvalidRequest):
     code = "amount_mismatch"
 
 
+class InvalidDuration(InvalidRequest):
+    """duration_s must be an integer from 60 to 900."""
+
+    code = "invalid_duration"
+
+
 class NotFound(WalletError):
     code = "not_found"
     status = 404
@@ -121,6 +133,12 @@ class UnknownPurchase(NotFound):
     """No such purchase."""
 
     code = "unknown_purchase"
+
+
+class UnknownBattle(NotFound):
+    """No such battle."""
+
+    code = "unknown_battle"
 
 
 class InsufficientFunds(WalletError):
@@ -153,6 +171,18 @@ class NotStreamOwner(Forbidden):
     code = "forbidden"
 
 
+class SelfBattle(Forbidden):
+    """A creator cannot battle themselves."""
+
+    code = "forbidden"
+
+
+class NotBattler(Forbidden):
+    """Only a creator of this battle may do that."""
+
+    code = "forbidden"
+
+
 class Conflict(WalletError):
     code = "conflict"
     status = 409
@@ -180,6 +210,18 @@ class HistoryIsSettled(Conflict):
     """That date is at or before a cutoff already settled."""
 
     code = "history_is_settled"
+
+
+class AlreadyInBattle(Conflict):
+    """A creator of this battle is already in an invited or live battle."""
+
+    code = "already_in_battle"
+
+
+class BattleNotOpen(Conflict):
+    """The battle is not in a state that allows this."""
+
+    code = "battle_not_open"
 
 
 class Unavailable(WalletError):

@@ -18,7 +18,7 @@ The rounding rule (also in ``docs/settlement.md``):
   always add up to it; the exact gross (coins * value) is that plus the
   change in the three remainders, which the audit checks line by line.
 - The platform's share is 10,000 - creator - agency basis points. An agency
-  is paid out of the platform's part (as TikTok does).
+  is paid out of the platform's part (as the large platforms do).
 - The creator's and the platform's remainders follow the creator; the
   agency's remainder follows the (creator, agency) pair, so an agency never
   receives a fraction earned under another agency.

@@ -8,13 +8,16 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 from datetime import datetime
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import asyncpg
 
 from wallet import errors, inputs
 from wallet.ledger import Ledger
 from wallet.models import rfc3339
+
+if TYPE_CHECKING:
+    from wallet.battles import Battles
 
 SQL_CREATE = """
 INSERT INTO streams (creator_id, creator_name, creator_account, title)
@@ -46,6 +49,7 @@ class Stream:
     ended_at: datetime | None
     last_seq: int
     coins_received: int
+    battle_id: int | None = None
 
     def to_json(self, viewers: int = 0) -> dict[str, Any]:
         return {
@@ -57,6 +61,7 @@ class Stream:
             "ended_at": rfc3339(self.ended_at) if self.ended_at else None,
             "viewers": viewers,
             "coins_received": self.coins_received,
+            "battle_id": str(self.battle_id) if self.battle_id is not None else None,
         }
 
 
@@ -64,7 +69,7 @@ def _stream(row: asyncpg.Record) -> Stream:
     return Stream(
         id=row["id"], creator_id=row["creator_id"], creator_name=row["creator_name"], title=row["title"],
         status=row["status"], started_at=row["started_at"], ended_at=row["ended_at"],
-        last_seq=row["last_seq"], coins_received=row["coins_received"],
+        last_seq=row["last_seq"], coins_received=row["coins_received"], battle_id=row.get("battle_id"),
     )
 
 
@@ -74,9 +79,11 @@ def parse_stream_id(raw: str | int) -> int:
 
 
 class Streams:
-    def __init__(self, pool: asyncpg.Pool, ledger: Ledger | None = None) -> None:
+    def __init__(self, pool: asyncpg.Pool, ledger: Ledger | None = None, battles: Battles | None = None) -> None:
         self.pool = pool
         self.ledger = ledger or Ledger()
+        # A stream's end ends its battle in the same transaction (wallet.battles).
+        self.battles = battles
 
     async def create(self, creator_id: str, creator_name: str, title: str) -> Stream:
         async with self.pool.acquire() as conn:
@@ -107,13 +114,28 @@ class Streams:
                 raise errors.UnknownStream()
             if row["creator_id"] != user_id and not is_admin:
                 raise errors.NotStreamOwner()
-            # Takes the stream row lock: waits for a gift batch holding it, so every
-            # gift is either before the end (committed) or after it (stream_not_live).
-            ended = await conn.fetchrow(SQL_END, sid)
-            if ended is None:
-                row = await conn.fetchrow(SQL_GET, sid)
-                return _stream(row), False
-            return _stream(ended), True
+            ending = None
+            for _ in range(5):
+                async with conn.transaction():
+                    if self.battles is not None:
+                        # Locks this stream and its battle's other stream (id order), then ends
+                        # the battle from its committed gifts, in this same transaction.
+                        open_battles = await self.battles.lock_for_stream_end(conn, sid)
+                        if open_battles is None:
+                            continue  # a battle started meanwhile: again, with its streams
+                        ending = await self.battles.close_for_stream(conn, open_battles)
+                    # Takes the stream row lock: waits for a gift batch holding it, so every
+                    # gift is either before the end (committed) or after it (stream_not_live).
+                    ended = await conn.fetchrow(SQL_END, sid)
+                break
+            else:
+                raise errors.Unavailable("the stream's battle kept changing; retry")
+        if ending is not None and self.battles is not None:
+            await self.battles.after_stream_end(ending)
+        if ended is None:
+            row = await self.pool.fetchrow(SQL_GET, sid)
+            return _stream(row), False
+        return _stream(ended), True
 
     async def live(self, limit: int = 100) -> list[Stream]:
         rows = await self.pool.fetch(SQL_LIVE, limit)

@@ -6,7 +6,7 @@ from typing import Any
 
 from aiohttp import web
 
-from gifting.api import dev, observe, ops, pages, settlement, streams, wallet
+from gifting.api import battles, dev, observe, ops, pages, settlement, streams, wallet
 from gifting.api.common import MAX_BODY, SETTINGS, error_middleware
 from gifting.metrics import Metrics
 from gifting.provider import PaymentProvider
@@ -30,6 +30,7 @@ def create_app(settings: Settings, *, pool: Any, redis: Any, wallet_service: Wal
     app.add_routes(ops.routes)
     app.add_routes(wallet.routes)
     app.add_routes(streams.routes)
+    app.add_routes(battles.routes)
     app.add_routes(settlement.routes)
     app.add_routes(pages.routes)
     if settings.dev_mode:  # development sign-in: never with real secrets

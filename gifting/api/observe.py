@@ -1,4 +1,5 @@
-"""HTTP observability: a request id on every request, one access log line, request metrics.
+"""HTTP observability: a request id on every request, one access log line (debug; a summary
+line every few seconds at info, see gifting.logs), request metrics.
 
 The request id comes from the caller's ``X-Request-Id`` when it is a sane
 token (a load balancer's), else it is made here; it is echoed in the response
@@ -17,10 +18,12 @@ import time
 from aiohttp import web
 
 from gifting.api.common import Handler
-from gifting.logs import request_id
+from gifting.logs import AccessSummary, request_id
 from gifting.metrics import Metrics
 
 log = logging.getLogger("gifting.http")
+summary_log = logging.getLogger("gifting.http.summary")
+ACCESS_SUMMARY = AccessSummary()
 
 METRICS: web.AppKey[Metrics] = web.AppKey("metrics", Metrics)
 # Fields a handler adds to its request's access log line (a gift's id, say):
@@ -69,5 +72,9 @@ async def request_middleware(request: web.Request, handler: Handler) -> web.Stre
             fields: dict[str, object] = {"method": request.method, "path": path, "route": route,
                                          "status": status, "ms": round(elapsed * 1000, 2)}
             fields.update(request.get(LOG_FIELDS) or {})
-            log.info("%s %s %d", request.method, path, status, extra=fields)
+            log.debug("%s %s %d", request.method, path, status, extra=fields)
         request_id.reset(token)
+        if route not in ("/metrics", "/healthz", "/readyz"):
+            line = ACCESS_SUMMARY.count(status, elapsed * 1000)
+            if line is not None:
+                summary_log.info(line)

@@ -1,10 +1,12 @@
 """HTTP: the viewer page, the creator dashboard, their static files, the client config
 and the OpenAPI document.
 
-Plain files from ``gifting/static`` (no build step). Only names listed in the
-package directory are served: the path never reaches the file system as given.
-The JavaScript SDK's ES modules (``clients/js/src``, linked in as ``static/sdk``)
-are served the same way under ``/static/sdk/``, for the pages to import.
+Plain files from ``gifting/static`` (no build step, nothing fetched from
+elsewhere). Only names listed in the package directory are served: the path
+never reaches the file system as given. The JavaScript SDK's ES modules
+(``clients/js/src``, linked in as ``static/sdk``) are served the same way under
+``/static/sdk/``, for the pages to import, and the catalog's icons
+(``static/gifts/*.svg``) under ``/static/gifts/``.
 """
 
 from __future__ import annotations
@@ -19,6 +21,9 @@ from gifting.api.common import SETTINGS, ApiError
 from wallet import inputs
 
 routes = web.RouteTableDef()
+
+# The viewer page asks "are you sure?" before a send that costs more coins than this.
+CONFIRM_GIFT_COINS = 1000
 
 _TYPES = {".html": "text/html", ".css": "text/css", ".js": "text/javascript", ".svg": "image/svg+xml"}
 
@@ -41,6 +46,13 @@ def sdk_files() -> dict[str, tuple[bytes, str]]:
         return {}
     return {e.name: (e.read_bytes(), "text/javascript")
             for e in root.iterdir() if e.is_file() and e.name.endswith(".js")}
+
+
+@cache
+def gift_icons() -> dict[str, tuple[bytes, str]]:
+    root = resources.files("gifting") / "static" / "gifts"
+    return {e.name: (e.read_bytes(), "image/svg+xml")
+            for e in root.iterdir() if e.is_file() and e.name.endswith(".svg")}
 
 
 def _file(name: str, files: dict[str, tuple[bytes, str]] | None = None) -> web.Response:
@@ -78,6 +90,11 @@ async def sdk(request: web.Request) -> web.Response:
     return _file(request.match_info["name"], sdk_files())
 
 
+@routes.get("/static/gifts/{name}")
+async def gift_icon(request: web.Request) -> web.Response:
+    return _file(request.match_info["name"], gift_icons())
+
+
 @routes.get("/v1/config")
 async def client_config(request: web.Request) -> web.Response:
     """Where the pages find the WebSocket gateway, and whether development sign-in exists."""
@@ -90,7 +107,10 @@ async def client_config(request: web.Request) -> web.Response:
         raise ApiError(400, "invalid_request", "the Host header is not a host name")
     scheme = "wss" if request.secure else "ws"
     ws_url = f"{scheme}://{host}:{s.ws_port}"
-    return web.json_response({"ws_url": ws_url, "dev_sign_in": s.dev_mode})
+    return web.json_response({"ws_url": ws_url, "dev_sign_in": s.dev_mode,
+                              # the pages: confirm a send above this; estimate cash from coins with this
+                              "confirm_gift_coins": CONFIRM_GIFT_COINS,
+                              "coin_value_micros": s.coin_value_micros})
 
 
 @routes.get("/openapi.json")

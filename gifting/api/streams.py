@@ -16,6 +16,7 @@ from streams.hot import HotState
 from wallet import inputs
 from wallet.gift_decide import GiftRequest
 from wallet.gifts import GiftService
+from wallet.stats import MAX_MINUTES, coins_per_minute
 from wallet.streams import Stream, Streams
 
 log = logging.getLogger("gifting.api.streams")
@@ -87,7 +88,9 @@ async def get_stream(request: web.Request) -> web.Response:
 @routes.get("/v1/streams")
 async def list_streams(request: web.Request) -> web.Response:
     status = query_text(request, "status")
-    if (status is not None or "status" in request.query) and status != "live":  # "status=" is not 'live'
+    if status is None and "status" not in request.query:
+        status = "live"
+    if status != "live":  # an empty ?status= is a value too, and not one this takes
         raise ApiError(422, "invalid_status", "status must be 'live'")
     limit = query_int(request, "limit", 100, 1, 500)
     streams = await request.app[STREAMS].live(limit)
@@ -134,3 +137,13 @@ async def leaderboard(request: web.Request) -> web.Response:
     stream = await request.app[STREAMS].get(inputs.stream_id(request.match_info["stream_id"]))
     top = await request.app[HOT].leaderboard(stream.id, limit)
     return web.json_response({"top": top})
+
+
+@routes.get("/v1/streams/{stream_id}/coins-per-minute")
+async def stream_coins_per_minute(request: web.Request) -> web.Response:
+    """The dashboard chart's history: coins of committed gifts per whole minute, oldest first,
+    the current (partial) minute last, empty minutes as 0."""
+    minutes = query_int(request, "minutes", 60, 1, MAX_MINUTES)
+    stream = await request.app[STREAMS].get(inputs.stream_id(request.match_info["stream_id"]))
+    buckets = await coins_per_minute(request.app[GIFTS].pool, stream.id, minutes)
+    return web.json_response({"buckets": [b.to_json() for b in buckets]})

@@ -78,7 +78,8 @@ const G = (() => {
 
   const coins = (n) => Number(n).toLocaleString("en-US");
   const cash = (m) => (m.amount / 100).toLocaleString("en-US", { style: "currency", currency: m.currency });
-  const time = (iso) => new Date(iso).toLocaleTimeString([], { hour: "2-digit", minute: "2-digit", second: "2-digit" });
+  const time = (iso) => new Date(iso).toLocaleTimeString([], { hour: "2-digit", minute: "2-digit" });
+  const plural = (n, one, many) => `${coins(n)} ${n === 1 ? one : many}`;
 
   // One live room through the SDK's Room, behind the handler interface the pages use:
   // status, reset(welcome, missed), welcome, gift, viewers, leaderboard, earnings, stream_ended,
@@ -153,20 +154,103 @@ const G = (() => {
     if (!top.length) list.replaceChildren(el("li", { class: "empty" }, "No gifts yet"));
   }
 
-  function giftItem(g, me) {
-    return el("li", { class: "gift tier" + Math.min(10, g.gift.coins >= 1000 ? 9 : g.gift.coins >= 100 ? 5 : 1)
-                      + (g.sender.id === me ? " mine" : ""), dataset: { seq: String(g.seq), giftId: g.gift.id, sender: g.sender.id } },
-      el("span", { class: "seq" }, "#" + g.seq),
+  // ---- gift art, the feed, and the live feel (both pages) ------------------------------
+  // Every catalog gift has an icon in /static/gifts/ (shipped, never fetched from elsewhere).
+  const ICONS = new Set(["rose", "heart", "donut", "hat", "confetti", "sunglasses", "corgi", "money_gun", "galaxy",
+                         "whale", "lion", "universe"]);
+  const iconUrl = (giftId) => `/static/gifts/${ICONS.has(giftId) ? giftId : "gift"}.svg`;
+  const icon = (giftId, cls) => el("img", { class: cls || "icon", src: iconUrl(giftId), alt: "", width: "32", height: "32" });
+  // The tier of a gift event (a GiftEvent carries the gift's coins, not its tier): from the catalog when known.
+  const tiers = new Map();
+  function rememberCatalog(gifts) { for (const g of gifts) tiers.set(g.id, g.tier); }
+  const tierOf = (g) => tiers.get(g.gift.id) || (g.gift.coins >= 20000 ? 9 : g.gift.coins >= 1000 ? 6 : g.gift.coins >= 100 ? 3 : 1);
+  const HIGH_TIER = 6; // a gift of this tier or more gets the overlay on the stage
+
+  // One feed row. No seq number or second-precise time for a viewer: who, what, how much.
+  // `withTime` (the dashboard) adds the minute it was sent.
+  function giftItem(g, me, withTime) {
+    const tier = tierOf(g);
+    return el("li", { class: `gift tier${tier}${tier >= HIGH_TIER ? " high" : ""}${g.sender.id === me ? " mine" : ""}`,
+                      dataset: { seq: String(g.seq), giftId: g.gift.id, sender: g.sender.id } },
+      icon(g.gift.id),
       el("span", { class: "who" }, g.sender.name || g.sender.id),
       el("span", { class: "what" }, `sent ${g.gift.name}${g.count > 1 ? " ×" + g.count : ""}`),
-      el("span", { class: "amount" }, coins(g.coins)),
-      el("span", { class: "time" }, time(g.created_at)));
+      el("span", { class: "amount" }, el("span", { class: "coin", "aria-hidden": "true" }, "●"), " " + coins(g.coins)),
+      withTime ? el("time", { class: "time", datetime: g.created_at }, time(g.created_at)) : "");
+  }
+
+  // A feed with an empty state next to it ("No gifts yet" while the list is empty).
+  function feedAdd(list, item, max) {
+    list.prepend(item);
+    while (list.children.length > (max || 100)) list.lastChild.remove();
+    feedEmpty(list);
+  }
+  function feedEmpty(list) {
+    const note = document.getElementById(list.id + "-empty");
+    if (note) note.hidden = list.children.length > 0;
+  }
+
+  // The overlay for a big gift: it stays a few seconds (longer for a higher tier), one at
+  // a time, in arrival order, so a 29,999-coin gift is seen, not scrolled away.
+  const celebrations = [];
+  let celebrating = false;
+  function celebrate(g) {
+    if (tierOf(g) < HIGH_TIER) return;
+    celebrations.push(g);
+    if (!celebrating) nextCelebration();
+  }
+  function nextCelebration() {
+    const box = document.getElementById("celebration");
+    const g = celebrations.shift();
+    if (!box || !g) { celebrating = false; if (box) box.replaceChildren(); return; }
+    celebrating = true;
+    const tier = tierOf(g);
+    box.replaceChildren(el("div", { class: `burst tier${tier}`, dataset: { giftId: g.gift.id, seq: String(g.seq) } },
+      icon(g.gift.id, "burst-icon"),
+      el("div", { class: "burst-text" },
+        el("b", { class: "who" }, g.sender.name || g.sender.id),
+        el("span", {}, ` sent ${g.gift.name}${g.count > 1 ? " ×" + g.count : ""}`)),
+      el("div", { class: "burst-coins" }, el("span", { class: "coin", "aria-hidden": "true" }, "●"), " " + coins(g.coins))));
+    setTimeout(nextCelebration, Math.min(8000, 3000 + 1000 * (tier - HIGH_TIER + 1)));
+  }
+
+  // Combo bubbles from GiftEvent.combo {id, count}: taps of one gift grow one bubble.
+  // engagement.js draws them when it is loaded; this is the page's own fallback.
+  const bubbles = new Map();
+  function comboBubble(g) {
+    const box = document.getElementById("combos");
+    if (!box || !g.combo || (G.engage && G.engage.wrap)) return;
+    let b = bubbles.get(g.combo.id);
+    if (!b) {
+      const count = el("b", { class: "combo-count" });
+      const node = el("div", { class: "combo", dataset: { comboId: g.combo.id, sender: g.sender.id } },
+        icon(g.gift.id), el("span", { class: "who" }, g.sender.name || g.sender.id), count);
+      b = { node, count, timer: 0 };
+      bubbles.set(g.combo.id, b);
+      box.append(node);
+      while (box.children.length > 4) { const first = box.firstChild; bubbles.forEach((v, k) => { if (v.node === first) bubbles.delete(k); }); first.remove(); }
+    }
+    b.count.textContent = "×" + coins(g.combo.count);
+    b.node.dataset.count = String(g.combo.count);
+    b.node.classList.remove("grow"); void b.node.offsetWidth; b.node.classList.add("grow");
+    clearTimeout(b.timer);
+    b.timer = setTimeout(() => { b.node.remove(); bubbles.delete(g.combo.id); }, 3500);
+  }
+
+  // The header menu (sign out, and the settings slot other panels mount into).
+  function menu() {
+    const btn = $("#menu-btn"), panel = $("#menu");
+    if (!btn || !panel) return;
+    const set = (open) => { panel.hidden = !open; btn.setAttribute("aria-expanded", String(open)); };
+    btn.onclick = () => set(panel.hidden);
+    document.addEventListener("keydown", (ev) => { if (ev.key === "Escape" && !panel.hidden) { set(false); btn.focus(); } });
   }
 
   // Both pages start the same way: a saved session, a ?user= with development
   // sign-in, or the sign-in form; then start(session).
   async function boot(role, start) {
     $("#sign-out").onclick = () => { signOut(role); location.href = location.pathname; };
+    menu();
     const cfg = await getConfig();
     const asked = params.get("user");
     const saved = restore(role);
@@ -183,6 +267,7 @@ const G = (() => {
     };
   }
 
-  return { $, el, api, key, params, getConfig, signIn, restore, signOut, useToken, coins, cash, time, LiveRoom,
-           renderTop, giftItem, boot, sdk };
+  return { $, el, api, key, params, getConfig, signIn, restore, signOut, useToken, coins, cash, time, plural, LiveRoom,
+           renderTop, giftItem, feedAdd, feedEmpty, icon, iconUrl, rememberCatalog, tierOf, HIGH_TIER, celebrate,
+           comboBubble, boot, sdk };
 })();

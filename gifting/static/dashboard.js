@@ -1,27 +1,88 @@
 // The creator dashboard: go live, watch gifts and earnings arrive, see settlements.
+//
+// Layout (mobile first; docs/pages.md has the picture). Mount points other scripts use:
+//   section.control  the stream's controls; room controls (goal, pause, blocks) go right after it
+//   #battle          the battle panel (battle.js)
+//   #goal            the goal bar (engagement.js); its card shows only while #goal is shown
+//   #overlay         a layer over the page: #combos (combo bubbles), #celebration (big gifts)
+//   #pinned-box      pinned messages: fill #pinned, unhide the box (engagement.js)
+//   #settings-slot   in the header menu: a settings panel (spending.js)
+// Live-room handlers are one object passed to `new G.LiveRoom(id, handlers)` in watch():
+// a feature wraps it (`G.engage.wrap(handlers, ...)`, `G.battle.hook(handlers, ...)`).
+//
+// The chart is the server's: GET /v1/streams/{id}/coins-per-minute (committed gifts per
+// whole minute), fetched on load, again shortly after gifts arrive, and every 30 s, so
+// it survives a reload and never counts a gift twice. The cash share is an estimate:
+// unsettled coins x the coin's value x the creator's split in force now.
 "use strict";
 (() => {
   const { $, el, api, params, coins, cash } = G;
   let me = null;
   let stream = null;
   let room = null;
+  let battle = null; // the LIVE Match panel (battle.js)
+  let split = null; // the split in force (creator_bps), for the estimate
+  let coinValueMicros = 0;
+  let unsettled = null;
   const shown = new Set();
-  const events = []; // [ms timestamp, coins] of gifts seen live, for the chart
+  const MINUTES = 30;
+  let buckets = []; // [{minute, coins}] from the server, oldest first
+  let chartTimer = 0;
 
   function say(text, kind) {
     $("#message").textContent = text;
     $("#message").className = "message " + (kind || "");
   }
 
+  // This stream's coins: what the last welcome said plus the gifts seen since, or the latest
+  // earnings message when it is ahead (it may arrive before or after the gifts it counts, so
+  // the two are never added together).
+  let fromGifts = 0, fromEarnings = 0;
   function setStreamCoins(n) {
+    fromGifts = n;
+    fromEarnings = 0;
+    showStreamCoins();
+  }
+  function showStreamCoins() {
+    const n = Math.max(fromGifts, fromEarnings);
     $("#stream-coins").textContent = coins(n);
     $("#stream-coins").dataset.coins = String(n);
+  }
+
+  function setViewers(n) {
+    $("#viewers").textContent = coins(n);
+    $("#viewers").dataset.count = String(n);
+    $("#viewers-label").textContent = n === 1 ? "viewer" : "viewers";
+  }
+
+  // ---- the cash estimate ----------------------------------------------------------------
+  function setUnsettled(n) {
+    unsettled = n;
+    $("#unsettled").textContent = coins(n);
+    renderEstimate();
+  }
+
+  function renderEstimate() {
+    if (unsettled === null || !split || !coinValueMicros) return;
+    // coins x micro-dollars per coin x basis points: whole cents, rounded down like settlement
+    const cents = Math.floor(unsettled * coinValueMicros * split.creator_bps / 10000 / 10000);
+    $("#estimate").textContent = "≈ " + cash({ amount: cents, currency: "USD" });
+    $("#estimate").dataset.cents = String(cents);
+    $("#estimate-note").textContent = `estimate: unsettled coins at your ${split.creator_bps / 100}% split`;
+  }
+
+  async function loadSplit() {
+    try {
+      const { current } = await api("GET", `/v1/admin/creators/${encodeURIComponent(me.id)}/split`);
+      split = current;
+    } catch (e) { split = null; }
+    renderEstimate();
   }
 
   async function loadEarnings() {
     try {
       const e = await api("GET", "/v1/creators/me/earnings");
-      $("#unsettled").textContent = coins(e.unsettled_coins);
+      setUnsettled(e.unsettled_coins);
       $("#payable").textContent = cash(e.payable);
       $("#paid").textContent = `${cash(e.paid)} paid out · ${coins(e.settled_coins)} coins settled`;
     } catch (e) {
@@ -38,93 +99,126 @@
     } catch (e) { /* settlement may be unavailable: the rest of the page still works */ }
   }
 
-  // ---- the chart: coins per minute, a bar per 10 s over the last 5 minutes --------------
-  const BUCKET = 10_000, BUCKETS = 30;
+  // ---- the chart: coins per minute from the server ------------------------------------------
+  async function loadChart() {
+    if (!stream) { buckets = []; drawChart(); return; }
+    try {
+      const doc = await api("GET", `/v1/streams/${encodeURIComponent(stream.id)}/coins-per-minute?minutes=${MINUTES}`);
+      buckets = doc.buckets;
+    } catch (e) { /* keep what is drawn */ }
+    drawChart();
+  }
+
+  // Soon after gifts arrive (at most once a second), the chart reloads from the server.
+  function chartSoon() {
+    if (chartTimer) return;
+    chartTimer = setTimeout(() => { chartTimer = 0; loadChart(); }, 1000);
+  }
 
   function drawChart() {
     const svg = $("#chart");
-    const now = Date.now();
-    const start = now - BUCKET * BUCKETS;
-    const sums = new Array(BUCKETS).fill(0);
-    for (const [t, c] of events) {
-      if (t >= start) sums[Math.min(BUCKETS - 1, Math.floor((t - start) / BUCKET))] += c;
-    }
-    while (events.length && events[0][0] < start) events.shift();
-    const rates = sums.map((s) => s * (60_000 / BUCKET)); // coins per minute
-    const max = Math.max(60, ...rates);
-    // viewBox in CSS pixels, so labels keep their shape at any width
-    const W = Math.max(200, Math.round(svg.getBoundingClientRect().width) || 600), H = 160, pad = 18, bw = W / BUCKETS;
-    svg.setAttribute("viewBox", `0 0 ${W} ${H}`);
     const ns = "http://www.w3.org/2000/svg";
-    const make = (tag, attrs) => {
+    const make = (tag, attrs, text) => {
       const n = document.createElementNS(ns, tag);
       for (const [k, v] of Object.entries(attrs)) n.setAttribute(k, v);
+      if (text !== undefined) n.textContent = text;
       return n;
     };
+    // viewBox in CSS pixels, so labels keep their shape at any width
+    const W = Math.max(260, Math.round(svg.getBoundingClientRect().width) || 600), H = 180;
+    const left = 44, right = 8, top = 10, bottom = 22, plotH = H - top - bottom, plotW = W - left - right;
+    svg.setAttribute("viewBox", `0 0 ${W} ${H}`);
+    const data = buckets.length ? buckets : [];
+    const max = Math.max(10, ...data.map((b) => b.coins));
     const nodes = [];
-    for (const f of [0.5, 1]) {
-      const y = H - (H - pad) * f;
-      nodes.push(make("line", { x1: 0, x2: W, y1: y, y2: y, class: "grid" }));
-      const label = make("text", { x: 4, y: y + 12, class: "axis" });
-      label.textContent = `${coins(Math.round(max * f))}/min`;
-      nodes.push(label);
+    for (const f of [0, 0.5, 1]) {
+      const y = top + plotH * (1 - f);
+      nodes.push(make("line", { x1: left, x2: W - right, y1: y, y2: y, class: f === 0 ? "base" : "grid" }));
+      nodes.push(make("text", { x: left - 6, y: y + 4, class: "axis", "text-anchor": "end" }, coins(Math.round(max * f))));
     }
-    rates.forEach((r, i) => {
-      const h = (H - pad) * (r / max);
-      nodes.push(make("rect", { x: i * bw + 1, y: H - h, width: bw - 2, height: Math.max(0, h), rx: 2, class: "bar" }));
+    const n = Math.max(1, data.length), bw = plotW / n;
+    const step = bw * 5 >= 48 ? 5 : 10;
+    const hhmm = (d) => d.toLocaleTimeString([], { hour: "2-digit", minute: "2-digit", hourCycle: "h23" });
+    data.forEach((b, i) => {
+      const h = plotH * (b.coins / max);
+      const rect = make("rect", { x: left + i * bw + 1, y: top + plotH - h, width: Math.max(1, bw - 2), height: Math.max(0, h),
+                                  rx: 2, class: "bar" });
+      rect.dataset.minute = b.minute;
+      rect.dataset.coins = String(b.coins);
+      rect.append(make("title", {}, `${G.time(b.minute)}: ${coins(b.coins)} coins`));
+      nodes.push(rect);
+      // a time label every 5 (or 10, when narrow) minutes, and "now" under the current minute
+      const d = new Date(b.minute);
+      if (i === data.length - 1 || (d.getMinutes() % step === 0 && i < data.length - 1 - Math.ceil(40 / bw))) {
+        nodes.push(make("text", { x: left + i * bw + bw / 2, y: H - 6, class: "axis", "text-anchor": "middle" },
+                        i === data.length - 1 ? "now" : hhmm(d)));
+      }
     });
-    const last = rates.slice(-6).reduce((a, b) => a + b, 0) / 6; // trailing minute
+    if (!data.length) {
+      nodes.push(make("text", { x: left + plotW / 2, y: top + plotH / 2, class: "axis", "text-anchor": "middle" },
+                      stream ? "No gifts yet" : "Go live to see coins per minute"));
+    }
     svg.replaceChildren(...nodes);
-    svg.dataset.total = String(sums.reduce((a, b) => a + b, 0));
-    $("#rate").textContent = `${coins(Math.round(last))} / min over the last minute`;
+    const sum = data.reduce((a, b) => a + b.coins, 0);
+    svg.dataset.total = String(sum);
+    svg.setAttribute("aria-label", `Coins per minute over the last ${MINUTES} minutes: ${coins(sum)} coins in all`);
+    const last = data.length ? data[data.length - 1].coins : 0;
+    $("#rate").textContent = stream ? `${coins(last)} this minute · ${coins(sum)} in ${MINUTES} min` : "";
   }
 
   function addGift(g) {
     if (shown.has(g.seq)) return;
     shown.add(g.seq);
-    $("#feed").prepend(G.giftItem(g, ""));
-    while ($("#feed").children.length > 100) $("#feed").lastChild.remove();
-    events.push([Date.now(), g.coins]);
-    drawChart();
+    G.feedAdd($("#feed"), G.giftItem(g, "", true));
+    G.celebrate(g);
+    G.comboBubble(g);
+    chartSoon();
   }
 
   function showLive(s) {
     stream = s;
     $("#offline-controls").hidden = !!s;
     $("#live-controls").hidden = !s;
-    if (!s) return;
+    if (!s) { drawChart(); return; }
     $("#stream-title").textContent = s.title;
     $("#stream-id").textContent = s.id;
     $("#started").textContent = G.time(s.started_at);
     $("#viewer-link").href = `/viewer?stream=${encodeURIComponent(s.id)}`;
     setStreamCoins(s.coins_received);
-    $("#viewers").textContent = coins(s.viewers);
+    setViewers(s.viewers);
   }
 
   async function watch(s) {
     showLive(s);
     shown.clear();
     $("#feed").replaceChildren();
-    const { top } = await api("GET", `/v1/streams/${encodeURIComponent(s.id)}/leaderboard?limit=10`);
+    G.feedEmpty($("#feed"));
+    const [{ top }] = await Promise.all([
+      api("GET", `/v1/streams/${encodeURIComponent(s.id)}/leaderboard?limit=10`), loadChart()]);
     G.renderTop($("#top"), top, "");
-    room = new G.LiveRoom(s.id, {
+    battle = battle || new G.battle.BattlePanel($("#battle"), { streamId: () => stream && stream.id, me: () => me.id, creator: true });
+    battle.loadLive();
+    const handlers = {
       status: (st) => { $("#conn").textContent = st; $("#conn").dataset.state = st; },
       reset: (w, missed) => { setStreamCoins(w.stream.coins_received); if (missed) say("Reconnected; some gifts were missed in the feed."); },
-      welcome: (w) => { $("#viewers").textContent = coins(w.viewers); },
+      welcome: (w) => setViewers(w.viewers),
       gift: (g) => {
         addGift(g);
-        setStreamCoins(Number($("#stream-coins").dataset.coins) + g.coins);
+        fromGifts += g.coins;
+        showStreamCoins();
       },
       earnings: (m) => {
-        setStreamCoins(Math.max(m.stream_coins, Number($("#stream-coins").dataset.coins)));
-        $("#unsettled").textContent = coins(m.unsettled_coins);
+        fromEarnings = Math.max(fromEarnings, m.stream_coins);
+        showStreamCoins();
+        setUnsettled(m.unsettled_coins);
       },
-      viewers: (m) => { $("#viewers").textContent = coins(m.count); },
+      viewers: (m) => setViewers(m.count),
       leaderboard: (m) => G.renderTop($("#top"), m.top, ""),
       stream_ended: () => { say("Stream ended.", "ok"); },
       ended: () => { showLive(null); loadEarnings(); },
       unauthorized: () => { G.signOut("creator"); location.reload(); },
-    });
+    };
+    room = new G.LiveRoom(s.id, G.battle.hook(handlers, battle));
     window.gifting = { room };
     await room.open();
   }
@@ -168,10 +262,15 @@
     $("#go-live").onsubmit = goLive;
     $("#end").onclick = end;
     $("#title").value = params.get("title") || `${user.name} live`;
+    const cfg = await G.getConfig();
+    coinValueMicros = cfg.coin_value_micros || 0;
+    G.rememberCatalog((await api("GET", "/v1/gifts")).gifts);
+    G.feedEmpty($("#feed"));
     drawChart();
-    setInterval(drawChart, 2000);
+    setInterval(loadChart, 30000);
     setInterval(loadEarnings, 15000);
-    await Promise.all([loadEarnings(), findMine()]);
+    window.addEventListener("resize", drawChart);
+    await Promise.all([loadEarnings(), loadSplit(), findMine()]);
   }
 
   G.boot("creator", start).catch((e) => { document.body.prepend(el("p", { class: "message bad" }, e.message)); });

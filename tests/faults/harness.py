@@ -298,6 +298,7 @@ class Run:
         self.watchers: list[Watcher] = []
         self.started = time.monotonic()
         self.fault_lock = asyncio.Lock()
+        self.battles: list[int] = []  # battle ids (tests/faults/battles.py)
 
     def log(self, what: str) -> None:
         print(f"[faults seed={self.config.seed} t={time.monotonic() - self.started:6.2f}] {what}", flush=True)
@@ -618,13 +619,16 @@ class Run:
         self.stop_at = time.monotonic() + c.seconds
         self.log(f"running {c.seconds:.0f}s with {c.viewers} viewers in {len(self.streams)} rooms")
         injector = asyncio.create_task(self.injector())
+        from tests.faults.battles import battler, check_battles
+
         async with asyncio.timeout(c.seconds + 240):
-            await asyncio.gather(*(self.viewer_loop(v) for v in viewers))
+            await asyncio.gather(*(self.viewer_loop(v) for v in viewers), battler(self))
             await injector
         await self.heal()
         await self.settle_down()
         await self.end_streams()
         await self.check()
+        await check_battles(self)
         return self.report()
 
     async def end_streams(self) -> None:

@@ -46,7 +46,7 @@ from __future__ import annotations
 from collections.abc import Mapping
 from typing import Any
 
-from wallet.rules import funds, live, self_gift
+from wallet.rules import battle, funds, live, self_gift
 from wallet.rules.base import Rule
 
 RULES: tuple[Rule, ...] = (
@@ -54,6 +54,8 @@ RULES: tuple[Rule, ...] = (
     self_gift.RULE,
     funds.DEBT,
     funds.FUNDS,
+    # annotating rules (refuse nothing), after every refusal
+    battle.RULE,
 )
 
 
