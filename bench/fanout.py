@@ -131,7 +131,7 @@ class Committer:
 
     async def commit(self, n: int) -> None:
         events = self.events(n)
-        args: list[Any] = [self.keys.channel, "PUBLISH", 2000, "", len(events)]
+        args: list[Any] = [self.keys.channel, "PUBLISH", 2000, "", len(events), ""]
         for e in events:
             args += [e.seq, e.sender_id, e.sender_name, e.coins, gift_json(e)]
         await self.script(keys=self.keys.all(), args=args)

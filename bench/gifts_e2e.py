@@ -1,6 +1,6 @@
 """Gifts end to end: viewers in rooms all sending gifts over WebSocket, acked after the durable commit.
 
-    ./dev bench gifts_e2e [--viewers 1000] [--rooms 100] [--seconds 10]
+    ./dev bench gifts_e2e [--viewers 1000] [--rooms 100] [--seconds 10] [--rates 5000,10000]
 
 One gateway process (``gifting serve --role gateway``: the gift service's
 micro-batched Postgres commits, the hot-state apply and publish to Redis, and
@@ -9,7 +9,10 @@ load generator. Each viewer keeps one ``send_gift`` in flight (closed loop):
 ack latency is send to ack; every committed gift is also delivered to the 10
 viewers of its room. Beside it, from the same run and database: the gift path's
 own rate (``GiftService.send`` in one process, the same number of concurrent
-senders over the same rooms, no WebSocket). Prints a table and one JSON line.
+senders over the same rooms, no WebSocket). Then, with ``--rates``, the same
+viewers offer fixed rates open loop (closed loop, the ack latency is only the
+in-flight count over the rate). Each row carries the gateway's own stage
+breakdown (``/metrics`` scraped before and after). Prints a table and one JSON line.
 """
 
 from __future__ import annotations
@@ -22,6 +25,7 @@ import time
 from typing import Any
 
 import cli_help
+from deployed import Workers, scrape, stage_delta
 from live_common import (
     LoadGen,
     Stores,
@@ -63,16 +67,17 @@ async def seed(dsn: str, viewers: int, rooms: int) -> list[int]:
     return ids
 
 
-async def over_websocket(stores: Stores, rooms: list[int], viewers: int, seconds: float, clients: int
-                         ) -> dict[str, Any]:
-    port = free_port()
-    proc = start_gateway(stores, port, GIFTING_WS_GIFT_RATE="1000", GIFTING_WS_GIFT_BURST="100")
+async def over_websocket(stores: Stores, rooms: list[int], viewers: int, seconds: float, clients: int,
+                         rates: list[float]) -> list[dict[str, Any]]:
+    port, http = free_port(), free_port()
+    proc = start_gateway(stores, port, http_port=str(http), GIFTING_WS_GIFT_RATE="1000", GIFTING_WS_GIFT_BURST="100")
     lg = LoadGen(clients)
     try:
         paths = [f"/v1/streams/{rooms[i % len(rooms)]}/live?token={token(f'v{i}')}" for i in range(viewers)]
         opened, failed = await lg.open(port, paths, sample_every=10**9, mode="gateway")
         print(f"ws: {opened} viewers open ({failed} failed)", file=sys.stderr)
         await lg.reset()
+        before = [scrape(port)]  # /metrics on the WebSocket port
         cpu0 = cpu_seconds(proc.pid)
         t0 = time.monotonic()
         await lg.gifts(seconds)
@@ -86,15 +91,67 @@ async def over_websocket(stores: Stores, rooms: list[int], viewers: int, seconds
         await asyncio.sleep(1.0)
         st = await lg.stats()
         cpu = cpu_seconds(proc.pid) - cpu0
+        stages = stage_delta(before, [scrape(port)])
+        await lg.close()
+        lat = st["ack_latencies"]
+        rows = [{"what": f"over WebSocket, closed loop: {opened} viewers, {len(rooms)} rooms, 1 gateway",
+                 "gifts_per_s": st["acks"] / elapsed, "acks": st["acks"], "errors": st["errors"],
+                 "p50_ms": pct(lat, 0.5) * 1000, "p99_ms": pct(lat, 0.99) * 1000,
+                 "deliveries": st["deliveries"], "deliveries_per_s": st["deliveries"] / elapsed,
+                 "gateway_cpu_s": round(cpu, 2),
+                 "gateway_cpu_us_per_gift": round(cpu / max(st["acks"], 1) * 1e6, 1),
+                 "seconds": round(elapsed, 2), "loadavg": loadavg(), "stages": stages}]
+        if rates:
+            rows += await open_loop(proc.pid, port, port, paths, rates, seconds, clients)
     finally:
         await lg.close()
         stop(proc)
-    lat = st["ack_latencies"]
-    return {"what": f"over WebSocket: {opened} viewers, {len(rooms)} rooms, 1 gateway process",
-            "gifts_per_s": st["acks"] / elapsed, "acks": st["acks"], "errors": st["errors"],
-            "p50_ms": pct(lat, 0.5) * 1000, "p99_ms": pct(lat, 0.99) * 1000,
-            "deliveries": st["deliveries"], "deliveries_per_s": st["deliveries"] / elapsed,
-            "gateway_cpu_s": round(cpu, 2), "seconds": round(elapsed, 2), "loadavg": loadavg()}
+    return rows
+
+
+async def open_loop(pid: int, port: int, http: int, paths: list[str], rates: list[float], seconds: float,
+                    clients: int) -> list[dict[str, Any]]:
+    """The same viewers offering a fixed rate (round robin), whatever the answers: latency at a given rate.
+
+    Closed loop, ack latency is in-flight / rate (Little's law: 1,000 in flight at
+    10,000/s is 100 ms on average), so a latency target at a rate needs this.
+    """
+    workers = Workers(clients)
+    rows = []
+    try:
+        parts = [[(port, path, False) for path in paths[k::clients]] for k in range(clients)]
+        await workers.call([("open", part) for part in parts])
+        for rate in rates:
+            await workers.all(("reset",))
+            before = [scrape(http)]
+            cpu0 = cpu_seconds(pid)
+            t0 = time.monotonic()
+            await workers.all(("run", rate / clients, seconds))
+            while any(s["sending"] for s in await workers.all(("stats",))):
+                await asyncio.sleep(0.25)
+            sent_for = time.monotonic() - t0
+            deadline = time.monotonic() + 5
+            while time.monotonic() < deadline and sum(s["pending"] for s in await workers.all(("stats",))):
+                await asyncio.sleep(0.1)
+            await asyncio.sleep(0.5)
+            st = await workers.all(("stats",))
+            cpu = cpu_seconds(pid) - cpu0
+            acks = sum(s["acks"] for s in st)
+            lat = [x for s in st for x in s["ack_latencies"]]
+            deliveries = sum(s["deliveries"] for s in st)
+            rows.append({"what": f"over WebSocket, open loop at {rate:.0f}/s offered",
+                         "gifts_per_s": acks / sent_for, "acks": acks, "errors": sum(s["errors"] for s in st),
+                         "unanswered": sum(s["pending"] for s in st),
+                         "p50_ms": pct(lat, 0.5) * 1000, "p99_ms": pct(lat, 0.99) * 1000,
+                         "deliveries": deliveries, "deliveries_per_s": deliveries / sent_for,
+                         "gateway_cpu_s": round(cpu, 2),
+                         "gateway_cpu_us_per_gift": round(cpu / max(acks, 1) * 1e6, 1),
+                         "seconds": round(sent_for, 2), "loadavg": loadavg(),
+                         "stages": stage_delta(before, [scrape(http)])})
+            print(dumps({k: v for k, v in rows[-1].items() if k != "stages"}), file=sys.stderr)
+    finally:
+        await workers.close()
+    return rows
 
 
 async def gift_path_alone(dsn: str, rooms: list[int], senders: int, seconds: float) -> dict[str, Any]:
@@ -134,14 +191,16 @@ async def main() -> None:
     ap.add_argument("--rooms", type=int, default=100)
     ap.add_argument("--seconds", type=float, default=10)
     ap.add_argument("--clients", type=int, default=2, help="load generator processes")
+    ap.add_argument("--rates", default="5000,10000", help="open-loop offered gifts/s after the closed loop ('': none)")
     args = ap.parse_args()
     async with Stores() as stores:
         assert stores.database_url
         t = time.monotonic()
         rooms = await seed(stores.database_url, args.viewers, args.rooms)
         print(f"seeded {args.viewers} viewers, {len(rooms)} rooms in {time.monotonic() - t:.1f}s", file=sys.stderr)
-        rows = [await over_websocket(stores, rooms, args.viewers, args.seconds, args.clients)]
-        print(dumps(rows[-1]), file=sys.stderr)
+        rates = [float(r) for r in args.rates.split(",") if r]
+        rows = await over_websocket(stores, rooms, args.viewers, args.seconds, args.clients, rates)
+        print(dumps({k: v for k, v in rows[0].items() if k != "stages"}), file=sys.stderr)
         rows.append(await gift_path_alone(stores.database_url, rooms, args.viewers, args.seconds))
         print(dumps(rows[-1]), file=sys.stderr)
     print(f"\nmachine: {os.cpu_count()} cores, Python {sys.version.split()[0]}; everything on the same cores "
@@ -150,8 +209,13 @@ async def main() -> None:
         ("what", "what", ""), ("gifts/s", "gifts_per_s", ".0f"), ("acked", "acks", "d"), ("errors", "errors", "d"),
         ("p50 ms", "p50_ms", ".1f"), ("p99 ms", "p99_ms", ".1f"), ("deliv/s", "deliveries_per_s", ".0f"),
         ("load avg", "loadavg", ".1f")])
-    ratio = rows[0]["gifts_per_s"] / max(rows[1]["gifts_per_s"], 1)
-    print(f"websocket end to end / gift path alone: {ratio:.2f}")
+    ratio = rows[0]["gifts_per_s"] / max(rows[-1]["gifts_per_s"], 1)
+    print(f"websocket end to end (closed loop) / gift path alone: {ratio:.2f}")
+    for row in rows[:-1]:
+        print(f"\nstages, {row['what']} (gateway CPU {row['gateway_cpu_us_per_gift']} µs/gift):")
+        for group, stages in row["stages"].items():
+            print(f"  {group}: " + "; ".join(f"{s} p50 {v.get('p50_ms', 0):.2f} p99 {v.get('p99_ms', 0):.2f} ms"
+                                            for s, v in stages.items() if v["count"]))
     print(dumps({"bench": "gifts_e2e", "rows": rows, "ratio_ws_vs_gift_path": ratio}))
 
 

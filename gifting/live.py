@@ -77,7 +77,7 @@ def gateway_config(s: Settings) -> GatewayConfig:
         gift_rate=s.ws_gift_rate, gift_burst=s.ws_gift_burst,
         max_connections_per_user=s.ws_max_connections_per_user, socket_send_buffer=s.ws_socket_send_buffer,
         ping_interval=s.ws_ping_interval or None, ping_timeout=s.ws_ping_interval or None,
-        fanout=FanoutConfig(send_buffer_limit=s.ws_send_buffer_limit),
+        fanout=FanoutConfig(send_buffer_limit=s.ws_send_buffer_limit, slice_ms=s.ws_broadcast_slice_ms),
         presence=PresenceConfig(interval=s.presence_interval, ttl=s.presence_ttl),
     )
 

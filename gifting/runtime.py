@@ -54,7 +54,8 @@ class Runtime:
         self.battle_publisher: BattlePublisher | None = None
         self.hot: HotState | None = None
         self.limiter: RateLimiter | None = None
-        self.metrics = Metrics()
+        self.metrics = Metrics(trace_sample=settings.trace_sample, trace_log=settings.trace_log,
+                               otel=settings.otel)
         self._stack = contextlib.AsyncExitStack()
 
     async def __aenter__(self) -> Runtime:

@@ -136,7 +136,7 @@ def describe(settings: Settings, mode: Mode, role: str) -> tuple[list[str], list
 
 
 def gateway_routes(rt: Runtime) -> dict[str, Callable[[], Awaitable[tuple[int, str, bytes]]]]:
-    """``/readyz`` and ``/metrics`` of a gateway, answered on its WebSocket port."""
+    """``/readyz``, ``/metrics`` and ``/stats/latency`` of a gateway, answered on its WebSocket port."""
     async def readyz() -> tuple[int, str, bytes]:
         ready, doc = await readiness(rt.pool, rt.redis)
         return 200 if ready else 503, "application/json; charset=utf-8", json.dumps(doc).encode()
@@ -145,7 +145,10 @@ def gateway_routes(rt: Runtime) -> dict[str, Callable[[], Awaitable[tuple[int, s
         await rt.metrics.refresh_from_postgres(rt.pool)
         return 200, CONTENT_TYPE_LATEST, rt.metrics.render()
 
-    return {"/readyz": readyz, "/metrics": metrics}
+    async def latency() -> tuple[int, str, bytes]:
+        return 200, "application/json; charset=utf-8", json.dumps(rt.metrics.stages.summary()).encode()
+
+    return {"/readyz": readyz, "/metrics": metrics, "/stats/latency": latency}
 
 
 async def serve(settings: Settings, *, role: str, stop: asyncio.Event, demo: bool = False) -> None:

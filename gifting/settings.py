@@ -186,6 +186,7 @@ class Settings:
     ws_max_connections_per_user: int = 20
     ws_ping_interval: float = 20.0  # protocol pings; 0 turns them off
     ws_socket_send_buffer: int = 0  # SO_SNDBUF per viewer socket; 0: kernel autotuning
+    ws_broadcast_slice_ms: float = 1.0  # a room's broadcast yields to the event loop this often; 0: every 512
     presence_interval: float = 1.0  # presence/leaderboard tick
     presence_ttl: float = 5.0  # a gateway silent this long drops out of viewer counts
     # Responsible spending: buying, gifting and going live need the token's adult
@@ -193,6 +194,11 @@ class Settings:
     age_gate: bool = True
     daily_coin_cap: int | None = None
     weekly_coin_cap: int | None = None
+    # Latency tracing: gifts whose seq is a multiple of this are logged at debug with their
+    # stage times (gifting.trace); 0: none. OpenTelemetry spans for those gifts: off unless set.
+    trace_sample: int = 1000
+    trace_log: bool = False  # write those lines (the gifting.trace logger at debug)
+    otel: bool = False
 
     def __repr__(self) -> str:
         shown: list[str] = []
@@ -236,11 +242,15 @@ class Settings:
             ws_max_connections_per_user=_int(env, "GIFTING_WS_MAX_CONNECTIONS_PER_USER", 20, 1),
             ws_ping_interval=_float(env, "GIFTING_WS_PING_INTERVAL", 20.0, 0.0),
             ws_socket_send_buffer=_int(env, "GIFTING_WS_SOCKET_SEND_BUFFER", 0, 0),
+            ws_broadcast_slice_ms=_float(env, "GIFTING_WS_BROADCAST_SLICE_MS", 1.0, 0.0, 1000.0),
             presence_interval=_float(env, "GIFTING_PRESENCE_INTERVAL", 1.0, 0.01),
             presence_ttl=_float(env, "GIFTING_PRESENCE_TTL", 5.0, 0.01),
             age_gate=_on_off(env, "GIFTING_AGE_GATE", True),
             daily_coin_cap=_cap(env, "GIFTING_DAILY_COIN_CAP"),
             weekly_coin_cap=_cap(env, "GIFTING_WEEKLY_COIN_CAP"),
+            trace_sample=_int(env, "GIFTING_TRACE_SAMPLE", 1000, 0),
+            trace_log=_bool(env, "GIFTING_TRACE_LOG"),
+            otel=_bool(env, "GIFTING_OTEL"),
         )
 
     def replace(self, **changes: object) -> Settings:

@@ -37,7 +37,7 @@ from streams import protocol as p
 from streams.fanout import Fanout, FanoutConfig, StreamGone, Viewer
 from streams.ports import Authenticator, Identity, Sender, TokenRejected, WalletPort
 from streams.presence import Presence, PresenceConfig
-from wallet import inputs
+from wallet import inputs, tracing
 
 log = logging.getLogger("streams.gateway")
 
@@ -102,6 +102,8 @@ class Gateway:
         self.gift_tasks: set[asyncio.Task[None]] = set()
         self.draining = False
         self.gifts_acked = 0
+        # Called with each acknowledged gift's stage timestamps (gifting.metrics wires it).
+        self.gift_observer: Callable[[tracing.GiftTrace], None] | None = None
         self._gc_started = 0.0
         self._gc_task: asyncio.Task[None] | None = None
         self.gc_freezes = 0
@@ -380,7 +382,7 @@ class Gateway:
                 return
             conn.refused = 0
             conn.inflight += 1
-            task = asyncio.create_task(self._gift(conn, msg))
+            task = asyncio.create_task(self._gift(conn, msg, tracing.GiftTrace(time.perf_counter(), conn.stream_id)))
             self.gift_tasks.add(task)
             task.add_done_callback(self.gift_tasks.discard)
 
@@ -397,8 +399,9 @@ class Gateway:
         self._arm_expiry(conn)
         self.fanout.send(conn.viewer, p.authed(msg.ref, fresh.expires_at))
 
-    async def _gift(self, conn: Conn, msg: p.SendGift) -> None:
+    async def _gift(self, conn: Conn, msg: p.SendGift, trace: tracing.GiftTrace) -> None:
         ident = conn.identity
+        tracing.CURRENT.set(trace)  # this task's own context: the gift service stamps it
         try:
             done = await self.wallet.send_gift(Sender(ident.id, ident.name or ident.id, ident.role, ident.adult),
                                                conn.stream_id, msg.gift_id, msg.count, msg.idempotency_key)
@@ -414,3 +417,7 @@ class Gateway:
             conn.inflight -= 1
         self.gifts_acked += 1
         self.fanout.send(conn.viewer, p.ack(msg.ref, done.event, done.balance))
+        if self.gift_observer is not None:
+            trace.acked = time.perf_counter()
+            trace.seq = done.seq
+            self.gift_observer(trace)

@@ -23,6 +23,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import dataclasses
 import json
 import logging
 import time
@@ -88,17 +89,19 @@ def wallet_key(prefix: str, user_id: str) -> str:
 
 
 # KEYS: state, hist, top, names. ARGV: channel, publish command, hist max,
-# unsettled coins (or ""), n, then 5 per gift: seq, sender, name, coins, gift json.
+# unsettled coins (or ""), n, commit time (Unix seconds, or ""), then 5 per gift:
+# seq, sender, name, coins, gift json. With a commit time the message carries it
+# ("ct") and the publish time by Redis's clock ("pt"), for the gateways' stage timings.
 APPLY_LUA = """
 local applied = tonumber(redis.call('HGET', KEYS[1], 'seq') or '0')
 local n = tonumber(ARGV[5])
 if n == 0 then return {0, applied} end
-local first = tonumber(ARGV[6])
+local first = tonumber(ARGV[7])
 if first > applied + 1 then return {-1, applied} end
 local items = {}
 local added = 0
 for i = 0, n - 1 do
-  local b = 6 + i * 5
+  local b = 7 + i * 5
   local seq = tonumber(ARGV[b])
   if seq == applied + 1 then
     redis.call('XADD', KEYS[2], 'MAXLEN', '~', ARGV[3], seq .. '-0', 'g', ARGV[b + 4])
@@ -115,6 +118,10 @@ redis.call('HSET', KEYS[1], 'seq', applied)
 if ARGV[4] ~= '' then redis.call('HSET', KEYS[1], 'unsettled', ARGV[4]) end
 local msg = '{"type":"gifts","items":[' .. table.concat(items, ',') .. '],"stream_coins":' .. coins
 if ARGV[4] ~= '' then msg = msg .. ',"unsettled_coins":' .. ARGV[4] end
+if ARGV[6] ~= '' then
+  local t = redis.call('TIME')
+  msg = msg .. ',"ct":' .. ARGV[6] .. ',"pt":' .. t[1] .. '.' .. string.format('%06d', tonumber(t[2]))
+end
 msg = msg .. '}'
 redis.call(ARGV[2], ARGV[1], msg)
 return {#items, applied}
@@ -153,6 +160,20 @@ end
 return 0
 """
 
+# The same for many wallets in one call (one Redis, not a cluster). KEYS: wallets.
+# ARGV: balance, version per wallet.
+WALLETS_LUA = """
+local n = 0
+for i = 1, #KEYS do
+  local v = tonumber(redis.call('HGET', KEYS[i], 'v') or '-1')
+  if tonumber(ARGV[2 * i]) > v then
+    redis.call('HSET', KEYS[i], 'b', ARGV[2 * i - 1], 'v', ARGV[2 * i])
+    n = n + 1
+  end
+end
+return n
+"""
+
 SQL_REBUILD_TOTALS = """
 SELECT sender_id, max(sender_name) AS name, sum(coins)::bigint AS coins
   FROM gifts WHERE stream_id = $1 AND seq <= $2 GROUP BY sender_id
@@ -171,6 +192,30 @@ def gift_json(event: GiftEvent) -> str:
 EventsSince = Callable[[int, int, int], Awaitable[list[GiftEvent]]]
 
 
+def merge_batches(batches: Sequence[CommittedBatch]) -> CommittedBatch:
+    """Committed batches (in the order they were handed over) as one: what applying them in turn would do.
+
+    Each room's gifts in seq order; each creator's unsettled total and each stream's
+    coins as of the last batch; each wallet at its highest version; the earliest
+    commit time (so lag is never understated).
+    """
+    if len(batches) == 1:
+        return batches[0]
+    events = sorted((e for b in batches for e in b.events), key=lambda e: (e.stream_id, e.seq))
+    coins: dict[int, int] = {}
+    unsettled: dict[str, int] = {}
+    wallets: dict[str, BalanceChange] = {}
+    for b in batches:
+        coins.update(b.stream_coins)
+        unsettled.update(b.creator_unsettled)
+        for w in b.wallets:
+            if w.user_id not in wallets or wallets[w.user_id].version < w.version:
+                wallets[w.user_id] = w
+    # Any other field (added later) as of the last batch.
+    return dataclasses.replace(batches[-1], events=events, stream_coins=coins, creator_unsettled=unsettled,
+                               wallets=list(wallets.values()), committed_at=min(b.committed_at for b in batches))
+
+
 class HotState:
     """Applies committed batches to Redis and keeps it caught up with Postgres."""
 
@@ -186,11 +231,17 @@ class HotState:
         self._apply = redis.register_script(APPLY_LUA)
         self._rebuild = redis.register_script(REBUILD_LUA)
         self._wallet = redis.register_script(WALLET_LUA)
+        self._wallets = redis.register_script(WALLETS_LUA)
         self._queue: asyncio.Queue[CommittedBatch] = asyncio.Queue(maxsize=10_000)
         self._tasks: list[asyncio.Task[None]] = []
         self._catching_up: set[int] = set()
+        self._dequeued = 0.0
+        self.merge_max = 64  # committed batches applied together at most
         self.stats = {"applied": 0, "backfilled": 0, "rebuilt": 0, "errors": 0, "dropped": 0}
         self.lag_observer: Callable[[float], None] | None = None
+        # Per applied batch: seconds from its commit to its publish (Redis answered), and
+        # how long it queued here behind earlier batches.
+        self.publish_observer: Callable[[float, float], None] | None = None
 
     def keys(self, stream_id: int) -> RoomKeys:
         return RoomKeys(self.prefix, stream_id)
@@ -220,14 +271,24 @@ class HotState:
 
     async def _drain(self) -> None:
         while True:
-            batch = await self._queue.get()
+            batches = [await self._queue.get()]
+            # Whatever queued behind the last apply goes out in one apply (one pipeline
+            # for the rooms, one for the balances): a busy process never lets the
+            # applier fall behind by one Redis round trip per batch.
+            while len(batches) < self.merge_max:
+                try:
+                    batches.append(self._queue.get_nowait())
+                except asyncio.QueueEmpty:
+                    break
+            self._dequeued = time.time()
             try:
-                await self.apply(batch)
+                await self.apply(merge_batches(batches))
             except Exception as e:
                 self.stats["errors"] += 1
                 log.warning("hot state apply failed (the sweeper will catch up): %s", e)
             finally:
-                self._queue.task_done()
+                for _ in batches:
+                    self._queue.task_done()
 
     async def apply(self, batch: CommittedBatch) -> None:
         by_room: dict[int, list[GiftEvent]] = {}
@@ -239,7 +300,11 @@ class HotState:
             if creator in batch.creator_unsettled:
                 unsettled_by_stream[sid] = batch.creator_unsettled[creator]
         results = await self._apply_rooms(
-            [(sid, events, unsettled_by_stream.get(sid)) for sid, events in by_room.items()])
+            [(sid, events, unsettled_by_stream.get(sid)) for sid, events in by_room.items()],
+            batch.committed_at)
+        if self.publish_observer:
+            self.publish_observer(time.time() - batch.committed_at,
+                                  max(0.0, self._dequeued - batch.committed_at) if self._dequeued else 0.0)
         await self.cache_balances(batch.wallets)
         if self.lag_observer:
             self.lag_observer(time.time() - batch.committed_at)
@@ -247,18 +312,20 @@ class HotState:
             if not ok:
                 await self.catch_up(sid)
 
-    def _apply_args(self, stream_id: int, events: Sequence[GiftEvent], unsettled: int | None
-                    ) -> tuple[list[str], list[Any]]:
+    def _apply_args(self, stream_id: int, events: Sequence[GiftEvent], unsettled: int | None,
+                    committed_at: float | None = None) -> tuple[list[str], list[Any]]:
         k = self.keys(stream_id)
         args: list[Any] = [k.channel, self.publish_cmd, HISTORY_MAX,
-                           "" if unsettled is None else unsettled, len(events)]
+                           "" if unsettled is None else unsettled, len(events),
+                           "" if committed_at is None else f"{committed_at:.6f}"]
         for e in events:
             args += [e.seq, e.sender_id, e.sender_name, e.coins, gift_json(e)]
         return k.all(), args
 
-    async def _apply_room(self, stream_id: int, events: Sequence[GiftEvent], unsettled: int | None) -> bool:
+    async def _apply_room(self, stream_id: int, events: Sequence[GiftEvent], unsettled: int | None,
+                          committed_at: float | None = None) -> bool:
         """True when applied (or already there); False on a gap."""
-        keys, args = self._apply_args(stream_id, events, unsettled)
+        keys, args = self._apply_args(stream_id, events, unsettled, committed_at)
         return self._applied(await self._apply(keys=keys, args=args))
 
     def _applied(self, result: Any) -> bool:
@@ -268,19 +335,20 @@ class HotState:
         self.stats["applied"] += added
         return True
 
-    async def _apply_rooms(self, rooms: list[tuple[int, Sequence[GiftEvent], int | None]]) -> list[bool]:
+    async def _apply_rooms(self, rooms: list[tuple[int, Sequence[GiftEvent], int | None]],
+                           committed_at: float | None = None) -> list[bool]:
         """Every room of a batch: one pipeline on a single Redis, a bounded fan-out on a cluster."""
         if self.cluster:
             limit = asyncio.Semaphore(16)
 
             async def one(sid: int, events: Sequence[GiftEvent], unsettled: int | None) -> bool:
                 async with limit:
-                    return await self._apply_room(sid, events, unsettled)
+                    return await self._apply_room(sid, events, unsettled, committed_at)
 
             return list(await asyncio.gather(*(one(*room) for room in rooms)))
         async with self.redis.pipeline(transaction=False) as pipe:
             for sid, events, unsettled in rooms:
-                keys, args = self._apply_args(sid, events, unsettled)
+                keys, args = self._apply_args(sid, events, unsettled, committed_at)
                 await self._apply(keys=keys, args=args, client=pipe)
             results = await pipe.execute()
         return [self._applied(r) for r in results]
@@ -295,10 +363,15 @@ class HotState:
                     self._wallet(keys=[wallet_key(self.prefix, c.user_id)], args=[c.balance, c.version])
                     for c in changes[i:i + 200]))
             return
+        # One script call per 500 wallets: per-command overhead in redis-py (packing,
+        # parsing a reply) was most of the applier's CPU with one call per wallet.
         async with self.redis.pipeline(transaction=False) as pipe:
-            for c in changes:
-                await self._wallet(keys=[wallet_key(self.prefix, c.user_id)], args=[c.balance, c.version],
-                                   client=pipe)
+            for i in range(0, len(changes), 500):
+                part = changes[i:i + 500]
+                args: list[Any] = []
+                for c in part:
+                    args += [c.balance, c.version]
+                await self._wallets(keys=[wallet_key(self.prefix, c.user_id) for c in part], args=args, client=pipe)
             await pipe.execute()
 
     async def publish_stream_ended(self, stream_id: int, stream: dict[str, Any], last_seq: int) -> None:

@@ -37,7 +37,7 @@ def url(gw: Gateway, sid: int, user: str, since: int | None = None) -> str:
 async def apply(rt: Any, sid: int, seqs: list[int], *, lost: bool = False) -> None:
     """Applies gifts to the room with the gift path's own script; ``lost`` drops the publish."""
     k = rt.hot.keys(sid)
-    args: list[Any] = ["nowhere" if lost else k.channel, "PUBLISH", 2000, "", len(seqs)]
+    args: list[Any] = ["nowhere" if lost else k.channel, "PUBLISH", 2000, "", len(seqs), ""]
     for s in seqs:
         ev = GiftEvent(sid, s, "u1", "U1", "rose", "Rose", 1, 1, 1, datetime.now(UTC))
         args += [s, "u1", "U1", 1, gift_json(ev)]

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import logging
+import math
 from datetime import UTC, datetime
 from typing import Any
 
@@ -186,8 +187,165 @@ async def test_serve_role_gateway_answers_health_and_metrics_with_its_gateway_ga
                    for f in text_string_to_metric_families(text))
         async with http.get(f"{s.ws_http}/v1/gifts") as r:
             assert r.status == 404  # no API in this process
+        async with http.get(f"{s.ws_http}/stats/latency") as r:
+            assert r.status == 200 and set(await r.json()) == {"gift", "batch", "fanout"}
         with pytest.raises(aiohttp.ClientConnectionError):
             await http.get(f"{s.http}/healthz")  # the HTTP port is not bound
+
+
+# ---- latency stages -------------------------------------------------------------------------
+
+def test_stage_histogram_buckets_and_quantiles_are_exact_at_bucket_edges():
+    from gifting.metrics import StageHistogram, quantile, summarize
+
+    h = StageHistogram((0.001, 0.01, 0.1))
+    for v in (0.0005, 0.001, 0.005, 0.005, 0.05, 3.0):
+        h.observe(v)
+    assert h.counts == [2, 2, 1, 1]  # <= 1 ms, <= 10 ms, <= 100 ms, +Inf
+    assert h.count == 6
+    assert h.cumulative() == [("0.001", 2.0), ("0.01", 4.0), ("0.1", 5.0), ("+Inf", 6.0)]
+    assert quantile(h.bounds, [2, 2, 0, 0], 0.5) == pytest.approx(0.001)  # rank 2: the first bucket's top
+    assert quantile(h.bounds, [2, 2, 0, 0], 0.75) == pytest.approx(0.001 + 0.009 / 2)
+    assert quantile(h.bounds, [0, 0, 0, 4], 0.99) == 0.1  # +Inf: reported as the highest bound
+    assert math.isnan(quantile(h.bounds, [0, 0, 0, 0], 0.5))
+    s = summarize(h.bounds, h.counts, h.total)
+    assert s["count"] == 6 and s["mean_ms"] == pytest.approx(sum((0.0005, 0.001, 0.005, 0.005, 0.05, 3.0)) / 6 * 1000,
+                                                             abs=1e-3)
+    assert s["p50_ms"] <= s["p90_ms"] <= s["p99_ms"] <= s["p999_ms"]
+    assert summarize(h.bounds, [0, 0, 0, 0], 0.0) == {"count": 0}
+
+
+def test_stages_sample_one_gift_in_n_by_seq_and_log_it_with_its_trace_id(caplog):
+    from gifting.metrics import Stages
+    from wallet.tracing import GiftTrace
+
+    stages = Stages(sample=10, slow=10.0)
+    t = GiftTrace(1.0, stream_id=7)
+    t.enqueued, t.started, t.committed, t.acked, t.seq, t.batch = 1.001, 1.003, 1.007, 1.008, 20, 4
+    with caplog.at_level(logging.DEBUG, logger="gifting.trace"):
+        stages.on_gift(t)
+        t.seq = 21
+        stages.on_gift(t)  # not sampled, not slow: counted, not logged
+        stages.on_delivery(7, 18, 22, 100.0, 100.002, 100.003, 100.004, 100.006)  # holds seq 20
+        stages.on_delivery(7, 23, 25, 100.0, 100.002, 100.003, 100.004, 100.006)
+    traced = [r for r in caplog.records if r.name == "gifting.trace"]
+    assert [r.trace for r in traced] == ["g_7_20", "g_7_20"]  # type: ignore[attr-defined]
+    assert traced[0].start_to_commit_ms == pytest.approx(4.0)  # type: ignore[attr-defined]
+    summary = stages.summary()
+    assert summary["gift"]["receive_to_ack"]["count"] == 2
+    assert summary["fanout"]["commit_to_last_write"]["count"] == 2
+    assert summary["batch"]["batch_window"] == {"count": 0}
+
+
+async def test_stage_metrics_of_gifts_over_websocket_exist_and_add_up(rt):
+    """A few gifts through a real gateway: every stage observed, in a sensible order."""
+    from prometheus_client.parser import text_string_to_metric_families as families
+
+    from gifting.api import create_ops_app
+    from gifting.live import build_gateway
+    from tests.live import Client
+
+    gateway = build_gateway(rt)
+    await gateway.start("127.0.0.1", 0)
+    rt.metrics.watch_gateway(gateway)
+    try:
+        stream = await rt.streams.create("cr", "Cr", "t")
+        await fund(rt.wallet, "s1", 100)
+        base = f"ws://127.0.0.1:{gateway.port}/v1/streams/{stream.id}/live?token="
+        from tests.conftest import token
+
+        sender = await Client.open(base + token("s1"))
+        watcher = await Client.open(base + token("w1"))
+        await sender.wait_type("welcome")
+        await watcher.wait_type("welcome")
+        for i in range(5):
+            await sender.send({"type": "send_gift", "ref": f"g{i}", "gift_id": "rose", "count": 1,
+                               "idempotency_key": f"k{i}"})
+        await sender.wait(lambda c: len(c.of("ack")) == 5)
+        await watcher.wait(lambda c: len(c.gift_seqs) == 5)
+        await sender.close()
+        await watcher.close()
+    finally:
+        await gateway.stop()
+    summary = rt.metrics.stages.summary()
+    gift, fan = summary["gift"], summary["fanout"]
+    assert all(gift[s]["count"] == 5 for s in gift)
+    assert summary["batch"]["batch_window"]["count"] >= 1 and summary["batch"]["commit_to_publish"]["count"] >= 1
+    assert all(fan[s]["count"] >= 1 for s in fan)
+    # The parts never exceed the whole; the last write never precedes the first.
+    parts = sum(gift[s]["mean_ms"] for s in ("receive_to_enqueue", "enqueue_to_start", "start_to_commit",
+                                              "commit_to_ack"))
+    assert parts == pytest.approx(gift["receive_to_ack"]["mean_ms"], rel=0.01, abs=0.01)
+    assert fan["commit_to_last_write"]["mean_ms"] >= fan["commit_to_first_write"]["mean_ms"]
+    async with TestClient(TestServer(create_ops_app(rt.pool, rt.redis, rt.metrics))) as c:
+        text = await metrics_text(c)
+        view = await (await c.get("/stats/latency")).json()
+    counts = {s.labels["stage"]: s.value for f in families(text) if f.name == "gifting_gift_stage_seconds"
+              for s in f.samples if s.name.endswith("_count")}
+    assert counts["receive_to_ack"] == 5 and counts["start_to_commit"] == 5
+    assert view["gift"]["commit_to_ack"]["count"] == 5
+
+
+def test_batches_queued_behind_an_apply_merge_into_what_applying_them_in_turn_would_do():
+    from streams.hot import merge_batches
+    from wallet.gifts import BalanceChange, CommittedBatch
+    from wallet.models import GiftEvent
+
+    def ev(sid: int, seq: int) -> GiftEvent:
+        return GiftEvent(sid, seq, "u", "U", "rose", "Rose", 1, 1, 1, datetime.now(UTC), "cr")
+
+    a = CommittedBatch([ev(1, 1), ev(2, 1)], {1: 1, 2: 1}, {"cr": 2}, [BalanceChange("u", 8, 3)], committed_at=10.0)
+    b = CommittedBatch([ev(1, 3), ev(1, 2)], {1: 3}, {"cr": 4}, [BalanceChange("u", 6, 5)], committed_at=10.5)
+    c = CommittedBatch([ev(2, 2)], {2: 2}, {"cr": 5}, [BalanceChange("u", 7, 4), BalanceChange("w", 1, 1)],
+                       committed_at=11.0)
+    m = merge_batches([a, b, c])
+    assert [(e.stream_id, e.seq) for e in m.events] == [(1, 1), (1, 2), (1, 3), (2, 1), (2, 2)]
+    assert m.stream_coins == {1: 3, 2: 2} and m.creator_unsettled == {"cr": 5}
+    assert sorted(m.wallets, key=lambda w: w.user_id) == [BalanceChange("u", 6, 5), BalanceChange("w", 1, 1)]
+    assert m.committed_at == 10.0  # the earliest: lag is never understated
+    assert merge_batches([a]) is a
+
+
+def test_sampled_gifts_become_a_span_with_one_child_per_stage_when_opentelemetry_is_on():
+    pytest.importorskip("opentelemetry.sdk")
+    from opentelemetry.sdk.trace import TracerProvider
+    from opentelemetry.sdk.trace.export import SimpleSpanProcessor
+    from opentelemetry.sdk.trace.export.in_memory_span_exporter import InMemorySpanExporter
+
+    from gifting.metrics import Metrics
+    from wallet.tracing import GiftTrace
+
+    exporter = InMemorySpanExporter()
+    provider = TracerProvider()
+    provider.add_span_processor(SimpleSpanProcessor(exporter))
+    import opentelemetry.trace as ot
+
+    with mock_tracer_provider(ot, provider):
+        metrics = Metrics(process=False, trace_sample=2, otel=True)
+        for seq in (3, 4):  # only 4 is sampled
+            t = GiftTrace(1.0, stream_id=9)
+            t.enqueued, t.started, t.committed, t.acked, t.seq = 1.001, 1.002, 1.006, 1.007, seq
+            metrics.stages.on_gift(t)
+    spans = {s.name: s for s in exporter.get_finished_spans()}
+    assert set(spans) == {"gift", "enqueue", "batch_wait", "commit", "ack"}
+    root = spans["gift"]
+    assert root.attributes is not None and root.attributes["gifting.gift_id"] == "g_9_4"
+    assert all(s.parent is not None and s.parent.span_id == root.context.span_id
+               for name, s in spans.items() if name != "gift")
+    assert root.end_time - root.start_time == pytest.approx(7_000_000, abs=2_000)  # 7 ms, in ns
+
+
+def mock_tracer_provider(ot: Any, provider: Any) -> Any:
+    """Hands ``provider`` to ``trace.get_tracer`` for a while (the global one can be set only once)."""
+    import contextlib
+    from unittest import mock
+
+    @contextlib.contextmanager
+    def cm() -> Any:
+        with mock.patch.object(ot, "get_tracer", lambda name, *a, **k: provider.get_tracer(name)):
+            yield
+
+    return cm()
 
 
 def test_access_summary_sums_requests_up_once_per_window_and_says_nothing_in_between():

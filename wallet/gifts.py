@@ -63,6 +63,7 @@ from wallet.gift_sql import GiftSql, compose
 from wallet.models import GiftEvent, GiftResult
 from wallet.rules import RULES, render
 from wallet.rules.base import Rule
+from wallet.tracing import CURRENT, GiftTrace
 
 log = logging.getLogger("wallet.gifts")
 
@@ -196,6 +197,7 @@ POISON = (asyncpg.DataError, asyncpg.CheckViolationError, UnicodeError, Overflow
 class _Item:
     request: GiftRequest
     future: asyncio.Future[GiftResult]
+    trace: GiftTrace | None = None  # stage timestamps, when the caller asked for them
 
 
 class _Lane:
@@ -231,6 +233,8 @@ class GiftService:
         self._planned: dict[int, tuple[float, float]] = {}  # connection -> (planned at, next interval)
         self.batch_observer: Callable[[int, float], None] | None = None
         self.outcome_observer: Callable[[str], None] | None = None
+        # Per batch: seconds its window stayed open, seconds it then waited for a lane slot.
+        self.window_observer: Callable[[float, float], None] | None = None
 
     def on_commit(self, listener: CommitListener) -> None:
         self._listeners.append(listener)
@@ -265,7 +269,10 @@ class GiftService:
             raise errors.Unavailable("the service is shutting down; retry with the same idempotency key")
         future: asyncio.Future[GiftResult] = asyncio.get_running_loop().create_future()
         lane = self._lanes[request.stream_id % len(self._lanes)]
-        lane.queue.put_nowait(_Item(request, future))
+        trace = CURRENT.get()
+        if trace is not None:
+            trace.enqueued = time.perf_counter()
+        lane.queue.put_nowait(_Item(request, future, trace))
         # Cancelling the caller cancels only this future: a gift not yet in a batch is
         # dropped, one already in a batch commits (or not) whole with its batch, which
         # runs in its own task. Either way nothing is half-applied.
@@ -282,7 +289,8 @@ class GiftService:
         while True:
             first = await lane.queue.get()
             batch = [first]
-            deadline = loop.time() + self.window
+            opened = loop.time()
+            deadline = opened + self.window
             # Under steady load the senders of the last batch come back almost at
             # once: stop waiting as soon as about as many are here again, so the
             # window costs latency only when load is thin.
@@ -304,12 +312,15 @@ class GiftService:
                 except TimeoutError:
                     break
             previous = len(batch)
+            formed = loop.time()
             # Pipelining: a batch may start while the one before it commits, but
             # only once that one holds all its locks. The earlier batch then never
             # waits for the later one, so the two cannot deadlock, and a later
             # batch that needs the same rows simply queues behind it in Postgres.
             await lane.slots.acquire()
             await lane.previous_locked.wait()
+            if self.window_observer:
+                self.window_observer(formed - opened, loop.time() - formed)
             locked = asyncio.Event()
             lane.previous_locked = locked
             task = asyncio.create_task(self._run_batch(lane, batch, locked), name="gift-batch")
@@ -406,7 +417,11 @@ class GiftService:
         if done is None:
             return
         decision = done.decision
-        elapsed = time.perf_counter() - started
+        committed = time.perf_counter()
+        elapsed = committed - started
+        for item in items:
+            if item.trace is not None:
+                item.trace.started, item.trace.committed, item.trace.batch = started, committed, len(items)
         self.stats["batches"] += 1
         self.stats["committed"] += len(decision.accepted)
         self.stats["rejected"] += len(decision.rejected)

@@ -62,3 +62,10 @@ async def metrics(request: web.Request) -> web.Response:
     resp.content_type = CONTENT_TYPE_LATEST.split(";")[0]
     resp.charset = "utf-8"
     return resp
+
+
+@routes.get("/stats/latency")
+async def latency(request: web.Request) -> web.Response:
+    """This process's stage histograms summarised (count, mean, p50/p90/p99/p999 in ms) since it started."""
+    metrics = request.app.get(METRICS)
+    return web.json_response(metrics.stages.summary() if metrics is not None else {})
