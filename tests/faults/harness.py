@@ -60,6 +60,7 @@ from gifting.client import (
     room_url,
     send_gift_message,
     seq_verdict,
+    stream_path,
 )
 from gifting.embedded import EmbeddedPostgres, EmbeddedRedis
 from gifting.migrate import migrate
@@ -646,7 +647,7 @@ class Run:
         """Every room ends: each watcher gets stream_ended after the last gift, then close 1000."""
         for sid, creator in self.streams.items():
             status, doc = await self.until_ok("end", lambda s=sid, c=creator: self.post(
-                f"/v1/streams/{s}/end", None, bearer(c, "creator")), (200,))
+                stream_path(s, "/end"), None, bearer(c, "creator")), (200,))
             if status != 200:
                 self.violations.append(f"could not end stream {sid}: {status} {doc}")
         conn = await asyncpg.connect(self.db_url)
