@@ -61,15 +61,6 @@ def start_process(role: str, env: dict[str, str], http: int, ws: int, log: Path)
     )
 
 
-async def wait_ready(http: Http, path: str, timeout: float = 60) -> None:
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        if await http.healthy(path):
-            return
-        await asyncio.sleep(0.1)
-    raise RuntimeError(f"{http.base_url}{path} not ready")
-
-
 def token(user: str, role: str = "viewer") -> str:
     return auth.mint(JWT, user, role, user.upper(), 3600)
 
@@ -146,9 +137,9 @@ async def drive(args: argparse.Namespace, api_urls: list[str], gateway_ports: li
         apis = [Http(url, session=session, timeout=30) for url in api_urls]
         gateways = [f"ws://127.0.0.1:{port}" for port in gateway_ports]
         for api in apis:
-            await wait_ready(api, "/readyz")
+            await api.wait_healthy("/readyz", interval=0.1)
         for port in gateway_ports:  # a gateway answers /healthz on its WebSocket port
-            await wait_ready(Http(f"http://127.0.0.1:{port}", session=session, retries=0, timeout=2), "/healthz")
+            await Http(f"http://127.0.0.1:{port}", session=session, retries=0, timeout=2).wait_healthy(interval=0.1)
         rooms = []
         for r in range(args.rooms):
             rooms.append((await apis[0].with_token(token(f"creator{r}", "creator")).create_stream(f"room {r}"))["id"])

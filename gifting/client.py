@@ -423,6 +423,20 @@ class Http:
             return False
         return status == 200
 
+    async def wait_healthy(self, path: str = "/healthz", *, timeout: float = 60.0, interval: float = 0.05,
+                           check: Callable[[], None] | None = None) -> None:
+        """Polls ``path`` until it answers 200. ``check`` runs before every try and raises to stop early
+        (a server process that exited); after ``timeout`` seconds: ``TimeoutError``."""
+        deadline = time.monotonic() + timeout
+        while True:
+            if check is not None:
+                check()
+            if await self.healthy(path):
+                return
+            if time.monotonic() > deadline:
+                raise TimeoutError(f"{self.base_url}{path} not healthy after {timeout:g}s")
+            await asyncio.sleep(interval)
+
 
 # ---- the socket -------------------------------------------------------------------------------
 

@@ -234,6 +234,22 @@ async def test_exchange_sends_raw_bytes_and_shows_the_whole_answer(world: World)
             await dead.exchange("GET", "/healthz")
 
 
+async def test_wait_healthy_returns_once_healthy_and_stops_on_its_check_or_its_timeout(world: World):
+    await world.http.wait_healthy("/readyz", timeout=10)
+    checks: list[int] = []
+
+    def died() -> None:
+        checks.append(1)
+        if len(checks) == 3:
+            raise RuntimeError("the server exited")
+
+    async with gc.Http("http://127.0.0.1:9", retries=0) as dead:
+        with pytest.raises(RuntimeError, match="exited"):
+            await dead.wait_healthy(timeout=30, interval=0.01, check=died)
+        with pytest.raises(TimeoutError):
+            await dead.wait_healthy(timeout=0.05, interval=0.01)
+
+
 async def test_a_bare_connection_reads_frame_by_frame_and_abort_drops_it_without_a_close(world: World):
     """recv parses one frame; abort cuts the socket (close code 1006) and raw_frames then ends."""
     sid = await world.stream("pc5")

@@ -64,6 +64,7 @@ from gifting.client import (
 )
 from gifting.embedded import EmbeddedPostgres, EmbeddedRedis
 from gifting.migrate import migrate
+from tests.serve import spawn_serve, wait_serving
 from wallet.webhook import sign
 
 JWT_SECRET = "faults-jwt-secret-0123456789abcdef"
@@ -184,20 +185,8 @@ class Proc:
         with open(self.log_path, "ab") as log:
             log.write(f"\n==== start {self.starts} at {time.time():.3f}\n".encode())
             log.flush()
-            self.proc = await asyncio.create_subprocess_exec(
-                sys.executable, "-m", "gifting", "--log-format", "text", "serve", "--role", self.role,
-                "--http-port", str(self.http_port), "--ws-port", str(self.ws_port),
-                env=self.env, stdout=log, stderr=log, stdin=asyncio.subprocess.DEVNULL, cwd=str(REPO))
-        deadline = time.monotonic() + timeout
-        async with Http(f"http://127.0.0.1:{self.port}", retries=0, timeout=2) as http:
-            while True:
-                if self.proc.returncode is not None:
-                    raise RuntimeError(f"{self.name} exited with {self.proc.returncode}; see {self.log_path}")
-                if await http.healthy():
-                    return
-                if time.monotonic() > deadline:
-                    raise TimeoutError(f"{self.name} not ready after {timeout}s; see {self.log_path}")
-                await asyncio.sleep(0.05)
+            self.proc = await spawn_serve(self.role, self.http_port, self.ws_port, self.env, log, cwd=str(REPO))
+        await wait_serving(self.proc, self.port, self.name, timeout=timeout, detail=lambda: f"see {self.log_path}")
 
     async def kill9(self) -> None:
         if self.alive:
