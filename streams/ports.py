@@ -49,6 +49,10 @@ class WalletPort(Protocol):
         """Committed gifts of a stream with seq > after_seq, in seq order: (seq, GiftEvent JSON)."""
         ...
 
+    async def ended(self, stream_ids: list[int]) -> dict[int, tuple[dict[str, Any], int]]:
+        """Of these streams, the ended ones: id -> (Stream JSON, last seq)."""
+        ...
+
 
 @dataclass(frozen=True, slots=True)
 class Identity:
