@@ -10,6 +10,10 @@ Cluster with --cluster), then drives viewers spread over every gateway
 deliveries/s, gift-to-screen latency (sender's request to the viewer's
 socket read), whether every viewer saw every gift of its room in order
 exactly once, and `gifting audit` at the end. Prints a table and one JSON line.
+
+The protocol (URLs, request bodies, frame parsing, HTTP calls) comes from
+`gifting.client`; the viewers and senders stay thin loops around it (one call,
+one socket, no retries), so the figures are the servers', not a client's.
 """
 
 from __future__ import annotations
@@ -30,11 +34,11 @@ from typing import Any
 
 import aiohttp
 import cli_help
-import websockets
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
 from gifting import auth
+from gifting.client import Connection, Http, gift_request, parse_frame, room_url
 from gifting.embedded import EmbeddedPostgres, EmbeddedRedis, EmbeddedRedisCluster, free_port
 from wallet.webhook import sign
 
@@ -57,46 +61,20 @@ def start_process(role: str, env: dict[str, str], http: int, ws: int, log: Path)
     )
 
 
-async def wait_ready(session: aiohttp.ClientSession, url: str, timeout: float = 60) -> None:
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        try:
-            async with session.get(url) as r:
-                if r.status == 200:
-                    return
-        except aiohttp.ClientError:
-            pass
-        await asyncio.sleep(0.1)
-    raise RuntimeError(f"{url} not ready")
+def token(user: str, role: str = "viewer") -> str:
+    return auth.mint(JWT, user, role, user.upper(), 3600)
 
 
-async def wait_port(port: int, timeout: float = 60) -> None:
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        try:
-            _, w = await asyncio.open_connection("127.0.0.1", port)
-            w.close()
-            return
-        except OSError:
-            await asyncio.sleep(0.1)
-    raise RuntimeError(f"port {port} not open")
-
-
-def bearer(user: str, role: str = "viewer") -> dict[str, str]:
-    return {"Authorization": "Bearer " + auth.mint(JWT, user, role, user.upper(), 3600)}
-
-
-async def fund(session: aiohttp.ClientSession, api: str, user: str) -> None:
-    async with session.post(f"{api}/v1/purchases", json={"pack_id": "coins_17500", "idempotency_key": "fund"},
-                            headers=bearer(user)) as r:
-        purchase = (await r.json())["purchase"]
+async def fund(api: Http, user: str) -> None:
+    """Buys a large pack and confirms it as the payment provider would (a signed webhook)."""
+    purchase = (await api.with_token(token(user)).purchase("coins_17500", key="fund"))["purchase"]
     body = json.dumps({"id": "evt_" + secrets.token_hex(8), "type": "payment.succeeded",
                        "data": {"purchase_id": purchase["id"], "amount": purchase["price"]["amount"],
                                 "currency": "USD"}}).encode()
-    async with session.post(f"{api}/v1/payments/webhook", data=body,
-                            headers={"Gifting-Signature": sign(WEBHOOK, body, int(time.time())),
-                                     "Content-Type": "application/json"}) as r:
-        assert r.status == 200, await r.text()
+    answer = await api.exchange("POST", "/v1/payments/webhook", data=body,
+                                headers={"Gifting-Signature": sign(WEBHOOK, body, int(time.time())),
+                                         "Content-Type": "application/json"})
+    assert answer.status == 200, answer.text
 
 
 async def main() -> None:
@@ -127,7 +105,7 @@ async def main() -> None:
         for i in range(args.gateways):
             port = free_port()
             procs.append(start_process("gateway", env, free_port(), port, root / f"gw{i}.log"))
-            gateways.append(f"ws://127.0.0.1:{port}")
+            gateways.append(port)
         result = await drive(args, apis, gateways)
         audit = subprocess.run([sys.executable, "-m", "gifting", "audit"], env=env, capture_output=True, text=True)
         result["audit_ok"] = audit.returncode == 0
@@ -154,48 +132,40 @@ async def main() -> None:
                       "cluster": args.cluster, **{k: v for k, v in result.items() if k != "audit"}}))
 
 
-async def drive(args: argparse.Namespace, apis: list[str], gateways: list[str]) -> dict[str, Any]:
-    async with aiohttp.ClientSession(timeout=aiohttp.ClientTimeout(total=30)) as session:
+async def drive(args: argparse.Namespace, api_urls: list[str], gateway_ports: list[int]) -> dict[str, Any]:
+    async with aiohttp.ClientSession() as session:
+        apis = [Http(url, session=session, timeout=30) for url in api_urls]
+        gateways = [f"ws://127.0.0.1:{port}" for port in gateway_ports]
         for api in apis:
-            await wait_ready(session, f"{api}/readyz")
-        for gw in gateways:
-            await wait_port(int(gw.rsplit(":", 1)[1]))
+            await api.wait_healthy("/readyz", interval=0.1)
+        for port in gateway_ports:  # a gateway answers /healthz on its WebSocket port
+            await Http(f"http://127.0.0.1:{port}", session=session, retries=0, timeout=2).wait_healthy(interval=0.1)
         rooms = []
         for r in range(args.rooms):
-            async with session.post(f"{apis[0]}/v1/streams", json={"title": f"room {r}"},
-                                    headers=bearer(f"creator{r}", "creator")) as resp:
-                rooms.append((await resp.json())["stream"]["id"])
+            rooms.append((await apis[0].with_token(token(f"creator{r}", "creator")).create_stream(f"room {r}"))["id"])
         senders = [f"sender{i}" for i in range(args.senders)]
         sem = asyncio.Semaphore(16)
 
-        async def fund_one(user: str, api: str) -> None:
+        async def fund_one(user: str, api: Http) -> None:
             async with sem:
-                await fund(session, api, user)
+                await fund(api, user)
 
         await asyncio.gather(*(fund_one(u, apis[i % len(apis)]) for i, u in enumerate(senders)))
 
         received: dict[int, dict[str, float]] = {}  # viewer -> gift id -> time seen
         welcome_seq: dict[int, int] = {}  # a viewer gets every gift after the seq its welcome names
         seqs: dict[int, list[int]] = {}
-        stop = asyncio.Event()
-        connected = 0
+        conns: list[Connection] = []
 
         async def viewer(i: int) -> None:
-            nonlocal connected
             room = rooms[i % len(rooms)]
-            url = f"{gateways[i % len(gateways)]}/v1/streams/{room}/live?token=" + \
-                auth.mint(JWT, f"viewer{i}", "viewer", None, 3600)
+            url = room_url(gateways[i % len(gateways)], room, auth.mint(JWT, f"viewer{i}", "viewer", None, 3600))
             received[i], seqs[i] = {}, []
-            async with websockets.connect(url, max_size=2**22, open_timeout=60) as ws:
-                connected += 1
-                while not stop.is_set():
-                    try:
-                        raw = await asyncio.wait_for(ws.recv(), 0.5)
-                    except TimeoutError:
-                        continue
-                    now = time.perf_counter()
-                    msgs = json.loads(raw)
-                    for m in msgs if isinstance(msgs, list) else [msgs]:
+            async with await Connection.open(url, max_size=2**22, open_timeout=60) as conn:
+                conns.append(conn)
+                async for raw in conn.raw_frames():  # until the run closes it
+                    now = time.perf_counter()  # the frame's arrival, before any parsing
+                    for m in parse_frame(raw):
                         if m.get("type") == "welcome":
                             welcome_seq[i] = int(m.get("seq") or 0)
                         if m.get("type") == "gift":
@@ -204,8 +174,9 @@ async def drive(args: argparse.Namespace, apis: list[str], gateways: list[str]) 
 
         viewer_tasks = [asyncio.create_task(viewer(i)) for i in range(args.viewers)]
         deadline = time.monotonic() + 120
-        while connected < args.viewers and time.monotonic() < deadline:
+        while len(conns) < args.viewers and time.monotonic() < deadline:
             await asyncio.sleep(0.1)
+        connected = len(conns)
         sent_at: dict[str, float] = {}
         acks: list[float] = []
         refused: dict[int, int] = {}
@@ -214,23 +185,19 @@ async def drive(args: argparse.Namespace, apis: list[str], gateways: list[str]) 
 
         async def sender(i: int) -> None:
             rng = random.Random(i)
-            api = apis[i % len(apis)]
-            headers = bearer(senders[i])
+            api = apis[i % len(apis)].with_token(token(senders[i]))
             n = 0
             while time.perf_counter() < stop_at:
                 n += 1
                 room = rng.choice(rooms)
                 t0 = time.perf_counter()
-                async with session.post(f"{api}/v1/streams/{room}/gifts",
-                                        json={"gift_id": "rose", "count": 1, "idempotency_key": f"k{n}"},
-                                        headers=headers) as resp:
-                    body = await resp.json()
-                if resp.status == 201:
+                status, body = await api.call("POST", *gift_request(room, "rose", 1, f"k{n}"))
+                if status == 201:
                     sent_at[body["gift"]["id"]] = t0
                     acks.append(time.perf_counter() - t0)
                     gifts_per_room[room] = gifts_per_room.get(room, 0) + 1
                 else:  # a refusal or an unknown outcome (503): counted, not retried
-                    refused[resp.status] = refused.get(resp.status, 0) + 1
+                    refused[status] = refused.get(status, 0) + 1
 
         started = time.perf_counter()
         await asyncio.gather(*(sender(i) for i in range(args.senders)))
@@ -240,7 +207,7 @@ async def drive(args: argparse.Namespace, apis: list[str], gateways: list[str]) 
         while time.monotonic() < deadline and any(
                 len(seqs[i]) < gifts_per_room.get(rooms[i % len(rooms)], 0) - welcome_seq.get(i, 0) for i in seqs):
             await asyncio.sleep(0.1)
-        stop.set()
+        await asyncio.gather(*(c.close() for c in conns), return_exceptions=True)
         await asyncio.gather(*viewer_tasks, return_exceptions=True)
 
     latencies = [seen - sent_at[g] for r in received.values() for g, seen in r.items() if g in sent_at]

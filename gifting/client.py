@@ -14,8 +14,11 @@ Owns, like the JavaScript SDK in ``clients/js``:
 - typed errors: one class per contract code, each a ``GiftingError`` with ``code``, ``status`` and
   ``details``.
 
-Pure pieces (``parse_frame``, ``room_url``, ``backoff_delay``, ``fold_*``) have no I/O. ``Connection``
-is the thin socket (frames in, messages out) that ``Room`` and the tests' recorders share.
+Pure pieces (``parse_frame``, ``room_url``, ``gift_request``, ``send_gift_message``, ``error_of``,
+``ambiguous``, ``seq_verdict``, ``backoff_delay``, ``fold_*``) have no I/O: the load generators and the
+fault suite, which must stay raw or observe every attempt, take the wire format and its rules from
+them. ``Connection`` is the thin socket (frames in, messages out) that ``Room`` and the tests'
+recorders share; ``Http.exchange`` is one request with nothing hidden (status, JSON and text).
 
 Must never: make a new idempotency key for a retry, or print a token.
 """
@@ -31,7 +34,7 @@ import logging
 import random
 import time
 import uuid
-from collections.abc import AsyncIterator, Awaitable, Callable
+from collections.abc import AsyncIterator, Awaitable, Callable, Mapping
 from dataclasses import dataclass, field
 from typing import Any, Literal
 from urllib.parse import quote
@@ -72,6 +75,8 @@ class GiftingError(Exception):
 
 
 RETRYABLE = frozenset({"unavailable", "rate_limited", "internal_error", "network_error", "outcome_unknown"})
+# Answers after which a money call may or may not have taken effect: replay the key to learn which.
+AMBIGUOUS_CODES = frozenset({"unavailable", "internal_error", "network_error", "outcome_unknown"})
 
 CODES = {
     # v1
@@ -161,8 +166,13 @@ def parse_frame(raw: str | bytes) -> list[Json]:
     return doc if isinstance(doc, list) else [doc]
 
 
+def stream_path(stream_id: str | int, tail: str = "") -> str:
+    """``/v1/streams/{id}`` and what follows it (``/gifts``, ``/end``, ``/live`` …)."""
+    return f"/v1/streams/{quote(str(stream_id), safe='')}{tail}"
+
+
 def room_url(ws_base: str, stream_id: str | int, token: str | None, since: int | None = None) -> str:
-    url = f"{ws_base.rstrip('/')}/v1/streams/{quote(str(stream_id), safe='')}/live"
+    url = ws_base.rstrip("/") + stream_path(stream_id, "/live")
     if token is not None:
         url += f"?token={quote(token, safe='')}"
     if since is not None:
@@ -170,13 +180,50 @@ def room_url(ws_base: str, stream_id: str | int, token: str | None, since: int |
     return url
 
 
+def gift_body(gift_id: str, count: int, idempotency_key: str, message: str | None = None) -> Json:
+    """What a gift names, over HTTP and WebSocket alike: never coins (the server prices it)."""
+    body: Json = {"gift_id": gift_id, "count": count, "idempotency_key": idempotency_key}
+    if message is not None:
+        body["message"] = message
+    return body
+
+
+def gift_request(stream_id: str | int, gift_id: str, count: int, idempotency_key: str,
+                 message: str | None = None) -> tuple[str, Json]:
+    """Path and body of ``POST /v1/streams/{id}/gifts``."""
+    return stream_path(stream_id, "/gifts"), gift_body(gift_id, count, idempotency_key, message)
+
+
+def purchase_request(pack_id: str, idempotency_key: str) -> tuple[str, Json]:
+    """Path and body of ``POST /v1/purchases``."""
+    return "/v1/purchases", {"pack_id": pack_id, "idempotency_key": idempotency_key}
+
+
 def send_gift_message(ref: str | int, gift_id: str, count: int, idempotency_key: str,
                       message: str | None = None) -> Json:
-    msg: Json = {"type": "send_gift", "ref": ref, "gift_id": gift_id, "count": count,
-                 "idempotency_key": idempotency_key}
-    if message is not None:
-        msg["message"] = message
-    return msg
+    return {"type": "send_gift", "ref": ref, **gift_body(gift_id, count, idempotency_key, message)}
+
+
+def error_of(status: int, doc: Any) -> GiftingError:
+    """The contract error an HTTP answer's body carries (``http_<status>`` when it carries none)."""
+    err = doc.get("error") if isinstance(doc, dict) else None
+    err = err if isinstance(err, dict) else {}
+    return error_for(str(err.get("code") or f"http_{status}"), str(err.get("message") or status),
+                     status=status, details=err.get("details"))
+
+
+def ambiguous(code: str, status: int = 0) -> bool:
+    """Whether a money call that got this answer may have taken effect all the same: no answer, an
+    HTTP 5xx, or ``unavailable`` / ``internal_error``. Only replaying the same key tells; any other
+    refusal means nothing happened."""
+    return status >= 500 or code in AMBIGUOUS_CODES
+
+
+def seq_verdict(last: int | None, seq: int) -> Literal["ok", "dup", "gap"]:
+    """A gift's place after the last seq seen: next (``ok``), seen already (``dup``) or past a gap."""
+    if last is None or seq == last + 1:
+        return "ok"
+    return "dup" if seq <= last else "gap"
 
 
 async def _token_of(source: TokenSource | None) -> str | None:
@@ -192,6 +239,15 @@ async def _token_of(source: TokenSource | None) -> str | None:
 
 AMBIGUOUS_STATUS = frozenset({502, 503, 504})
 Retry = Literal["always", "refused", "never"]
+
+
+@dataclass(frozen=True)
+class Answer:
+    """One HTTP answer, whole: what the fault suite inspects (a 5xx body must carry no stack trace)."""
+
+    status: int
+    doc: Any  # the JSON body, or None when it is not JSON
+    text: str
 
 
 class Http:
@@ -235,29 +291,43 @@ class Http:
                    retry: Retry = "never") -> tuple[int, Any]:
         """Status and JSON body of one call, errors included (nothing raised for a 4xx/5xx answer)."""
         for attempt in itertools.count():
-            headers = {"Accept": "application/json"}
-            tok = await _token_of(token if token is not None else self.token)
-            if tok:
-                headers["Authorization"] = f"Bearer {tok}"
             try:
-                async with self.session.request(method, self.base_url + path, json=body, headers=headers,
-                                                timeout=aiohttp.ClientTimeout(total=self.timeout)) as r:
-                    try:
-                        doc = await r.json(content_type=None)
-                    except ValueError:
-                        doc = None
-                    status = r.status
-            except (aiohttp.ClientError, TimeoutError) as e:
+                answer = await self.exchange(method, path, body, token=token)
+            except NetworkError:
                 if retry == "always" and attempt < self.retries:
                     await asyncio.sleep(self._delay(attempt))
                     continue
-                raise NetworkError("network_error", str(e) or type(e).__name__) from e
+                raise
+            status, doc = answer.status, answer.doc
             again = status in AMBIGUOUS_STATUS if retry == "always" else retry == "refused" and status == 503
             if again and attempt < self.retries:
                 await asyncio.sleep(self._delay(attempt))
                 continue
             return status, doc
         raise AssertionError("unreachable")
+
+    async def exchange(self, method: str, path: str, body: Any = None, *, data: bytes | None = None,
+                       headers: Mapping[str, str] | None = None, token: TokenSource | None = None) -> Answer:
+        """One request, no retry, nothing hidden. ``data`` sends these bytes instead of ``body`` as JSON;
+        ``headers`` add to (or override) the defaults. Raises ``NetworkError`` when no answer came."""
+        sent = {"Accept": "application/json"}
+        tok = await _token_of(token if token is not None else self.token)
+        if tok:
+            sent["Authorization"] = f"Bearer {tok}"
+        sent.update(headers or {})
+        payload: Json = {"data": data} if data is not None else {"json": body}
+        try:
+            async with self.session.request(method, self.base_url + path, headers=sent, **payload,
+                                            timeout=aiohttp.ClientTimeout(total=self.timeout)) as r:
+                text = await r.text(errors="replace")
+                status = r.status
+        except (aiohttp.ClientError, TimeoutError) as e:
+            raise NetworkError("network_error", str(e) or type(e).__name__) from e
+        try:
+            doc = json.loads(text) if text else None
+        except ValueError:
+            doc = None
+        return Answer(status, doc, text)
 
     def _delay(self, attempt: int) -> float:
         return backoff_delay(attempt, base=self.backoff_base, cap=self.backoff_cap)
@@ -269,10 +339,7 @@ class Http:
                                       retry=retry or ("always" if method == "GET" else "refused"))
         if 200 <= status < 300:
             return doc
-        err = doc.get("error") if isinstance(doc, dict) else None
-        err = err if isinstance(err, dict) else {}
-        raise error_for(str(err.get("code") or f"http_{status}"), str(err.get("message") or status),
-                        status=status, details=err.get("details"))
+        raise error_of(status, doc)
 
     async def _money(self, path: str, body: Json, token: TokenSource | None = None) -> Any:
         try:
@@ -296,7 +363,7 @@ class Http:
     async def purchase(self, pack_id: str, *, key: str | None = None) -> Json:
         """Buys a coin pack: ``{"purchase", "checkout"}``, the purchase ``pending`` until the provider
         confirms (``checkout.provider`` says who takes the payment). Retries reuse the key."""
-        return dict(await self._money("/v1/purchases", {"pack_id": pack_id, "idempotency_key": key or new_key()}))
+        return dict(await self._money(*purchase_request(pack_id, key or new_key())))
 
     async def get_purchase(self, purchase_id: str) -> Json:
         return dict((await self.request("GET", f"/v1/purchases/{quote(purchase_id, safe='')}"))["purchase"])
@@ -318,13 +385,10 @@ class Http:
     async def send_gift(self, stream_id: str | int, gift_id: str, count: int = 1, *, key: str | None = None,
                         message: str | None = None) -> Json:
         """``{"gift", "balance"}``. Retries reuse the key; out of retries: ``OutcomeUnknown``."""
-        body: Json = {"gift_id": gift_id, "count": count, "idempotency_key": key or new_key()}
-        if message is not None:
-            body["message"] = message
-        return dict(await self._money(f"/v1/streams/{quote(str(stream_id), safe='')}/gifts", body))
+        return dict(await self._money(*gift_request(stream_id, gift_id, count, key or new_key(), message)))
 
     async def stream(self, stream_id: str | int) -> Json:
-        return dict((await self.request("GET", f"/v1/streams/{quote(str(stream_id), safe='')}"))["stream"])
+        return dict((await self.request("GET", stream_path(stream_id)))["stream"])
 
     async def live_streams(self, limit: int = 100) -> list[Json]:
         return list((await self.request("GET", f"/v1/streams?status=live&limit={limit}"))["streams"])
@@ -333,15 +397,15 @@ class Http:
         return dict((await self.request("POST", "/v1/streams", {"title": title}))["stream"])
 
     async def end_stream(self, stream_id: str | int) -> Json:
-        path = f"/v1/streams/{quote(str(stream_id), safe='')}/end"
+        path = stream_path(stream_id, "/end")
         return dict((await self.request("POST", path, retry="always"))["stream"])
 
     async def stream_gifts(self, stream_id: str | int, after_seq: int = 0, limit: int = 1000) -> Json:
-        path = f"/v1/streams/{quote(str(stream_id), safe='')}/gifts?after_seq={after_seq}&limit={limit}"
+        path = stream_path(stream_id, f"/gifts?after_seq={after_seq}&limit={limit}")
         return dict(await self.request("GET", path))
 
     async def leaderboard(self, stream_id: str | int, limit: int = 10) -> list[Json]:
-        path = f"/v1/streams/{quote(str(stream_id), safe='')}/leaderboard?limit={limit}"
+        path = stream_path(stream_id, f"/leaderboard?limit={limit}")
         return list((await self.request("GET", path))["top"])
 
     async def earnings(self) -> Json:
@@ -358,6 +422,20 @@ class Http:
         except NetworkError:
             return False
         return status == 200
+
+    async def wait_healthy(self, path: str = "/healthz", *, timeout: float = 60.0, interval: float = 0.05,
+                           check: Callable[[], None] | None = None) -> None:
+        """Polls ``path`` until it answers 200. ``check`` runs before every try and raises to stop early
+        (a server process that exited); after ``timeout`` seconds: ``TimeoutError``."""
+        deadline = time.monotonic() + timeout
+        while True:
+            if check is not None:
+                check()
+            if await self.healthy(path):
+                return
+            if time.monotonic() > deadline:
+                raise TimeoutError(f"{self.base_url}{path} not healthy after {timeout:g}s")
+            await asyncio.sleep(interval)
 
 
 # ---- the socket -------------------------------------------------------------------------------
@@ -378,12 +456,29 @@ class Connection:
     async def send(self, message: Json | list[Any] | str | bytes) -> None:
         await self.ws.send(message if isinstance(message, str | bytes) else json.dumps(message))
 
-    async def messages(self) -> AsyncIterator[list[Json]]:
-        """Each frame's messages, until the socket closes (then returns; ``close_code`` says why)."""
+    async def raw_frames(self) -> AsyncIterator[str | bytes]:
+        """Each frame as it came, until the socket closes (then returns; ``close_code`` says why).
+        For recorders that time a frame before parsing it (``parse_frame``)."""
         with contextlib.suppress(ConnectionClosed):
             async for raw in self.ws:
                 self.frames += 1
-                yield parse_frame(raw)
+                yield raw
+
+    async def messages(self) -> AsyncIterator[list[Json]]:
+        """Each frame's messages, until the socket closes (then returns; ``close_code`` says why)."""
+        async for raw in self.raw_frames():
+            yield parse_frame(raw)
+
+    async def recv(self) -> list[Json]:
+        """The next frame's messages; raises ``ConnectionClosed`` once the socket is gone."""
+        raw = await self.ws.recv()
+        self.frames += 1
+        return parse_frame(raw)
+
+    def abort(self) -> None:
+        """Drops the connection at once, no close handshake: what a phone losing its signal does
+        (the server sees the TCP connection go; whatever was on the wire is left unanswered)."""
+        self.ws.transport.abort()
 
     @property
     def close_code(self) -> int | None:
@@ -395,6 +490,12 @@ class Connection:
 
     async def close(self, code: int = 1000, reason: str = "") -> None:
         await self.ws.close(code, reason)
+
+    async def __aenter__(self) -> Connection:
+        return self
+
+    async def __aexit__(self, *exc: object) -> None:
+        await self.close()
 
 
 # ---- room state (pure) ------------------------------------------------------------------------
@@ -437,11 +538,9 @@ def fold_welcome(s: RoomState, w: Json) -> None:
 def fold_gift(s: RoomState, g: Json) -> Literal["ok", "dup", "gap"]:
     """One committed gift: ``dup`` (seen), ``gap`` (seq skipped some: nothing folded) or ``ok``."""
     seq = int(g["seq"])
-    if s.seq is not None:
-        if seq <= s.seq:
-            return "dup"
-        if seq != s.seq + 1:
-            return "gap"
+    verdict = seq_verdict(s.seq, seq)
+    if verdict != "ok":
+        return verdict
     s.seq = seq
     if s.stream is not None:
         s.stream["coins_received"] = s.stream.get("coins_received", 0) + g["coins"]

@@ -14,14 +14,14 @@ import contextlib
 import os
 import signal
 import socket
-import sys
 import time
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
-from gifting.client import Connection, Http
+from gifting.client import Connection
 from tests.conftest import JWT_SECRET, WEBHOOK_SECRET
+from tests.serve import spawn_serve, wait_serving
 
 
 def free_port() -> int:
@@ -44,21 +44,11 @@ class Proc:
 
     async def start(self, timeout: float = 30.0) -> Proc:
         self.log = open(self.log_path, "wb")
-        self.proc = await asyncio.create_subprocess_exec(
-            sys.executable, "-m", "gifting", "--log-format", "text", "serve", "--role", self.role,
-            "--http-port", str(self.http_port), "--ws-port", str(self.ws_port),
-            env=self.env, stdout=self.log, stderr=self.log, stdin=asyncio.subprocess.DEVNULL)
+        self.proc = await spawn_serve(self.role, self.http_port, self.ws_port, self.env, self.log)
         port = self.ws_port if self.role == "gateway" else self.http_port
-        deadline = time.monotonic() + timeout
-        async with Http(f"http://127.0.0.1:{port}", retries=0, timeout=5) as http:
-            while True:
-                if self.proc.returncode is not None:
-                    raise RuntimeError(f"{self.name} exited: {self.log_path.read_text()[-2000:]}")
-                if await http.healthy():
-                    return self
-                if time.monotonic() > deadline:
-                    raise TimeoutError(f"{self.name} not ready: {self.log_path.read_text()[-2000:]}")
-                await asyncio.sleep(0.05)
+        await wait_serving(self.proc, port, self.name, timeout=timeout,
+                           detail=lambda: self.log_path.read_text()[-2000:])
+        return self
 
     @property
     def ws(self) -> str:

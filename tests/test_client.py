@@ -12,6 +12,7 @@ from typing import Any
 import asyncpg
 import pytest
 from websockets.asyncio.client import ClientConnection
+from websockets.exceptions import ConnectionClosed
 
 from gifting import client as gc
 from tests.conftest import create_test_db, delete_prefix, drop_test_db, token, with_database
@@ -45,6 +46,31 @@ def test_frames_urls_and_token_expiry():
     assert gc.parse_frame(b'[{"type":"gift"},{"type":"gift"}]') == [{"type": "gift"}, {"type": "gift"}]
     assert gc.room_url("ws://h:1/", 7, "a b", since=4) == "ws://h:1/v1/streams/7/live?token=a%20b&since=4"
     assert gc.token_expiry(token("u", ttl=60)) is not None and gc.token_expiry("junk") is None
+
+
+def test_requests_and_messages_name_the_gift_and_key_never_a_price():
+    assert gc.stream_path("a/b", "/gifts") == "/v1/streams/a%2Fb/gifts"
+    assert gc.gift_request(7, "rose", 2, "k1") == (
+        "/v1/streams/7/gifts", {"gift_id": "rose", "count": 2, "idempotency_key": "k1"})
+    assert gc.purchase_request("coins_70", "k2") == ("/v1/purchases", {"pack_id": "coins_70", "idempotency_key": "k2"})
+    assert gc.send_gift_message("r1", "rose", 1, "k3", message="hi") == {
+        "type": "send_gift", "ref": "r1", "gift_id": "rose", "count": 1, "idempotency_key": "k3", "message": "hi"}
+
+
+def test_error_bodies_parse_and_only_no_answer_a_5xx_or_unavailable_leave_the_outcome_open():
+    e = gc.error_of(402, {"error": {"code": "insufficient_funds", "message": "short", "details": {"coins": 3}}})
+    assert isinstance(e, gc.InsufficientFunds) and (e.status, e.details) == (402, {"coins": 3})
+    assert gc.error_of(502, None).code == "http_502" and gc.error_of(400, {"error": "junk"}).code == "http_400"
+    assert all(gc.ambiguous(c) for c in ("network_error", "unavailable", "internal_error", "outcome_unknown"))
+    assert gc.ambiguous("http_502", 502) and gc.ambiguous("unavailable", 503)
+    assert not gc.ambiguous("rate_limited", 429) and not gc.ambiguous("insufficient_funds", 402)
+    assert not gc.ambiguous("stream_not_live")
+
+
+def test_seq_verdict_says_next_seen_or_past_a_gap():
+    assert [gc.seq_verdict(None, 9), gc.seq_verdict(0, 1), gc.seq_verdict(4, 5)] == ["ok", "ok", "ok"]
+    assert [gc.seq_verdict(4, 4), gc.seq_verdict(4, 2)] == ["dup", "dup"]
+    assert gc.seq_verdict(4, 6) == "gap"
 
 
 def gift(seq: int, **extra: Any) -> dict[str, Any]:
@@ -194,3 +220,47 @@ async def test_a_token_about_to_expire_is_refreshed_on_the_open_socket(world: Wo
         await room.ready()
         await room.wait(lambda s: authed, timeout=10)
         assert room.reconnects == 0 and len(minted) >= 2
+
+
+async def test_exchange_sends_raw_bytes_and_shows_the_whole_answer(world: World):
+    """One attempt, nothing hidden: a badly signed webhook's 400, its JSON and its text."""
+    answer = await world.http.exchange("POST", "/v1/payments/webhook", data=b'{"id":"evt_x"}',
+                                       headers={"Content-Type": "application/json", "Gifting-Signature": "t=1,v1=00"})
+    assert answer.status == 400 and answer.doc["error"]["code"] == "invalid_signature"
+    assert "invalid_signature" in answer.text
+    dead = gc.Http("http://127.0.0.1:9", retries=0)
+    async with dead:
+        with pytest.raises(gc.NetworkError):
+            await dead.exchange("GET", "/healthz")
+
+
+async def test_wait_healthy_returns_once_healthy_and_stops_on_its_check_or_its_timeout(world: World):
+    await world.http.wait_healthy("/readyz", timeout=10)
+    checks: list[int] = []
+
+    def died() -> None:
+        checks.append(1)
+        if len(checks) == 3:
+            raise RuntimeError("the server exited")
+
+    async with gc.Http("http://127.0.0.1:9", retries=0) as dead:
+        with pytest.raises(RuntimeError, match="exited"):
+            await dead.wait_healthy(timeout=30, interval=0.01, check=died)
+        with pytest.raises(TimeoutError):
+            await dead.wait_healthy(timeout=0.05, interval=0.01)
+
+
+async def test_a_bare_connection_reads_frame_by_frame_and_abort_drops_it_without_a_close(world: World):
+    """recv parses one frame; abort cuts the socket (close code 1006) and raw_frames then ends."""
+    sid = await world.stream("pc5")
+    async with await gc.Connection.open(gc.room_url(world.live_gateway(), sid, token("pv5"))) as conn:
+        assert (await conn.recv())[0]["type"] == "welcome"
+        await conn.send({"type": "ping", "ref": "p1"})
+        async with asyncio.timeout(10):
+            while not any(m.get("type") == "pong" for m in await conn.recv()):
+                pass
+        conn.abort()
+        with pytest.raises(ConnectionClosed):
+            await conn.recv()
+        assert [raw async for raw in conn.raw_frames()] == []
+        assert conn.close_code == 1006 and conn.frames >= 2

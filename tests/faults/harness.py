@@ -10,8 +10,12 @@ random from the run's seeded generator, applies it and heals it.
 
 Everything a client was told goes into a history. After the run every fault is
 healed and the history is checked against Postgres, Redis and the books: see
-``check``. A violation names the seed; the same seed replays the same choices
-(the timing of real processes still varies, as in any Jepsen test).
+``check``. The clients speak the protocol through ``gifting.client`` (URLs,
+message shapes, frame parsing, which answers leave an outcome open, seq order):
+one attempt at a time (``Http.exchange``, ``Connection``), since the history
+needs every attempt and the suite injects its own drops (``Connection.abort``).
+A violation names the seed; the same seed replays the same choices (the timing
+of real processes still varies, as in any Jepsen test).
 
 Must never: talk to anything but 127.0.0.1, run unbounded (every loop has a
 deadline), or touch servers it did not start.
@@ -40,12 +44,27 @@ from typing import Any
 
 import aiohttp
 import asyncpg
-from websockets.asyncio.client import ClientConnection, connect
-from websockets.exceptions import ConnectionClosed, WebSocketException
+from websockets.exceptions import WebSocketException
 
 from gifting import auth
+from gifting.client import (
+    RETRY_ON_ERROR,
+    Answer,
+    Connection,
+    Http,
+    NetworkError,
+    ambiguous,
+    error_of,
+    gift_request,
+    purchase_request,
+    room_url,
+    send_gift_message,
+    seq_verdict,
+    stream_path,
+)
 from gifting.embedded import EmbeddedPostgres, EmbeddedRedis
 from gifting.migrate import migrate
+from tests.serve import spawn_serve, wait_serving
 from wallet.webhook import sign
 
 JWT_SECRET = "faults-jwt-secret-0123456789abcdef"
@@ -63,8 +82,8 @@ FAULT_KINDS = (
     "client_drop",  # watchers' sockets aborted mid-stream; they resume with since
 )
 GIFTS = [("rose", 1), ("heart", 5), ("donut", 30), ("hat", 99)]
-# Answers that say nothing happened and may be retried on the same key.
-RETRYABLE_CODES = {"rate_limited", "unavailable", "internal_error"}
+# Answers that may be retried on the same key (the client's rule).
+RETRYABLE_CODES = RETRY_ON_ERROR
 
 
 @dataclass
@@ -154,6 +173,10 @@ class Proc:
         return self.ws_port if self.role == "gateway" else self.http_port
 
     @property
+    def ws_url(self) -> str:
+        return f"ws://127.0.0.1:{self.ws_port}"
+
+    @property
     def alive(self) -> bool:
         return self.proc is not None and self.proc.returncode is None
 
@@ -162,22 +185,8 @@ class Proc:
         with open(self.log_path, "ab") as log:
             log.write(f"\n==== start {self.starts} at {time.time():.3f}\n".encode())
             log.flush()
-            self.proc = await asyncio.create_subprocess_exec(
-                sys.executable, "-m", "gifting", "--log-format", "text", "serve", "--role", self.role,
-                "--http-port", str(self.http_port), "--ws-port", str(self.ws_port),
-                env=self.env, stdout=log, stderr=log, stdin=asyncio.subprocess.DEVNULL, cwd=str(REPO))
-        deadline = time.monotonic() + timeout
-        async with aiohttp.ClientSession(timeout=aiohttp.ClientTimeout(total=2)) as http:
-            while True:
-                if self.proc.returncode is not None:
-                    raise RuntimeError(f"{self.name} exited with {self.proc.returncode}; see {self.log_path}")
-                with contextlib.suppress(aiohttp.ClientError, TimeoutError, OSError):
-                    async with http.get(f"http://127.0.0.1:{self.port}/healthz") as resp:
-                        if resp.status == 200:
-                            return
-                if time.monotonic() > deadline:
-                    raise TimeoutError(f"{self.name} not ready after {timeout}s; see {self.log_path}")
-                await asyncio.sleep(0.05)
+            self.proc = await spawn_serve(self.role, self.http_port, self.ws_port, self.env, log, cwd=str(REPO))
+        await wait_serving(self.proc, self.port, self.name, timeout=timeout, detail=lambda: f"see {self.log_path}")
 
     async def kill9(self) -> None:
         if self.alive:
@@ -293,7 +302,7 @@ class Run:
         self.db_url = ""
         self.redis_url = ""
         self.prefix = "f:"
-        self.http: aiohttp.ClientSession
+        self.http: aiohttp.ClientSession  # the connection pool every request's Http shares
         self.streams: dict[int, str] = {}  # stream id -> creator
         self.watchers: list[Watcher] = []
         self.started = time.monotonic()
@@ -353,32 +362,34 @@ class Run:
         alive = [p for p in self.apis if p.alive] or self.apis
         return self.rng.choice(alive)
 
-    async def post(self, path: str, body: Any, headers: dict[str, str], *, drop_after: float | None = None,
-                   raw: bytes | None = None) -> tuple[int, Any]:
-        """One request to some API process: (status, json), or (0, error name) if no answer came."""
-        url = f"http://127.0.0.1:{self.api().http_port}{path}"
+    async def request(self, method: str, path: str, body: Any, headers: dict[str, str], *,
+                      drop_after: float | None = None, raw: bytes | None = None) -> Answer | str:
+        """One attempt at some API process: its answer, or what stopped it when no answer came."""
+        http = Http(f"http://127.0.0.1:{self.api().http_port}", session=self.http, retries=0, timeout=8)
         try:
             async with contextlib.AsyncExitStack() as stack:
                 if drop_after is not None:
                     await stack.enter_async_context(asyncio.timeout(drop_after))
-                kwargs: dict[str, Any] = {"data": raw} if raw is not None else {"json": body}
-                async with self.http.post(url, headers=headers, **kwargs) as resp:
-                    text = await resp.text()
-                    try:
-                        doc = json.loads(text)
-                    except ValueError:
-                        doc = {"raw": text[:200]}
-                    if resp.status >= 500 and "Traceback" in text:
-                        self.violations.append(f"a 5xx body carried a stack trace: {text[:200]}")
-                    if resp.status == 500:
-                        # Store failures are 503 unavailable; a 500 is an error nobody handled.
-                        self.history.errors[f"http500:{path}"] += 1
-                        self.violations.append(f"500 from {path}: {text[:200]}")
-                    return resp.status, doc
+                return await http.exchange(method, path, body, data=raw, headers=headers)
         except TimeoutError:
-            return 0, "dropped" if drop_after is not None else "timeout"
-        except (aiohttp.ClientError, OSError) as e:
-            return 0, type(e).__name__
+            return "dropped" if drop_after is not None else "timeout"
+        except NetworkError as e:
+            return "timeout" if isinstance(e.__cause__, TimeoutError) else type(e.__cause__).__name__
+
+    async def post(self, path: str, body: Any, headers: dict[str, str], *, drop_after: float | None = None,
+                   raw: bytes | None = None) -> tuple[int, Any]:
+        """One request to some API process: (status, json), or (0, error name) if no answer came."""
+        answer = await self.request("POST", path, body, headers, drop_after=drop_after, raw=raw)
+        if isinstance(answer, str):
+            return 0, answer
+        status, text = answer.status, answer.text
+        if status >= 500 and "Traceback" in text:
+            self.violations.append(f"a 5xx body carried a stack trace: {text[:200]}")
+        if status == 500:
+            # Store failures are 503 unavailable; a 500 is an error nobody handled.
+            self.history.errors[f"http500:{path}"] += 1
+            self.violations.append(f"500 from {path}: {text[:200]}")
+        return status, answer.doc if answer.doc is not None else {"raw": text[:200]}
 
     async def until_ok(self, what: str, fn: Any, ok: tuple[int, ...], give_up: float = 60.0) -> tuple[int, Any]:
         """Retries a request whose retries are safe until it gets an ``ok`` status (bounded)."""
@@ -416,12 +427,8 @@ class Run:
             self.streams[int(doc["stream"]["id"])] = creator
 
     async def put(self, path: str, body: Any, headers: dict[str, str]) -> tuple[int, Any]:
-        url = f"http://127.0.0.1:{self.api().http_port}{path}"
-        try:
-            async with self.http.put(url, json=body, headers=headers) as resp:
-                return resp.status, await resp.json(content_type=None)
-        except (aiohttp.ClientError, OSError, TimeoutError) as e:
-            return 0, type(e).__name__
+        answer = await self.request("PUT", path, body, headers)
+        return (0, answer) if isinstance(answer, str) else (answer.status, answer.doc)
 
     async def deliver(self, event_id: str, event_type: str, purchase: dict[str, Any]) -> tuple[int, Any]:
         body = json.dumps({"id": event_id, "type": event_type,
@@ -440,8 +447,7 @@ class Run:
         pack = self.rng.choice(["coins_70", "coins_350", "coins_700"])
         key = f"{viewer.id}-p{n}"
         status, doc = await self.until_ok(
-            "purchase", lambda: self.post("/v1/purchases", {"pack_id": pack, "idempotency_key": key},
-                                          bearer(viewer.id)), (201,), give_up=20)
+            "purchase", lambda: self.post(*purchase_request(pack, key), bearer(viewer.id)), (201,), give_up=20)
         if status != 201:
             return False
         purchase = doc["purchase"]
@@ -502,15 +508,14 @@ class Run:
         drop_after = self.rng.uniform(0.0, 0.01) if drop else None
         if drop:
             self.history.drops += 1
-        status, doc = await self.post(f"/v1/streams/{sid}/gifts",
-                                      {"gift_id": gift_id, "count": count, "idempotency_key": key},
-                                      bearer(viewer.id), drop_after=drop_after)
+        status, doc = await self.post(*gift_request(sid, gift_id, count, key), bearer(viewer.id),
+                                      drop_after=drop_after)
         if status == 201:
             return Attempt("http", "ok", event=doc["gift"])
-        if status == 0 or status >= 500:
-            return Attempt("http", "unknown", str(doc) if status == 0 else f"http{status}")
-        code = doc.get("error", {}).get("code", f"http{status}") if isinstance(doc, dict) else f"http{status}"
-        return Attempt("http", "refused", code)
+        if status == 0:
+            return Attempt("http", "unknown", str(doc))
+        code = error_of(status, doc).code
+        return Attempt("http", "unknown" if ambiguous(code, status) else "refused", code)
 
     async def viewer_loop(self, viewer: Viewer) -> None:
         while time.monotonic() < self.stop_at:
@@ -635,7 +640,7 @@ class Run:
         """Every room ends: each watcher gets stream_ended after the last gift, then close 1000."""
         for sid, creator in self.streams.items():
             status, doc = await self.until_ok("end", lambda s=sid, c=creator: self.post(
-                f"/v1/streams/{s}/end", None, bearer(c, "creator")), (200,))
+                stream_path(s, "/end"), None, bearer(c, "creator")), (200,))
             if status != 200:
                 self.violations.append(f"could not end stream {sid}: {status} {doc}")
         conn = await asyncpg.connect(self.db_url)
@@ -851,60 +856,61 @@ class Viewer:
         self.id = user
         self.n = 0
         self.to_take_back: list[dict[str, Any]] = []
-        self.ws: dict[int, ClientConnection] = {}
+        self.conns: dict[int, Connection] = {}
         self.refs = 0
 
     def next(self) -> int:
         self.n += 1
         return self.n
 
-    async def connection(self, run: Run, sid: int) -> ClientConnection:
-        ws = self.ws.get(sid)
-        if ws is not None and ws.close_code is None:
-            return ws
+    async def connection(self, run: Run, sid: int) -> Connection:
+        conn = self.conns.get(sid)
+        if conn is not None and conn.close_code is None:
+            return conn
         gw = run.rng.choice([g for g in run.gateways if g.alive] or run.gateways)
         token = auth.mint(JWT_SECRET, self.id, "viewer", self.id, ttl=86400)
-        ws = await connect(f"ws://127.0.0.1:{gw.ws_port}/v1/streams/{sid}/live?token={token}",
-                           open_timeout=5, compression=None, max_size=None, ping_interval=None)
-        self.ws[sid] = ws
-        return ws
+        conn = await open_room(gw, sid, token)
+        self.conns[sid] = conn
+        return conn
 
     async def ws_gift(self, run: Run, sid: int, gift_id: str, count: int, key: str, drop: bool) -> Attempt:
         self.refs += 1
         ref = f"r{self.refs}"
         try:
-            ws = await self.connection(run, sid)
-            await ws.send(json.dumps({"type": "send_gift", "ref": ref, "gift_id": gift_id, "count": count,
-                                      "idempotency_key": key}))
+            conn = await self.connection(run, sid)
+            await conn.send(send_gift_message(ref, gift_id, count, key))
             if drop:
                 run.history.drops += 1
-                ws.transport.abort()  # gone before the answer: the client never learns the outcome
+                conn.abort()  # gone before the answer: the client never learns the outcome
                 return Attempt("ws", "unknown", "dropped")
             async with asyncio.timeout(8):
                 while True:
-                    frame = await ws.recv()
-                    doc = json.loads(frame)
-                    for m in doc if isinstance(doc, list) else [doc]:
+                    for m in await conn.recv():
                         if m.get("ref") != ref:
                             continue
                         if m.get("type") == "ack":
                             return Attempt("ws", "ok", event=m["gift"])
                         if m.get("type") == "error":
                             code = m.get("code", "")
-                            outcome = "unknown" if code in ("internal_error", "unavailable") else "refused"
-                            return Attempt("ws", outcome, code)
+                            return Attempt("ws", "unknown" if ambiguous(code) else "refused", code)
         except (WebSocketException, OSError, TimeoutError) as e:
-            ws = self.ws.pop(sid, None)
-            if ws is not None:
-                ws.transport.abort()
+            gone = self.conns.pop(sid, None)
+            if gone is not None:
+                gone.abort()
             return Attempt("ws", "unknown", type(e).__name__)
 
     async def close(self) -> None:
-        for ws in self.ws.values():
+        for conn in self.conns.values():
             with contextlib.suppress(Exception):
                 async with asyncio.timeout(2):
-                    await ws.close()
-        self.ws.clear()
+                    await conn.close()
+        self.conns.clear()
+
+
+async def open_room(gateway: Proc, stream_id: int, token: str, since: int | None = None) -> Connection:
+    """A socket to a room on one gateway, as every client of the run opens it."""
+    return await Connection.open(room_url(gateway.ws_url, stream_id, token, since), open_timeout=5,
+                                 compression=None, max_size=None, ping_interval=None)
 
 
 class Watcher:
@@ -924,7 +930,7 @@ class Watcher:
         self.welcomed = asyncio.Event()
         self.ended = asyncio.Event()
         self.ended_at_seq = -1
-        self.ws: ClientConnection | None = None
+        self.conn: Connection | None = None
         self.task: asyncio.Task[None] | None = None
         self.closing = False
         self._changed = asyncio.Event()
@@ -937,8 +943,8 @@ class Watcher:
         self.task = asyncio.create_task(self._run())
 
     def drop(self) -> None:
-        if self.ws is not None:
-            self.ws.transport.abort()
+        if self.conn is not None:
+            self.conn.abort()
 
     async def wait_seq(self, seq: int, timeout: float) -> None:
         async with asyncio.timeout(timeout):
@@ -954,25 +960,19 @@ class Watcher:
             gws = self.run.gateways
             gw = self.gateway if first else self.run.rng.choice([g for g in gws if g.alive] or gws)
             token = auth.mint(JWT_SECRET, self.name, "viewer", self.name, ttl=86400)
-            url = f"ws://127.0.0.1:{gw.ws_port}/v1/streams/{self.stream_id}/live?token={token}"
-            if not first:
-                url += f"&since={self.last}"
             try:
-                async with connect(url, open_timeout=5, compression=None, max_size=None,
-                                   ping_interval=None) as ws:
-                    self.ws = ws
-                    async for frame in ws:
-                        doc = json.loads(frame)
-                        for m in doc if isinstance(doc, list) else [doc]:
+                async with await open_room(gw, self.stream_id, token, None if first else self.last) as conn:
+                    self.conn = conn
+                    async for msgs in conn.messages():
+                        for m in msgs:
                             self._on(m, first)
                         delay = 0.05
-                    self.close_codes[ws.close_code] += 1  # a clean close (1000, 1001) ends the loop
-            except ConnectionClosed as e:
-                self.close_codes[e.rcvd.code if e.rcvd else None] += 1
+                # the close frame's code (1000, 1001, 1011 …), 1006 when none came
+                self.close_codes[conn.close_code] += 1
             except (WebSocketException, OSError, TimeoutError):  # refused, or a handshake cut short
                 pass
             finally:
-                self.ws = None
+                self.conn = None
                 self.connected = False
             first = False
             if self.closing or self.ended.is_set():
@@ -994,19 +994,20 @@ class Watcher:
             self.ended.set()
         elif kind == "gift":
             seq = int(m["seq"])
-            if seq != self.last + 1:
+            verdict = seq_verdict(self.last, seq)
+            if verdict != "ok":
                 self.order_errors.append((self.last, seq))
-                if seq <= self.last:
+                if verdict == "dup":
                     return
             self.seqs.append(seq)
             self._changed.set()
 
     async def close(self) -> None:
         self.closing = True
-        if self.ws is not None:
+        if self.conn is not None:
             with contextlib.suppress(Exception):
                 async with asyncio.timeout(2):
-                    await self.ws.close()
+                    await self.conn.close()
         if self.task is not None:
             self.task.cancel()
             with contextlib.suppress(asyncio.CancelledError, Exception):
