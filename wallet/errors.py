@@ -3,22 +3,28 @@
     WalletError
     ├── InvalidRequest            422 (invalid values)
     │   ├── InvalidCount          422 invalid_count
-    │   └── AmountMismatch        422 amount_mismatch
+    │   ├── AmountMismatch        422 amount_mismatch
+    │   ├── InvalidGoal           422 invalid_goal
+    │   ├── InvalidMessage        422 invalid_message
+    │   └── MessageNotAllowed     422 message_not_allowed
     ├── NotFound                  404
     │   ├── UnknownPack           404 unknown_pack
     │   ├── UnknownGift           404 unknown_gift
     │   ├── UnknownStream         404 unknown_stream
-    │   └── UnknownPurchase       404 unknown_purchase
+    │   ├── UnknownPurchase       404 unknown_purchase
+    │   └── UnknownBlock          404 unknown_block
     ├── InsufficientFunds         402 insufficient_funds
     ├── Forbidden                 403
     │   ├── WalletInDebt          403 wallet_in_debt
     │   ├── SelfGift              403 self_gift
+    │   ├── Blocked               403 blocked (the creator blocked the sender)
     │   └── NotStreamOwner        403 forbidden
     ├── Conflict                  409
     │   ├── IdempotencyConflict   409 idempotency_conflict
     │   ├── StreamNotLive         409 stream_not_live
     │   ├── AlreadyLive           409 already_live
-    │   └── HistoryIsSettled      409 history_is_settled
+    │   ├── HistoryIsSettled      409 history_is_settled
+    │   └── GiftsPaused           409 gifts_paused
     └── Unavailable               503 unavailable (shutting down, store unreachable)
 
 Driver errors never leave this package untranslated where they carry meaning
@@ -152,3 +158,41 @@ class Unavailable(WalletError):
 
     code = "unavailable"
     status = 503
+
+
+# ---- engagement: goals, paid messages, moderation --------------------------------------
+
+class InvalidGoal(InvalidRequest):
+    """A goal needs a title of 1-80 characters and target_coins from 1 to 1,000,000,000."""
+
+    code = "invalid_goal"
+
+
+class InvalidMessage(InvalidRequest):
+    """A message is 1-200 characters after trimming, with no control characters."""
+
+    code = "invalid_message"
+
+
+class MessageNotAllowed(InvalidRequest):
+    """This gift is too small to carry a message."""
+
+    code = "message_not_allowed"
+
+
+class UnknownBlock(NotFound):
+    """That user is not blocked."""
+
+    code = "unknown_block"
+
+
+class Blocked(Forbidden):
+    """The creator has blocked you from sending gifts to their streams."""
+
+    code = "blocked"
+
+
+class GiftsPaused(Conflict):
+    """The creator has paused gifts on this stream."""
+
+    code = "gifts_paused"
