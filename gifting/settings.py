@@ -78,6 +78,10 @@ class Settings:
     ws_socket_send_buffer: int = 0  # SO_SNDBUF per viewer socket; 0: kernel autotuning
     presence_interval: float = 1.0  # presence/leaderboard tick
     presence_ttl: float = 5.0  # a gateway silent this long drops out of viewer counts
+    # Engagement (combos, paid messages).
+    combo_window_s: float = 3.0  # a gift continues a combo whose latest gift is at most this old
+    message_min_coins: int = 100  # a gift needs at least these coins to carry a message
+    pin_tiers: str = "500:120,1000:300,2000:600,5000:1800,10000:3600,20000:7200,50000:18000"  # coins:seconds
 
     @classmethod
     def from_env(cls, env: Mapping[str, str] | None = None) -> Settings:
@@ -109,6 +113,7 @@ class Settings:
             ws_socket_send_buffer=_int(env, "GIFTING_WS_SOCKET_SEND_BUFFER", 0),
             presence_interval=float(env.get("GIFTING_PRESENCE_INTERVAL") or 1.0),
             presence_ttl=float(env.get("GIFTING_PRESENCE_TTL") or 5.0),
+            **_engagement(env),
         )
 
     def replace(self, **changes: object) -> Settings:
@@ -123,6 +128,21 @@ class Settings:
             changes[field] = _dev_secret(self.data_dir / "secrets" / filename)
             changes["dev_mode"] = True
         return self.replace(**changes) if changes else self
+
+
+def _engagement(env: Mapping[str, str]) -> dict[str, object]:
+    from wallet.rules.message import DEFAULT_PIN_TIERS, parse_tiers
+
+    window = _float(env, "GIFTING_COMBO_WINDOW_S", 3.0)
+    if not 0 <= window <= 3600:
+        raise SettingsError(f"GIFTING_COMBO_WINDOW_S must be 0-3600 seconds, got {window}")
+    tiers = env.get("GIFTING_PIN_TIERS") or DEFAULT_PIN_TIERS
+    try:
+        parse_tiers(tiers)
+    except ValueError as e:
+        raise SettingsError(f"GIFTING_PIN_TIERS: {e}") from None
+    return {"combo_window_s": window, "message_min_coins": _int(env, "GIFTING_MESSAGE_MIN_COINS", 100),
+            "pin_tiers": tiers}
 
 
 def _dev_secret(path: Path) -> str:

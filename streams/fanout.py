@@ -35,6 +35,7 @@ from websockets.protocol import OPEN
 from streams import protocol as p
 from streams.hot import RoomKeys, is_cluster
 from streams.ports import WalletPort
+from streams.room_state import STATE_TYPES, RoomState, hide_encoded
 
 log = logging.getLogger("streams.fanout")
 
@@ -103,6 +104,7 @@ class Room:
         self.linger: asyncio.TimerHandle | None = None
         self.gap_since: float | None = None
         self.waiters: list[tuple[int, asyncio.Future[None]]] = []
+        self.engagement = RoomState()  # goal, pause, pinned and hidden messages, for the welcome
 
     # ---- input (from the pub/sub reader, synchronous) ---------------------------------
     def on_gifts(self, msg: dict[str, Any]) -> None:
@@ -113,6 +115,8 @@ class Room:
             top = max(top, seq)
             if seq > self.seq and seq not in self.pending:
                 self.pending[seq] = p.encode(p.gift(seq, item["gift"]))
+                if item["gift"].get("pinned_until"):
+                    self.engagement.on_gift(seq, item["gift"])
         if top >= self.earn_seq and "stream_coins" in msg:
             # unsettled_coins is absent when the batch did not know it: keep the last one.
             self.earn_seq = top
@@ -128,6 +132,18 @@ class Room:
         # Every gift up to last_seq goes out before stream_ended.
         self.want_seq = max(self.want_seq, int(msg.get("last_seq") or 0))
         self.wake.set()
+
+    def on_state(self, msg: dict[str, Any]) -> None:
+        """``goal``, ``stream``, ``message_hidden``: whole states, passed on behind the gifts."""
+        hidden = self.engagement.on_message(msg)
+        if hidden is not None:
+            # The text goes from what this room replays too.
+            if hidden in self.pending:
+                self.pending[hidden] = hide_encoded(self.pending[hidden])
+            if any(s == hidden for s, _ in self.recent):
+                self.recent = deque(((s, hide_encoded(t) if s == hidden else t) for s, t in self.recent),
+                                    maxlen=self.recent.maxlen)
+        self.send_all(msg)
 
     def check_tail(self, state_seq: int, coins: int | None, unsettled: int | None) -> None:
         """Periodic check: a seq committed for a whole period but never delivered is fetched."""
@@ -425,7 +441,7 @@ class Fanout:
         seq = room.seq
         if recovered is False:
             replay = []
-        self.send(v, welcome(seq, recovered))
+        self.send(v, room.engagement.patch_welcome(welcome(seq, recovered)))
         step = self.config.max_items_per_frame
         for i in range(0, len(replay), step):
             self.push(v, p.join_frames([t for _, t in replay[i:i + step]]).encode())
@@ -564,6 +580,8 @@ class Fanout:
                 room.on_gifts(doc)
             elif kind == "stream_ended":
                 room.on_ended(doc)
+            elif kind in STATE_TYPES:
+                room.on_state(doc)
         except Exception:
             log.exception("room %s: bad pub/sub message", stream_id)
 

@@ -280,10 +280,11 @@ class Gateway:
                 log.warning("viewer count unavailable for room %d: %s", stream_id, e)
                 count = 0
             counted = True  # joined() counted it locally before asking Redis
+            pinned = await self._pinned(stream_id)
 
             def welcome(seq: int, recovered: bool | None) -> dict[str, Any]:
                 return p.welcome(stream.json | {"viewers": count}, identity.id, identity.role, seq, count,
-                                 recovered)
+                                 recovered, pinned)
 
             try:
                 await self.fanout.join(viewer, stream_id, since, welcome)
@@ -309,6 +310,15 @@ class Gateway:
                 self.per_user[identity.id] = left
             else:
                 self.per_user.pop(identity.id, None)
+
+    async def _pinned(self, stream_id: int) -> list[dict[str, Any]]:
+        """Pinned messages for the welcome: best effort (the room adds what it delivered since)."""
+        try:
+            async with asyncio.timeout(self.config.presence_timeout):
+                return await self.wallet.pinned(stream_id)
+        except Exception as e:
+            log.warning("pinned messages unavailable for room %d: %s", stream_id, e)
+            return []
 
     def _arm_expiry(self, conn: Conn) -> None:
         if conn.timer:

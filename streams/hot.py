@@ -311,6 +311,19 @@ class HotState:
         else:
             await self.redis.publish(channel, msg)
 
+    async def publish_room(self, stream_id: int, message: str) -> None:
+        """A room message that carries a whole state (``goal``, ``stream``, ``message_hidden``)."""
+        channel = self.keys(stream_id).channel
+        if self.cluster:
+            await self.redis.spublish(channel, message)
+        else:
+            await self.redis.publish(channel, message)
+
+    async def forget_gift(self, stream_id: int, seq: int) -> None:
+        """Drops one gift from the room's replay history (its message was hidden): a replay
+        that needs it finds a hole there and reads the gift from Postgres, without the text."""
+        await self.redis.xdel(self.keys(stream_id).hist, f"{seq}-0")
+
     async def cached_balance(self, user_id: str) -> int | None:
         raw = await self.redis.hget(wallet_key(self.prefix, user_id), "b")
         return None if raw is None else int(raw)

@@ -49,6 +49,10 @@ class WalletPort(Protocol):
         """Committed gifts of a stream with seq > after_seq, in seq order: (seq, GiftEvent JSON)."""
         ...
 
+    async def pinned(self, stream_id: int) -> list[dict[str, Any]]:
+        """The stream's pinned paid messages now (GiftEvent JSON), for ``welcome``; may be a second old."""
+        ...
+
 
 @dataclass(frozen=True, slots=True)
 class Identity:

@@ -160,9 +160,10 @@ def parse_message(doc: Any) -> ClientMessage | ProtocolError:
 # ---- server -> client -----------------------------------------------------------------
 
 def welcome(stream: dict[str, Any], user_id: str, role: str, seq: int, viewers: int,
-            recovered: bool | None) -> dict[str, Any]:
+            recovered: bool | None, pinned: list[dict[str, Any]] | None = None) -> dict[str, Any]:
     return {"type": "welcome", "stream": stream, "user": {"id": user_id, "role": role},
-            "seq": seq, "viewers": viewers, "recovered": recovered}
+            "seq": seq, "viewers": viewers, "recovered": recovered,
+            "goal": stream.get("goal"), "pinned": pinned or []}
 
 
 def gift(seq: int, event: dict[str, Any]) -> dict[str, Any]:

@@ -12,7 +12,8 @@
     │   ├── UnknownGift           404 unknown_gift
     │   ├── UnknownStream         404 unknown_stream
     │   ├── UnknownPurchase       404 unknown_purchase
-    │   └── UnknownBlock          404 unknown_block
+    │   ├── UnknownBlock          404 unknown_block
+    │   └── UnknownGoal           404 unknown_goal (the stream has no goal to clear)
     ├── InsufficientFunds         402 insufficient_funds
     ├── Forbidden                 403
     │   ├── WalletInDebt          403 wallet_in_debt
@@ -184,6 +185,12 @@ class UnknownBlock(NotFound):
     """That user is not blocked."""
 
     code = "unknown_block"
+
+
+class UnknownGoal(NotFound):
+    """The stream has no goal."""
+
+    code = "unknown_goal"
 
 
 class Blocked(Forbidden):
