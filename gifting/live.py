@@ -18,8 +18,8 @@ from streams.fanout import FanoutConfig
 from streams.gateway import Gateway, GatewayConfig
 from streams.ports import Committed, Identity, Sender, StreamInfo, TokenRejected
 from streams.presence import PresenceConfig, viewer_count
-from wallet.gift_decide import GiftRequest
 from wallet.engagement import Engagement
+from wallet.gift_decide import GiftRequest
 from wallet.gifts import GiftService, event_from_row
 from wallet.streams import Streams
 
@@ -50,10 +50,10 @@ class WalletAdapter:
         return info
 
     async def send_gift(self, sender: Sender, stream_id: int, gift_id: str, count: int,
-                        idempotency_key: str) -> Committed:
+                        idempotency_key: str, message: str | None = None) -> Committed:
         result = await self.gifts.send(GiftRequest(
             sender_id=sender.id, sender_name=sender.name, stream_id=stream_id, gift_id=gift_id,
-            count=count, idempotency_key=idempotency_key, sender_role=sender.role))
+            count=count, idempotency_key=idempotency_key, sender_role=sender.role, message=message))
         return Committed(result.event.seq, result.event.to_json(), result.balance)
 
     async def pinned(self, stream_id: int) -> list[dict[str, Any]]:

@@ -12,6 +12,7 @@ import secrets
 from collections.abc import Mapping
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 
 class SettingsError(ValueError):
@@ -130,7 +131,7 @@ class Settings:
         return self.replace(**changes) if changes else self
 
 
-def _engagement(env: Mapping[str, str]) -> dict[str, object]:
+def _engagement(env: Mapping[str, str]) -> dict[str, Any]:
     from wallet.rules.message import DEFAULT_PIN_TIERS, parse_tiers
 
     window = _float(env, "GIFTING_COMBO_WINDOW_S", 3.0)

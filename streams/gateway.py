@@ -387,11 +387,11 @@ class Gateway:
         ident = conn.identity
         try:
             done = await self.wallet.send_gift(Sender(ident.id, ident.name or ident.id, ident.role), conn.stream_id,
-                                               msg.gift_id, msg.count, msg.idempotency_key)
+                                               msg.gift_id, msg.count, msg.idempotency_key, msg.message)
         except Exception as e:
             code = getattr(e, "code", None)
             if isinstance(code, str) and hasattr(e, "status"):
-                self.fanout.send(conn.viewer, p.error(msg.ref, code, str(e)))
+                self.fanout.send(conn.viewer, p.error(msg.ref, code, str(e), getattr(e, "details", None)))
             else:
                 log.exception("send_gift failed")
                 self.fanout.send(conn.viewer, p.error(msg.ref, "internal_error", "internal error"))

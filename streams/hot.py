@@ -33,7 +33,7 @@ from typing import Any
 import asyncpg
 
 from wallet.audit import Check
-from wallet.gifts import BalanceChange, CommittedBatch, event_from_row
+from wallet.gifts import MESSAGE_HIDDEN, BalanceChange, CommittedBatch, event_from_row
 from wallet.models import GiftEvent
 from wallet.streams import Streams
 
@@ -157,8 +157,8 @@ SQL_REBUILD_TOTALS = """
 SELECT sender_id, max(sender_name) AS name, sum(coins)::bigint AS coins
   FROM gifts WHERE stream_id = $1 AND seq <= $2 GROUP BY sender_id
 """
-SQL_REBUILD_HISTORY = """
-SELECT g.*, s.creator_id FROM gifts g JOIN streams s ON s.id = g.stream_id
+SQL_REBUILD_HISTORY = f"""
+SELECT g.*, s.creator_id, {MESSAGE_HIDDEN} AS message_hidden FROM gifts g JOIN streams s ON s.id = g.stream_id
  WHERE g.stream_id = $1 AND g.seq > $2::bigint - $3::bigint AND g.seq <= $2::bigint ORDER BY g.seq
 """
 SQL_HEAD = "SELECT last_seq FROM streams WHERE id = $1"

@@ -41,7 +41,7 @@ class WalletPort(Protocol):
         ...
 
     async def send_gift(self, sender: Sender, stream_id: int, gift_id: str, count: int,
-                        idempotency_key: str) -> Committed:
+                        idempotency_key: str, message: str | None = None) -> Committed:
         """Commits one gift (idempotent on the key) or raises a ``WalletError``."""
         ...
 

@@ -55,6 +55,24 @@ class SendGift:
     gift_id: str
     count: int
     idempotency_key: str
+    message: str | None = None  # a paid message, trimmed
+
+
+MAX_MESSAGE = 200
+
+
+def parse_gift_message(raw: object) -> str | None:
+    """``message`` of send_gift: 1-200 characters after trimming, no control characters; raises ValueError."""
+    if raw is None:
+        return None
+    if not isinstance(raw, str):
+        raise ValueError("message must be a string")
+    text = raw.strip()
+    if not 1 <= len(text) <= MAX_MESSAGE:
+        raise ValueError(f"message must be 1-{MAX_MESSAGE} characters after trimming")
+    if any(ord(ch) < 0x20 or 0x7F <= ord(ch) <= 0x9F for ch in text):
+        raise ValueError("message must not contain control characters")
+    return text
 
 
 @dataclass(frozen=True, slots=True)
@@ -144,7 +162,11 @@ def parse_message(doc: Any) -> ClientMessage | ProtocolError:
             # A well-formed request with a bad value: answered, not held against the client.
             return ProtocolError("invalid_count", f"count must be an integer from 1 to {MAX_COUNT}", ref,
                                  malformed=False)
-        return SendGift(ref, gift_id, count, key)
+        try:
+            message = parse_gift_message(doc.get("message"))
+        except ValueError as e:
+            return ProtocolError("invalid_message", str(e), ref, malformed=False)
+        return SendGift(ref, gift_id, count, key, message)
     if kind == "ping":
         return Ping(ref)
     if kind == "auth":
@@ -174,8 +196,11 @@ def ack(ref: Ref, event: dict[str, Any], balance: int) -> dict[str, Any]:
     return {"type": "ack", "ref": ref, "gift": event, "balance": balance}
 
 
-def error(ref: Ref, code: str, message: str) -> dict[str, Any]:
-    return {"type": "error", "ref": ref, "code": code, "message": message}
+def error(ref: Ref, code: str, message: str, details: dict[str, Any] | None = None) -> dict[str, Any]:
+    doc: dict[str, Any] = {"type": "error", "ref": ref, "code": code, "message": message}
+    if details is not None:
+        doc["details"] = details
+    return doc
 
 
 def viewers(count: int) -> dict[str, Any]:

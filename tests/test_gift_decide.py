@@ -8,7 +8,8 @@ from hypothesis import given
 from hypothesis import strategies as st
 
 from wallet import errors
-from wallet.gift_decide import Existing, GiftRequest, Price, StreamRow, decide
+from wallet.gift_decide import BatchView, Decision, Existing, GiftRequest, Price, Refused, StreamRow
+from wallet.gift_decide import decide as decide_view
 from wallet.models import GiftEvent
 
 PRICES = {"rose": Price("rose", 1, "Rose", 1), "galaxy": Price("galaxy", 1, "Galaxy", 1000)}
@@ -16,6 +17,16 @@ PRICES = {"rose": Price("rose", 1, "Rose", 1), "galaxy": Price("galaxy", 1, "Gal
 
 def streams() -> dict[int, StreamRow]:
     return {1: StreamRow(1, "alice", 100, True, 0, 0), 2: StreamRow(2, "bob", 200, False, 5, 50)}
+
+
+NOW = datetime(2026, 12, 1, 12, tzinfo=UTC)
+
+
+def decide(requests: list[GiftRequest], streams: dict[int, StreamRow], wallets: dict[str, tuple[int, int]],
+           prices: dict[str, Price], existing: dict[tuple[str, str], Existing],
+           refused: dict[tuple[str, str], Refused] | None = None) -> Decision:
+    view = BatchView(now=NOW, requests=requests, streams=streams, stream_docs={}, wallets=wallets, prices=prices)
+    return decide_view(requests, view, existing, refused)
 
 
 def req(sender: str, key: str, gift: str = "rose", count: int = 1, stream: int = 1) -> GiftRequest:
@@ -80,3 +91,19 @@ def test_no_batch_ever_overspends_and_seq_stays_gap_free(gifts, bal_a, bal_b):
     assert [a.seq for a in d.accepted] == list(range(1, len(d.accepted) + 1))
     assert len(d.accepted) + len(d.rejected) == len(requests)
     assert sum(delta for delta, _ in d.account_deltas.values()) == 0
+
+
+def test_refusals_decided_in_the_batch_are_kept_for_their_key_but_replays_and_conflicts_are_not():
+    event = GiftEvent(1, 3, "v", "V", "rose", "Rose", 1, 1, 1, datetime.now(UTC))
+    d = decide([req("poor", "a", "galaxy"), req("v", "k", count=2), req("v", "n", stream=9)], streams(),
+               {"poor": (1, 5), "v": (2, 100)}, PRICES, {("v", "k"): Existing(event, req("v", "k").fingerprint, 1)})
+    assert [(f.index, f.error.code) for f in d.refusals] == [(0, "insufficient_funds"), (2, "unknown_stream")]
+    assert isinstance(d.rejected[1], errors.IdempotencyConflict)
+
+
+def test_a_stored_refusal_replays_for_the_same_request_and_conflicts_with_another():
+    stored = {("v", "k"): Refused(req("v", "k").fingerprint, errors.InsufficientFunds())}
+    d = decide([req("v", "k"), req("v", "k", count=2)], streams(), {"v": (1, 100)}, PRICES, {}, stored)
+    assert isinstance(d.rejected[0], errors.InsufficientFunds)  # even though the wallet holds enough now
+    assert isinstance(d.rejected[1], errors.IdempotencyConflict)
+    assert not d.accepted and not d.refusals

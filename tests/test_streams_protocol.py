@@ -59,7 +59,7 @@ def test_paths_name_a_stream_and_nothing_else():
 def test_messages_have_the_contract_shapes():
     assert p.welcome({"id": "1"}, "u", "viewer", 5, 3, None) == {
         "type": "welcome", "stream": {"id": "1"}, "user": {"id": "u", "role": "viewer"}, "seq": 5,
-        "viewers": 3, "recovered": None}
+        "viewers": 3, "recovered": None, "goal": None, "pinned": []}
     assert p.error(None, "rate_limited", "m") == {"type": "error", "ref": None, "code": "rate_limited",
                                                   "message": "m"}
     assert p.earnings(10, 4) == {"type": "earnings", "stream_coins": 10, "unsettled_coins": 4}

@@ -15,7 +15,6 @@ row of ``gift_hides``), or move coins.
 
 from __future__ import annotations
 
-import dataclasses
 import re
 from collections.abc import Mapping
 from dataclasses import dataclass
@@ -71,7 +70,6 @@ SQL_BLOCKS = """
 SELECT user_id, created_at FROM creator_blocks WHERE creator_id = $1 AND user_id > $2
  ORDER BY user_id LIMIT $3
 """
-# Every read of gift rows joins this: a hidden message is gone from every answer.
 HIDDEN = "EXISTS (SELECT 1 FROM gift_hides h WHERE h.stream_id = g.stream_id AND h.seq = g.seq)"
 SQL_GIFT = f"""
 SELECT g.*, s.creator_id, {HIDDEN} AS message_hidden FROM gifts g JOIN streams s ON s.id = g.stream_id
@@ -141,19 +139,13 @@ def parse_gift_id(stream_id: int, raw: str) -> int:
     return int(m.group(2))
 
 
-def hidden(event: GiftEvent) -> GiftEvent:
-    """The event with its message taken away (the gift and its coins stay)."""
-    if event.extra.get("message_hidden") is None and "message" not in event.extra:
-        return event
-    return dataclasses.replace(event, extra={**event.extra, "message": None, "message_hidden": True})
-
-
-EventFromRow = Any  # Callable[[Mapping[str, Any], str], GiftEvent]; the gift path's renderer
+EventFromRow = Any  # Callable[[Mapping[str, Any], str], GiftEvent]: the gift path's renderer
 
 
 def render_row(row: Mapping[str, Any], event_from_row: EventFromRow) -> GiftEvent:
+    """A gift row (with its ``message_hidden``) as an event; the renderer takes a hidden text away."""
     event: GiftEvent = event_from_row(row, row["creator_id"])
-    return hidden(event) if row.get("message_hidden") and row.get("message") is not None else event
+    return event
 
 
 class Engagement:

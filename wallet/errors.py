@@ -1,6 +1,7 @@
 """The wallet's exception tree. Every error carries the contract's code.
 
     WalletError
+    ├── Malformed                 400 invalid_request (a value the store refused: never a batch's fault)
     ├── InvalidRequest            422 (invalid values)
     │   ├── InvalidCount          422 invalid_count
     │   ├── AmountMismatch        422 amount_mismatch
@@ -34,17 +35,51 @@ Driver errors never leave this package untranslated where they carry meaning
 
 from __future__ import annotations
 
+from typing import Any
+
 
 class WalletError(Exception):
     code = "wallet_error"
     status = 500
 
-    def __init__(self, message: str | None = None) -> None:
+    def __init__(self, message: str | None = None, *, details: dict[str, Any] | None = None) -> None:
         super().__init__(message or self.__doc__ or self.code)
+        # What a client can act on (e.g. a spending limit's remaining coins), JSON-ready.
+        self.details = details
 
     @property
     def message(self) -> str:
         return str(self.args[0])
+
+    def to_json(self) -> dict[str, Any]:
+        """The error object of the contract's body: code, message and, when there are any, details."""
+        doc: dict[str, Any] = {"code": self.code, "message": self.message}
+        if self.details is not None:
+            doc["details"] = self.details
+        return doc
+
+
+def from_stored(code: str, message: str, details: dict[str, Any] | None = None) -> WalletError:
+    """The error a stored refusal replays: the most specific class with that code."""
+    found: type[WalletError] = WalletError
+    todo: list[type[WalletError]] = [WalletError]
+    while todo:
+        cls = todo.pop()
+        if cls.code == code:
+            found = cls
+        todo.extend(cls.__subclasses__())
+    err = found(message, details=details)
+    if found is WalletError:  # a code this build no longer knows: keep it as it was said
+        err.code = code
+        err.status = 409
+    return err
+
+
+class Malformed(WalletError):
+    """The request holds a value that cannot be stored."""
+
+    code = "invalid_request"
+    status = 400
 
 
 class InvalidRequest(WalletError):

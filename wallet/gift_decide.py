@@ -1,71 +1,34 @@
-"""Pure decisions for one gift batch: which gifts commit, with what seq and balance.
+"""Pure decisions for one gift batch: which gifts commit, with what seq, balance and facts.
 
 No I/O. ``wallet.gifts`` reads the locked rows, calls ``decide`` and writes
 what it returns. Each gift is decided on its own and in arrival order: one
 sender's insufficient funds never fails another's gift, and several gifts
 from one sender are applied against the running balance.
+
+``decide`` owns only what every gift has: the idempotency key (replay, twin or
+conflict), the lookups (stream, catalog price), the money (balances and the
+ledger deltas) and the stream's ``seq``. Everything that can refuse or
+annotate a gift is a rule in ``wallet.rules``, checked and then applied in the
+order of ``wallet.rules.RULES``.
 """
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 from datetime import datetime
+from typing import Any
 
 from wallet import errors
+from wallet.gift_types import MAX_COUNT, Existing, GiftRequest, Price, Refused, StreamRow, check_count
 from wallet.models import GiftEvent
+from wallet.rules import RULES, render
+from wallet.rules.base import BatchView, Candidate, Rule, RuleState
 
-MAX_COUNT = 999
-
-
-@dataclass(frozen=True)
-class GiftRequest:
-    sender_id: str
-    sender_name: str
-    stream_id: int
-    gift_id: str
-    count: int
-    idempotency_key: str
-    sender_role: str = "viewer"
-
-    @property
-    def fingerprint(self) -> str:
-        """What makes two requests with one key the same request (the sender is in the key).
-
-        Short and plain on purpose: it is computed for every gift on the hot path."""
-        return f"gift|{self.stream_id}|{self.gift_id}|{self.count}"
-
-
-def check_count(count: object) -> int:
-    if not isinstance(count, int) or isinstance(count, bool) or not 1 <= count <= MAX_COUNT:
-        raise errors.InvalidCount()
-    return count
-
-
-@dataclass
-class StreamRow:
-    id: int
-    creator_id: str
-    creator_account: int
-    live: bool
-    last_seq: int
-    coins_received: int
-
-
-@dataclass(frozen=True)
-class Price:
-    gift_id: str
-    version: int
-    name: str
-    coins: int
-
-
-@dataclass(frozen=True)
-class Existing:
-    """A gift already committed under (sender, key)."""
-
-    event: GiftEvent
-    request_hash: str
-    balance_after: int
+__all__ = [
+    "MAX_COUNT", "Accepted", "BatchView", "Decision", "Existing", "GiftRequest", "NewRefusal", "Price", "Refused",
+    "StreamRow", "check_count", "decide", "event_for",
+]
 
 
 @dataclass(slots=True)
@@ -78,6 +41,16 @@ class Accepted:
     sender_account: int
     creator_account: int
     balance_after: int
+    facts: dict[str, Any] = field(default_factory=dict)
+
+
+@dataclass(frozen=True)
+class NewRefusal:
+    """A refusal this batch decided: stored with the batch, so a retry of the key gets it again."""
+
+    index: int
+    request: GiftRequest
+    error: errors.WalletError
 
 
 @dataclass
@@ -87,23 +60,29 @@ class Decision:
     rejected: dict[int, errors.WalletError] = field(default_factory=dict)
     replays: dict[int, Existing] = field(default_factory=dict)
     twins: dict[int, int] = field(default_factory=dict)
+    # refusals to store (a replayed or conflicting key is never stored again)
+    refusals: list[NewRefusal] = field(default_factory=list)
     # account id -> (delta, number of changes)
     account_deltas: dict[int, tuple[int, int]] = field(default_factory=dict)
     # stream id -> (new last_seq, coins added)
     stream_updates: dict[int, tuple[int, int]] = field(default_factory=dict)
+    # each rule's arrays for its write_sql, in RULES order
+    rule_writes: list[list[object]] = field(default_factory=list)
 
 
 def decide(
     requests: list[GiftRequest],
-    streams: dict[int, StreamRow],
-    wallets: dict[str, tuple[int, int]],
-    prices: dict[str, Price],
+    view: BatchView,
     existing: dict[tuple[str, str], Existing],
+    refused: dict[tuple[str, str], Refused] | None = None,
+    rules: Sequence[Rule] = RULES,
 ) -> Decision:
-    """wallets: sender_id -> (account id, balance) for senders that have a wallet."""
     d = Decision()
+    refused = refused or {}
+    states: list[RuleState] = [rule.begin(view) for rule in rules]
+    wallets = view.wallets
     balances = {sender: bal for sender, (_, bal) in wallets.items()}
-    seqs = {sid: s.last_seq for sid, s in streams.items()}
+    seqs = {sid: s.last_seq for sid, s in view.streams.items()}
     stream_coins: dict[int, int] = {}
     first_in_batch: dict[tuple[str, str], int] = {}
     deltas: dict[int, list[int]] = {}
@@ -112,6 +91,10 @@ def decide(
         entry = deltas.setdefault(account, [0, 0])
         entry[0] += amount
         entry[1] += 1
+
+    def refuse(i: int, req: GiftRequest, error: errors.WalletError) -> None:
+        d.rejected[i] = error
+        d.refusals.append(NewRefusal(i, req, error))
 
     for i, req in enumerate(requests):
         key = (req.sender_id, req.idempotency_key)
@@ -122,6 +105,10 @@ def decide(
             else:
                 d.rejected[i] = errors.IdempotencyConflict()
             continue
+        before = refused.get(key)
+        if before is not None:
+            d.rejected[i] = before.error if before.request_hash == req.fingerprint else errors.IdempotencyConflict()
+            continue
         if key in first_in_batch:
             first = first_in_batch[key]
             if requests[first].fingerprint != req.fingerprint:
@@ -130,38 +117,37 @@ def decide(
                 d.twins[i] = first
             continue
         first_in_batch[key] = i
-        stream = streams.get(req.stream_id)
+        stream = view.streams.get(req.stream_id)
         if stream is None:
-            d.rejected[i] = errors.UnknownStream()
+            refuse(i, req, errors.UnknownStream())
             continue
-        price = prices.get(req.gift_id)
+        price = view.prices.get(req.gift_id)
         if price is None:
-            d.rejected[i] = errors.UnknownGift()
+            refuse(i, req, errors.UnknownGift())
             continue
-        if not stream.live:
-            d.rejected[i] = errors.StreamNotLive()
-            continue
-        if stream.creator_id == req.sender_id:
-            d.rejected[i] = errors.SelfGift()
-            continue
-        coins = price.coins * req.count
         wallet = wallets.get(req.sender_id)
-        balance = balances.get(req.sender_id, 0)
-        if balance < 0:
-            d.rejected[i] = errors.WalletInDebt()
+        c = Candidate(index=i, request=req, stream=stream, price=price, coins=price.coins * req.count,
+                      sender_wallet=wallet[0] if wallet else None, balance=balances.get(req.sender_id, 0))
+        error = None
+        for state in states:
+            error = state.check(c)
+            if error is not None:
+                break
+        if error is not None:
+            refuse(i, req, error)
             continue
-        if wallet is None or balance < coins:
-            d.rejected[i] = errors.InsufficientFunds()
-            continue
-        balances[req.sender_id] = balance - coins
+        assert wallet is not None, "a rule let a gift through without a wallet"
+        for state in states:
+            state.accept(c)
+        balances[req.sender_id] = c.balance - c.coins
         seqs[stream.id] += 1
-        stream_coins[stream.id] = stream_coins.get(stream.id, 0) + coins
-        move(wallet[0], -coins)
-        move(stream.creator_account, coins)
+        stream_coins[stream.id] = stream_coins.get(stream.id, 0) + c.coins
+        move(wallet[0], -c.coins)
+        move(stream.creator_account, c.coins)
         d.accepted.append(Accepted(
-            index=i, request=req, seq=seqs[stream.id], price=price, coins=coins,
+            index=i, request=req, seq=seqs[stream.id], price=price, coins=c.coins,
             sender_account=wallet[0], creator_account=stream.creator_account,
-            balance_after=balance - coins,
+            balance_after=c.balance - c.coins, facts=c.facts,
         ))
     # A twin whose first copy failed fails the same way.
     for twin, first in list(d.twins.items()):
@@ -170,13 +156,14 @@ def decide(
             del d.twins[twin]
     d.account_deltas = {acc: (v[0], v[1]) for acc, v in deltas.items()}
     d.stream_updates = {sid: (seqs[sid], stream_coins[sid]) for sid in stream_coins}
+    d.rule_writes = [state.write_args() for state in states]
     return d
 
 
-def event_for(a: Accepted, created_at: datetime, creator_id: str) -> GiftEvent:
+def event_for(a: Accepted, created_at: datetime, creator_id: str, rules: Sequence[Rule] = RULES) -> GiftEvent:
     return GiftEvent(
         stream_id=a.request.stream_id, seq=a.seq, sender_id=a.request.sender_id,
         sender_name=a.request.sender_name, gift_id=a.price.gift_id, gift_name=a.price.name,
         unit_coins=a.price.coins, count=a.request.count, coins=a.coins, created_at=created_at,
-        creator_id=creator_id,
+        creator_id=creator_id, extra=render(a.facts, tuple(rules)),
     )

@@ -13,9 +13,23 @@ cancelled request leave part of a gift behind (a batch runs in its own task
 and commits whole or not at all; the caller's cancellation only stops it
 waiting); let Redis approve anything.
 
-Lock order, the same for every writer (gifts, purchases, settlement): stream
-rows by id, then account rows by id. That order is what keeps concurrent
-batches, in this process or another, free of deadlocks.
+Lock order, the same for every writer (gifts, purchases, settlement, and
+every change to rule state: goals, blocks, pauses, battles, spending limits):
+  1. stream rows, by id;
+  2. each rule's own rows (its ``lock_sql``), in ``wallet.rules.RULES`` order
+     (a battle row after its streams, a sender's spending row ...);
+  3. account rows, by id.
+A writer may skip a level, never go back up one. That order is what keeps
+concurrent batches, in this process or another, free of deadlocks.
+
+What a batch decides from (``wallet.gift_sql``): one read statement (the locks
+above, then prices, committed keys, stored refusals, each rule's plain read),
+``decide()`` over it (``wallet.gift_decide``, composing ``wallet.rules``), one
+write statement (gifts with every rule's columns, accounts, streams, stored
+refusals, each rule's write). A read that waited for a lock while a rule's state
+or a sender's wallet changed is run once more before deciding (the staleness
+rule in ``wallet.rules``). A batch that fails on one request's value is split
+until that request fails alone (``POISON``).
 """
 
 from __future__ import annotations
@@ -33,100 +47,110 @@ import asyncpg
 
 from wallet import errors
 from wallet.gift_decide import (
+    BatchView,
     Decision,
     Existing,
     GiftRequest,
     Price,
+    Refused,
     StreamRow,
     check_count,
     decide,
     event_for,
 )
+from wallet.gift_sql import GiftSql, compose
 from wallet.models import GiftEvent, GiftResult
+from wallet.rules import RULES, render
+from wallet.rules.base import Rule
 
 log = logging.getLogger("wallet.gifts")
 
-# Everything a batch reads, in one round trip. The CTEs run in this order:
-# stream rows are locked first (by id), then account rows (by id) - the same
-# order for every writer, which keeps concurrent batches free of deadlocks.
-# Locked rows are re-read at their newest version (READ COMMITTED), so balances
-# and last_seq are current. The idempotency lookup uses the statement's
-# snapshot: a duplicate key committed by a batch we waited on is caught by the
-# unique constraint instead, and the batch is retried.
-# unnest(...) JOIN gifts: a plan that stays good when asyncpg prepares it.
-SQL_READ = """
-WITH s AS (
-    SELECT id, creator_id, creator_account, status = 'live' AS live, last_seq, coins_received
-      FROM streams WHERE id = ANY($1::bigint[]) ORDER BY id FOR UPDATE
-), a AS (
-    -- The ids are computed once (an init plan) before any row is locked: when a
-    -- lock wait ends, Postgres rechecks only "id = ANY(that array)", which the
-    -- newer row version still passes. (A join or IN (subquery) here is rechecked
-    -- against other relations and could drop a row it had waited for.)
-    SELECT a.id, a.kind, a.owner, a.balance FROM accounts a
-     WHERE a.id = ANY(ARRAY(SELECT w.id FROM accounts w
-                             WHERE w.kind = 'wallet' AND w.asset = 'COIN' AND w.owner = ANY($2::text[])
-                            UNION ALL SELECT creator_account FROM s))
-     ORDER BY a.id FOR UPDATE
-)
-SELECT 's' AS k, id, creator_id AS t1, '' AS t2, creator_account AS n1, last_seq AS n2,
-       coins_received AS n3, live AS b, NULL::jsonb AS j FROM s
-UNION ALL
-SELECT 'a', id, kind, owner, balance, 0, 0, false, NULL FROM a
-UNION ALL
-SELECT 'p', version, id, name, coins, 0, 0, false, NULL
-  FROM gift_catalog_current WHERE id = ANY($3::text[]) AND active
-UNION ALL
-SELECT 'e', 0, '', '', 0, 0, 0, false, to_jsonb(g)
-  FROM unnest($4::text[], $5::text[]) AS u(s, k)
-  JOIN gifts g ON g.sender_id = u.s AND g.idempotency_key = u.k
-UNION ALL
-SELECT 'n', 0, '', '', 0, 0, 0, false, to_jsonb(now())
-"""
-SQL_WRITE = """
-WITH ins AS (
-    INSERT INTO gifts (stream_id, seq, sender_id, sender_name, sender_account, creator_account,
-                       gift_id, gift_version, gift_name, unit_coins, count, coins, balance_after,
-                       idempotency_key, request_hash, created_at)
-    SELECT u.*, $16::timestamptz FROM unnest(
-        $1::bigint[], $2::bigint[], $3::text[], $4::text[], $5::bigint[], $6::bigint[],
-        $7::text[], $8::int[], $9::text[], $10::bigint[], $11::int[], $12::bigint[], $13::bigint[],
-        $14::text[], $15::text[]) AS u
-    RETURNING 1
-), acc AS (
-    UPDATE accounts a SET balance = a.balance + d.delta, version = a.version + d.n
-      FROM unnest($17::bigint[], $18::bigint[], $19::bigint[]) AS d(id, delta, n)
-     WHERE a.id = d.id
-    RETURNING a.id, a.kind, a.owner, a.balance, a.version
-), st AS (
-    UPDATE streams s SET last_seq = u.seq, coins_received = s.coins_received + u.coins
-      FROM unnest($20::bigint[], $21::bigint[], $22::bigint[]) AS u(id, seq, coins)
-     WHERE s.id = u.id
-    RETURNING s.id, s.coins_received
-)
-SELECT 'a' AS what, id, kind, owner, balance, version FROM acc
-UNION ALL SELECT 's', id, '', '', coins_received, 0 FROM st
-UNION ALL SELECT 'g', count(*), '', '', 0, 0 FROM ins
-"""
-SQL_EVENTS_SINCE = """
-SELECT g.*, s.creator_id FROM gifts g JOIN streams s ON s.id = g.stream_id
+# The batch's two statements, composed once from the rules (wallet.gift_sql has the
+# arm order, which is the lock order, and the parameters).
+SQL = compose(RULES)
+# Every read of gift rows says which messages were hidden (gift_hides): their text never leaves.
+MESSAGE_HIDDEN = "EXISTS (SELECT 1 FROM gift_hides h WHERE h.stream_id = g.stream_id AND h.seq = g.seq)"
+SQL_EVENTS_SINCE = f"""
+SELECT g.*, s.creator_id, {MESSAGE_HIDDEN} AS message_hidden FROM gifts g JOIN streams s ON s.id = g.stream_id
  WHERE g.stream_id = $1 AND g.seq > $2 ORDER BY g.seq LIMIT $3
 """
 
 
-def event_from_row(row: Mapping[str, Any], creator_id: str = "") -> GiftEvent:
+def event_from_row(row: Mapping[str, Any], creator_id: str = "", rules: tuple[Rule, ...] = RULES,
+                   sql: GiftSql | None = None) -> GiftEvent:
+    """A committed gift's event from its row (a replay, the history, a room catching up)."""
+    columns = (sql or SQL).rule_columns
+    extra = render({c: row[c] for c, _ in columns if c in row}, rules)
+    if row.get("message_hidden") and extra.get("message") is not None:
+        extra = {**extra, "message": None, "message_hidden": True}  # hidden by the creator: the gift stays
     return GiftEvent(
         stream_id=row["stream_id"], seq=row["seq"], sender_id=row["sender_id"],
         sender_name=row["sender_name"], gift_id=row["gift_id"], gift_name=row["gift_name"],
         unit_coins=row["unit_coins"], count=row["count"], coins=row["coins"],
-        created_at=row["created_at"], creator_id=creator_id,
+        created_at=row["created_at"], creator_id=creator_id, extra=extra,
     )
 
 
-def existing_from_json(doc: dict[str, Any]) -> Existing:
+def existing_from_json(doc: dict[str, Any], rules: tuple[Rule, ...] = RULES, sql: GiftSql | None = None) -> Existing:
+    sql = sql or SQL
     row = dict(doc)
     row["created_at"] = datetime.fromisoformat(str(doc["created_at"]))
-    return Existing(event_from_row(row), str(doc["request_hash"]), int(doc["balance_after"]))
+    # A rule's timestamp columns come back from to_jsonb as text: the rule's event_json
+    # reads them as they are stored, so give it datetimes again.
+    for column, pgtype in sql.rule_columns:
+        if pgtype == "timestamptz" and row.get(column) is not None:
+            row[column] = datetime.fromisoformat(str(row[column]))
+    return Existing(event_from_row(row, "", rules, sql), str(doc["request_hash"]), int(doc["balance_after"]))
+
+
+def refused_from_json(doc: dict[str, Any]) -> Refused:
+    return Refused(str(doc["request_hash"]), errors.from_stored(doc["code"], doc["message"], doc.get("details")))
+
+
+@dataclass
+class _Read:
+    """One run of the read statement, parsed."""
+
+    streams: dict[int, StreamRow] = field(default_factory=dict)
+    stream_docs: dict[int, dict[str, Any]] = field(default_factory=dict)
+    wallets: dict[str, tuple[int, int]] = field(default_factory=dict)
+    owners: dict[int, tuple[str, str]] = field(default_factory=dict)
+    prices: dict[str, Price] = field(default_factory=dict)
+    existing: dict[tuple[str, str], Existing] = field(default_factory=dict)
+    refused: dict[tuple[str, str], Refused] = field(default_factory=dict)
+    locked: dict[str, list[dict[str, Any]]] = field(default_factory=dict)
+    docs: dict[str, list[dict[str, Any]]] = field(default_factory=dict)
+    moved: int = 0
+    now: datetime | None = None
+
+
+def _parse_read(rows: list[Any], rules: tuple[Rule, ...], sql: GiftSql) -> _Read:
+    out = _Read()
+    for r in rows:
+        k = r["k"]
+        if k == "a":
+            out.owners[r["id"]] = (r["t1"], r["t2"])
+            if r["t1"] == "wallet":
+                out.wallets[r["t2"]] = (r["id"], r["n1"])
+        elif k == "s":
+            out.streams[r["id"]] = StreamRow(r["id"], r["t1"], r["n1"], r["b"], r["n2"], r["n3"])
+            out.stream_docs[r["id"]] = r["j"]
+        elif k == "p":
+            out.prices[r["t1"]] = Price(r["t1"], r["id"], r["t2"], r["n1"])
+        elif k == "e":
+            prior = existing_from_json(r["j"], rules, sql)
+            out.existing[(prior.event.sender_id, r["j"]["idempotency_key"])] = prior
+        elif k == "r":
+            out.refused[(r["j"]["sender_id"], r["j"]["idempotency_key"])] = refused_from_json(r["j"])
+        elif k == "v":
+            out.moved = int(r["j"])
+        elif k == "n":
+            out.now = datetime.fromisoformat(r["j"])
+        elif k.startswith("l:"):
+            out.locked.setdefault(k[2:], []).append(r["j"])
+        elif k.startswith("d:"):
+            out.docs.setdefault(k[2:], []).append(r["j"])
+    return out
 
 
 @dataclass(frozen=True)
@@ -160,6 +184,17 @@ class _Committed:
     owners: dict[int, tuple[str, str]]  # account id -> (kind, owner)
 
 
+class _Poisoned(Exception):
+    """A batch failed on a value one of its requests carried (see POISON)."""
+
+
+# What a batch raises when one request's value cannot be stored: an encoding the
+# driver refuses (a lone surrogate), a Postgres data exception (class 22: NUL in
+# text, a number out of range) or a CHECK on a column. Raised by one item, never by
+# the batch as a whole, so the batch is split until the item is alone.
+POISON = (asyncpg.DataError, asyncpg.CheckViolationError, UnicodeError, OverflowError)
+
+
 @dataclass
 class _Item:
     request: GiftRequest
@@ -183,15 +218,18 @@ class GiftService:
     """The one typed entry point for gifts, used by the HTTP API and the gateway."""
 
     def __init__(self, pool: asyncpg.Pool, *, window_ms: float = 2.0, max_batch: int = 1000,
-                 lanes: int = 1, depth: int = 2, timeout: float = 30.0) -> None:
+                 lanes: int = 1, depth: int = 2, timeout: float = 30.0, rules: tuple[Rule, ...] = RULES) -> None:
         self.pool = pool
+        self.rules = rules
+        self.sql = SQL if rules is RULES else compose(rules)
         self.window = window_ms / 1000
         self.max_batch = max_batch
         self.timeout = timeout
         self._lanes = [_Lane(max(1, depth)) for _ in range(max(1, lanes))]
         self._listeners: list[CommitListener] = []
         self._closing = False
-        self.stats = {"batches": 0, "committed": 0, "rejected": 0, "replayed": 0, "listener_errors": 0}
+        self.stats = {"batches": 0, "committed": 0, "rejected": 0, "replayed": 0, "listener_errors": 0,
+                      "rereads": 0, "split": 0}
         self.replan_after = 5.0  # seconds a lane connection keeps its prepared plans (two PREPAREs per renewal)
         self._planned: dict[int, tuple[float, float]] = {}  # connection -> (planned at, next interval)
         self.batch_observer: Callable[[int, float], None] | None = None
@@ -238,7 +276,7 @@ class GiftService:
 
     async def events_since(self, stream_id: int, after_seq: int, limit: int = 1000) -> list[GiftEvent]:
         rows = await self.pool.fetch(SQL_EVENTS_SINCE, stream_id, after_seq, limit)
-        return [event_from_row(r, r["creator_id"]) for r in rows]
+        return [event_from_row(r, r["creator_id"], self.rules, self.sql) for r in rows]
 
     # ---- the batcher ---------------------------------------------------------
     async def _run_lane(self, lane: _Lane) -> None:
@@ -316,10 +354,21 @@ class GiftService:
 
     async def _lane_connection(self) -> Any:
         conn = await self.pool.acquire()
-        # The batch statements take arrays; their generic plans are as good as any
-        # custom plan, and replanning them for every batch cost ~1 ms of Postgres CPU.
-        await conn.execute("SET plan_cache_mode = force_generic_plan")
+        try:
+            # The batch statements take arrays; their generic plans are as good as any
+            # custom plan, and replanning them for every batch cost ~1 ms of Postgres CPU.
+            await conn.execute("SET plan_cache_mode = force_generic_plan")
+        except BaseException:
+            # Never keep a connection we could not set up, nor lose it to the pool.
+            await self._discard(conn)
+            raise
         return conn
+
+    async def _discard(self, conn: Any) -> None:
+        with contextlib.suppress(Exception):
+            conn.terminate()
+        with contextlib.suppress(Exception):
+            await self.pool.release(conn)
 
     @staticmethod
     def _idle_connection(lane: _Lane) -> Any:
@@ -340,44 +389,25 @@ class GiftService:
 
     async def _process(self, lane: _Lane, items: list[_Item], locked: asyncio.Event) -> None:
         started = time.perf_counter()
-        requests = [item.request for item in items]
-        conn = self._idle_connection(lane) or await self._lane_connection()
-        await self._refresh_plans(conn)
-        healthy = False
         try:
-            async with asyncio.timeout(self.timeout):
-                for attempt in range(3):
-                    try:
-                        done = await self._commit(conn, requests, locked)
-                        break
-                    except asyncpg.UniqueViolationError:
-                        # A concurrent batch (another lane or process) committed one
-                        # of these keys while we waited for its locks: decide again.
-                        if attempt == 2:
-                            raise
-            healthy = True
+            done = await self._commit_on_lane(lane, items, locked)
+        except _Poisoned:
+            # The store refused a value of one of these requests (a character Postgres
+            # text cannot hold, a number out of its range): never a reason to fail the
+            # others. Commit the halves on their own, down to the one bad request.
+            self.stats["split"] += 1
+            if len(items) == 1:
+                self._fail_all(items, errors.Malformed("the request holds a value that cannot be stored"))
+                return
+            half = len(items) // 2
+            await self._process(lane, items[:half], locked)
+            await self._process(lane, items[half:], locked)
+            return
         except errors.WalletError as e:
-            healthy = True
             self._fail_all(items, e)
             return
-        except (asyncpg.InterfaceError, OSError, TimeoutError,
-                asyncpg.DeadlockDetectedError, asyncpg.SerializationError,
-                asyncpg.PostgresConnectionError, asyncpg.AdminShutdownError) as e:
-            log.warning("gift batch of %d not committed: %s", len(items), e)
-            self._fail_all(items, errors.Unavailable())
+        if done is None:
             return
-        except asyncpg.PostgresError:
-            log.exception("gift batch of %d failed in Postgres", len(items))
-            self._fail_all(items, errors.Unavailable())
-            return
-        finally:
-            if healthy and not conn.is_closed():
-                lane.idle.append(conn)
-            else:
-                with contextlib.suppress(Exception):
-                    conn.terminate()
-                with contextlib.suppress(Exception):
-                    await self.pool.release(conn)
         decision = done.decision
         elapsed = time.perf_counter() - started
         self.stats["batches"] += 1
@@ -402,6 +432,50 @@ class GiftService:
         if decision.accepted:
             await self._notify(done, events)
 
+    async def _commit_on_lane(self, lane: _Lane, items: list[_Item], locked: asyncio.Event) -> _Committed | None:
+        """Commits one batch on a lane connection; None when it failed (every item answered)."""
+        requests = [item.request for item in items]
+        healthy = False
+        conn: Any = None
+        try:
+            conn = self._idle_connection(lane) or await self._lane_connection()
+            await self._refresh_plans(conn)
+            async with asyncio.timeout(self.timeout):
+                for attempt in range(3):
+                    try:
+                        done = await self._commit(conn, requests, locked)
+                        break
+                    except asyncpg.UniqueViolationError:
+                        # A concurrent batch (another lane or process) committed one
+                        # of these keys while we waited for its locks: decide again.
+                        if attempt == 2:
+                            raise
+            healthy = True
+            return done
+        except errors.WalletError:
+            healthy = True
+            raise
+        except POISON as e:
+            healthy = True  # the transaction rolled back; the connection is fine
+            log.warning("gift batch of %d refused a value (%s): splitting it", len(items), type(e).__name__)
+            raise _Poisoned() from e
+        except (asyncpg.InterfaceError, OSError, TimeoutError,
+                asyncpg.DeadlockDetectedError, asyncpg.SerializationError,
+                asyncpg.PostgresConnectionError, asyncpg.AdminShutdownError) as e:
+            log.warning("gift batch of %d not committed: %s", len(items), e)
+            self._fail_all(items, errors.Unavailable())
+            return None
+        except asyncpg.PostgresError:
+            log.exception("gift batch of %d failed in Postgres", len(items))
+            self._fail_all(items, errors.Unavailable())
+            return None
+        finally:
+            if conn is not None:
+                if healthy and not conn.is_closed():
+                    lane.idle.append(conn)
+                else:
+                    await self._discard(conn)
+
     def _fail_all(self, items: list[_Item], error: errors.WalletError) -> None:
         for item in items:
             if not item.future.done():
@@ -413,41 +487,31 @@ class GiftService:
     async def _commit(self, conn: Any, requests: list[GiftRequest], locked: asyncio.Event) -> _Committed:
         accounts: dict[int, tuple[int, int]] = {}
         stream_coins: dict[int, int] = {}
-        streams: dict[int, StreamRow] = {}
-        wallets: dict[str, tuple[int, int]] = {}
-        owners: dict[int, tuple[str, str]] = {}
-        prices: dict[str, Price] = {}
-        existing: dict[tuple[str, str], Existing] = {}
-        created_at: datetime | None = None
+        args = [
+            sorted({r.stream_id for r in requests}), sorted({r.sender_id for r in requests}),
+            sorted({r.gift_id for r in requests}), [r.sender_id for r in requests],
+            [r.idempotency_key for r in requests], [r.stream_id for r in requests], [r.gift_id for r in requests],
+        ]
         async with conn.transaction():
-            rows = await conn.fetch(
-                SQL_READ, sorted({r.stream_id for r in requests}), sorted({r.sender_id for r in requests}),
-                sorted({r.gift_id for r in requests}), [r.sender_id for r in requests],
-                [r.idempotency_key for r in requests])
+            read = _parse_read(await conn.fetch(self.sql.read, *args), self.rules, self.sql)
             locked.set()
-            for r in rows:
-                k = r["k"]
-                if k == "a":
-                    owners[r["id"]] = (r["t1"], r["t2"])
-                    if r["t1"] == "wallet":
-                        wallets[r["t2"]] = (r["id"], r["n1"])
-                elif k == "s":
-                    streams[r["id"]] = StreamRow(r["id"], r["t1"], r["n1"], r["b"], r["n2"], r["n3"])
-                elif k == "p":
-                    prices[r["t1"]] = Price(r["t1"], r["id"], r["t2"], r["n1"])
-                elif k == "e":
-                    prior = existing_from_json(r["j"])
-                    existing[(prior.event.sender_id, r["j"]["idempotency_key"])] = prior
-                else:
-                    created_at = datetime.fromisoformat(r["j"])
+            if read.moved:
+                # A rule's state or a sender's wallet changed while the read waited for its
+                # locks: read again. The locks are held now, so this read is current.
+                self.stats["rereads"] += 1
+                read = _parse_read(await conn.fetch(self.sql.read, *args), self.rules, self.sql)
+            created_at = read.now
             assert created_at is not None
-            missing = {st.creator_account for st in streams.values()} - owners.keys()
+            missing = {st.creator_account for st in read.streams.values()} - read.owners.keys()
             if missing:
                 # Never decide on a partial read: roll back and let the batch fail over.
                 raise RuntimeError(f"gift batch read no row for creator accounts {sorted(missing)}")
-            decision = decide(requests, streams, wallets, prices, existing)
-            if decision.accepted:
-                wrote = await conn.fetch(SQL_WRITE, *self._write_args(decision, created_at))
+            view = BatchView(now=created_at, requests=requests, streams=read.streams,
+                             stream_docs=read.stream_docs, wallets=read.wallets, prices=read.prices,
+                             locked=read.locked, docs=read.docs)
+            decision = decide(requests, view, read.existing, read.refused, self.rules)
+            if decision.accepted or decision.refusals:
+                wrote = await conn.fetch(self.sql.write, *self._write_args(self.sql, decision, created_at))
                 for r in wrote:
                     if r["what"] == "g" and r["id"] != len(decision.accepted):
                         raise RuntimeError("gift insert count mismatch")
@@ -459,25 +523,37 @@ class GiftService:
                     raise RuntimeError("gift batch touched an unknown account")
         return _Committed(
             decision=decision, created_at=created_at,
-            creators={sid: st.creator_id for sid, st in streams.items()},
-            accounts=accounts, stream_coins=stream_coins, owners=owners,
+            creators={sid: st.creator_id for sid, st in read.streams.items()},
+            accounts=accounts, stream_coins=stream_coins, owners=read.owners,
         )
 
     @staticmethod
-    def _write_args(d: Decision, created_at: datetime) -> list[object]:
+    def _write_args(sql: GiftSql, d: Decision, created_at: datetime) -> list[object]:
         acc = d.accepted
         # One pass building rows, then a C-level transpose into the columns unnest() takes.
+        rule_columns = [c for c, _ in sql.rule_columns]
         rows = [(a.request.stream_id, a.seq, a.request.sender_id, a.request.sender_name, a.sender_account,
                  a.creator_account, a.price.gift_id, a.price.version, a.price.name, a.price.coins,
                  a.request.count, a.coins, a.balance_after, a.request.idempotency_key,
-                 a.request.fingerprint) for a in acc]
-        columns: list[object] = [list(col) for col in zip(*rows, strict=True)]
+                 a.request.fingerprint, *[a.facts.get(c) for c in rule_columns]) for a in acc]
+        width = 15 + len(rule_columns)
+        columns: list[object] = [list(col) for col in zip(*rows, strict=True)] if rows else [[] for _ in range(width)]
+        refusals = [(f.request.sender_id, f.request.idempotency_key, f.request.fingerprint, f.request.stream_id,
+                     f.error.code, f.error.message, f.error.details) for f in d.refusals]
+        refusal_columns: list[object] = ([list(col) for col in zip(*refusals, strict=True)] if refusals
+                                         else [[] for _ in range(7)])
+        rule_args: list[object] = []
+        for wanted, given in zip(sql.rule_params, d.rule_writes, strict=True):
+            if len(given) != wanted:
+                raise RuntimeError(f"a rule gave {len(given)} write arrays for {wanted} placeholders")
+            rule_args += given
         return [
             *columns, created_at,
             list(d.account_deltas), [v[0] for v in d.account_deltas.values()],
             [v[1] for v in d.account_deltas.values()],
             list(d.stream_updates), [v[0] for v in d.stream_updates.values()],
             [v[1] for v in d.stream_updates.values()],
+            *refusal_columns, *rule_args,
         ]
 
     def _results(self, c: _Committed) -> dict[int, GiftResult]:
@@ -485,7 +561,7 @@ class GiftService:
         results: dict[int, GiftResult] = {}
         for a in d.accepted:
             results[a.index] = GiftResult(
-                event=event_for(a, c.created_at, c.creators.get(a.request.stream_id, "")),
+                event=event_for(a, c.created_at, c.creators.get(a.request.stream_id, ""), self.rules),
                 balance=a.balance_after,
                 creator_unsettled=c.accounts.get(a.creator_account, (0, 0))[0],
                 stream_coins=c.stream_coins.get(a.request.stream_id, 0),

@@ -4,7 +4,8 @@ from __future__ import annotations
 
 import hashlib
 import json
-from dataclasses import dataclass
+from collections.abc import Mapping
+from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from typing import Any
 
@@ -107,13 +108,15 @@ class GiftEvent:
     coins: int
     created_at: datetime
     creator_id: str = ""
+    # The gift-path rules' fields (combo, goal, battle, message, ...), rendered by wallet.rules.render.
+    extra: Mapping[str, Any] = field(default_factory=dict, hash=False)
 
     @property
     def id(self) -> str:
         return gift_event_id(self.stream_id, self.seq)
 
     def to_json(self) -> dict[str, Any]:
-        return {
+        doc = {
             "id": self.id,
             "stream_id": str(self.stream_id),
             "seq": self.seq,
@@ -123,6 +126,9 @@ class GiftEvent:
             "coins": self.coins,
             "created_at": rfc3339(self.created_at),
         }
+        if self.extra:
+            doc.update(self.extra)
+        return doc
 
 
 @dataclass(frozen=True)

@@ -71,7 +71,7 @@ async def error_middleware(request: web.Request, handler: Handler) -> web.Stream
     except ApiError as e:
         return error_response(e.status, e.code, e.message)
     except WalletError as e:
-        return error_response(e.status, e.code, e.message)
+        return web.json_response({"error": e.to_json()}, status=e.status)
     except web.HTTPException as e:
         if e.status < 400:
             raise

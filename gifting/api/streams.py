@@ -23,6 +23,7 @@ from streams.hot import HotState
 from wallet import errors
 from wallet.gift_decide import GiftRequest, check_count
 from wallet.gifts import GiftService
+from wallet.rules.message import validate_message
 from wallet.streams import Stream, Streams, parse_stream_id
 
 log = logging.getLogger("gifting.api.streams")
@@ -106,19 +107,20 @@ async def list_streams(request: web.Request) -> web.Response:
 @routes.post("/v1/streams/{stream_id}/gifts")
 async def send_gift(request: web.Request) -> web.Response:
     who = principal(request)
-    doc = await read_json(request, {"gift_id", "count", "idempotency_key"})
+    doc = await read_json(request, {"gift_id", "count", "idempotency_key", "message"})
     gift_id = require_str(doc, "gift_id", max_len=64)
     if "count" not in doc:
         raise errors.InvalidCount("count is required (1-999)")
     count = check_count(doc["count"])
     key = idempotency_key(doc)
+    message = validate_message(doc.get("message"))
     stream_id = parse_stream_id(request.match_info["stream_id"])
     limiter = request.app.get(LIMITER)
     if limiter is not None and not await limiter.allow(f"gift:{who.id}"):
         raise ApiError(429, "rate_limited", "too many gifts; slow down")
     result = await request.app[GIFTS].send(GiftRequest(
         sender_id=who.id, sender_name=who.display_name, stream_id=stream_id, gift_id=gift_id,
-        count=count, idempotency_key=key, sender_role=who.role,
+        count=count, idempotency_key=key, sender_role=who.role, message=message,
     ))
     request[LOG_FIELDS] = {"gift_id": result.event.id, "stream_id": stream_id, "seq": result.event.seq,
                            "sender_id": who.id, "coins": result.event.coins, "replayed": result.replayed}

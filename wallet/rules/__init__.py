@@ -1,0 +1,81 @@
+"""The rules of the gift path, composed in one documented order.
+
+Owns: ``RULES`` (the order in which the batch checks and applies them) and
+``render`` (their GiftEvent fields). Each rule is its own pure module over
+its own slice of the batch's one read (``wallet.rules.base``); the batch in
+``wallet.gifts`` runs every rule's SQL inside its own transaction and
+``wallet.gift_decide.decide`` calls them gift by gift.
+
+Refusal order: when several reasons apply, the client always gets the first
+in this table (``tests/test_gift_rules.py`` holds the batch to it):
+
+| #  | code                     | rule (kind)   | module                    |
+|----|--------------------------|---------------|---------------------------|
+| 1  | 409 idempotency_conflict | (the key)     | wallet/gift_decide.py     |
+| 2  | 404 unknown_stream       | (the lookup)  | wallet/gift_decide.py     |
+| 3  | 404 unknown_gift         | (the lookup)  | wallet/gift_decide.py     |
+| 4  | 409 stream_not_live      | live          | wallet/rules/live.py      |
+| 5  | 403 self_gift            | self_gift     | wallet/rules/self_gift.py |
+| 6  | 403 blocked              | blocked       | wallet/rules/moderation.py |
+| 7  | 409 gifts_paused         | gifts_paused  | wallet/rules/moderation.py |
+| 8  | 422 message_not_allowed  | message       | wallet/rules/message.py   |
+| 9  | 403 wallet_in_debt       | debt          | wallet/rules/funds.py     |
+| 10 | 402 insufficient_funds   | funds         | wallet/rules/funds.py     |
+
+Annotating rules, after every check (they refuse nothing): ``combo``
+(wallet/rules/combo.py), ``goal`` (wallet/rules/goal.py); the pin is set by
+``message``.
+
+A gift that passes every check is then accepted by every rule, in the same
+order: that is where annotating rules (combo, goal, battle, pin) fold it into
+their running state and set its columns.
+
+The staleness rule. The batch's read is one statement in READ COMMITTED: its
+snapshot is taken when it starts, possibly before it waits for a row lock.
+Rows it locks come back at their newest version, every other row as of the
+snapshot. So a rule decides only on (a) rows the batch locks (the stream rows,
+the sender wallets, a rule's ``lock_sql``), or (b) rows whose every change
+outside the batch bumps ``streams.rules_version`` of the affected streams in
+the same transaction, taking the stream row's lock first. The batch compares
+each locked stream's ``rules_version`` (and each sender wallet's ``version``)
+with its snapshot and, when one moved while it waited, reads again: it holds
+the locks by then, so the second read is current.
+
+Rules never write ``gifts``, ``accounts`` or ``streams`` in their
+``write_sql`` (one statement cannot change a row twice): they own tables of
+their own and columns of the gift row (``gift_columns``).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from typing import Any
+
+from wallet.rules import combo, funds, goal, live, message, moderation, self_gift
+from wallet.rules.base import Rule
+
+RULES: tuple[Rule, ...] = (
+    live.RULE,
+    self_gift.RULE,
+    moderation.BLOCKED,
+    moderation.PAUSED,
+    message.RULE,
+    funds.DEBT,
+    funds.FUNDS,
+    combo.RULE,
+    goal.RULE,
+)
+
+
+def gift_columns(rules: tuple[Rule, ...] = RULES) -> list[tuple[str, str]]:
+    """Every rule's gift-row columns, in RULES order."""
+    return [col for rule in rules for col in rule.gift_columns]
+
+
+def render(facts: Mapping[str, Any], rules: tuple[Rule, ...] = RULES) -> dict[str, Any]:
+    """The rules' GiftEvent fields from a gift's facts (its rule columns)."""
+    out: dict[str, Any] = {}
+    for rule in rules:
+        if rule.gift_columns or type(rule).event_json is not Rule.event_json:
+            out.update(rule.event_json(facts))
+    return out

@@ -72,6 +72,8 @@ class Rule:
     """One rule of the gift path. Subclasses are module-level singletons listed in ``wallet.rules.RULES``."""
 
     kind: str = ""
+    # The refusal codes its check may return, in the order it checks them (the order table lists them).
+    codes: tuple[str, ...] = ()
     # A SELECT ... FOR UPDATE run after the stream rows are locked and before the account rows.
     lock_sql: str = ""
     # A plain SELECT (no lock); its rows must be guarded by a locked row (see wallet.rules).

@@ -99,6 +99,7 @@ class _State(RuleState):
 
 class Message(Rule):
     kind = "message"
+    codes = ("message_not_allowed",)
     gift_columns = (("message", "text"), ("pinned_until", "timestamptz"))
 
     def __init__(self, min_coins: int = DEFAULT_MIN_COINS, tiers: Tiers | None = None) -> None:

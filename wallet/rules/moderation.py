@@ -28,6 +28,7 @@ class _Blocked(RuleState):
 
 class Blocked(Rule):
     kind = "blocked"
+    codes = ("blocked",)
     # Only the batch's senders, only the batch's creators: a handful of index probes.
     read_sql = """
 SELECT b.creator_id, b.user_id FROM creator_blocks b
@@ -48,6 +49,7 @@ class _Paused(RuleState):
 
 class Paused(Rule):
     kind = "gifts_paused"
+    codes = ("gifts_paused",)
 
     def begin(self, view: BatchView) -> RuleState:
         return _Paused({sid for sid, doc in view.stream_docs.items() if doc.get("gifts_paused")})

@@ -1,0 +1,195 @@
+"""The gift-rule framework on real Postgres: composition, refusal order and storage, the staleness guard,
+and a poisoned request that never fails the rest of its batch."""
+
+from __future__ import annotations
+
+import asyncio
+import re
+from collections.abc import Mapping
+from typing import Any
+
+import pytest
+
+import wallet.rules
+from gifting.runtime import Runtime
+from tests.helpers import fund
+from wallet import errors
+from wallet.audit import audit
+from wallet.gift_decide import GiftRequest
+from wallet.gifts import GiftService
+from wallet.rules import RULES
+from wallet.rules.base import BatchView, Candidate, Rule, RuleState
+
+
+def req(sender: str, stream: int, key: str, gift: str = "rose", count: int = 1) -> GiftRequest:
+    return GiftRequest(sender, sender, stream, gift, count, key)
+
+
+async def live_stream(rt: Runtime, creator: str = "alice") -> int:
+    return (await rt.streams.create(creator, creator.title(), "live")).id
+
+
+def test_the_documented_refusal_order_is_the_order_of_RULES():
+    doc = wallet.rules.__doc__ or ""
+    table = re.findall(r"^\| \d+ +\| \d{3} (\w+) +\| (\w+) +\|", doc, re.M)
+    assert table == [(code, r.kind) for r in RULES for code in r.codes]
+
+
+def test_the_first_refusal_in_the_order_wins_when_several_apply():
+    from tests.test_gift_decide import PRICES, decide, streams
+
+    def first(sender: str, stream: int, wallets: dict[str, tuple[int, int]]) -> str:
+        d = decide([GiftRequest(sender, sender, stream, "galaxy", 1, "k")], streams(), wallets, PRICES, {})
+        return d.rejected[0].code
+
+    # bob owns stream 2 (ended), is in debt and has too little: each reason hides the ones after it
+    assert first("bob", 2, {"bob": (9, -5)}) == "stream_not_live"
+    assert first("alice", 1, {"alice": (9, -5)}) == "self_gift"
+    assert first("v", 1, {"v": (9, -5)}) == "wallet_in_debt"
+    assert first("v", 1, {"v": (9, 5)}) == "insufficient_funds"
+
+
+class _ProbeState(RuleState):
+    def __init__(self, view: BatchView) -> None:
+        self.locked = {d["id"]: d for d in view.locked.get("probe", [])}
+        self.tops = {d["stream_id"]: d["top"] for d in view.docs.get("probe", [])}
+        self.rows: list[tuple[int, int]] = []
+
+    def check(self, c: Candidate) -> errors.WalletError | None:
+        if c.request.count == 7:
+            return errors.Forbidden("sevens are refused", details={"why": "seven", "stream": c.stream.id})
+        return None
+
+    def accept(self, c: Candidate) -> None:
+        assert c.stream.id in self.locked  # the rule's lock_sql row reached it
+        c.facts["probe_note"] = f"after {self.tops.get(c.stream.id, 0)}"
+        self.rows.append((c.stream.id, c.request.count))
+
+    def write_args(self) -> list[object]:
+        return [[s for s, _ in self.rows], [n for _, n in self.rows]]
+
+
+class Probe(Rule):
+    """A rule using every hook: a lock, a plain read, a gift column, a write, event fields, a refusal."""
+
+    kind = "probe"
+    lock_sql = "SELECT p.* FROM streams p JOIN s ON s.id = p.id ORDER BY p.id FOR UPDATE OF p"
+    read_sql = "SELECT stream_id, max(seq) AS top FROM gifts WHERE stream_id = ANY($1::bigint[]) GROUP BY stream_id"
+    gift_columns = (("probe_note", "text"),)
+    write_sql = "INSERT INTO probe_log (stream_id, n) SELECT * FROM unnest({0}::bigint[], {1}::int[])"
+
+    def begin(self, view: BatchView) -> RuleState:
+        return _ProbeState(view)
+
+    def event_json(self, facts: Mapping[str, Any]) -> dict[str, Any]:
+        return {"probe": facts.get("probe_note")}
+
+
+@pytest.fixture
+async def probed(rt: Runtime):
+    await rt.pool.execute("ALTER TABLE gifts ADD COLUMN probe_note text;"
+                          " CREATE TABLE probe_log (stream_id bigint, n int)")
+    service = GiftService(rt.pool, window_ms=1.0, rules=(*RULES[:2], Probe(), *RULES[2:]))
+    await service.start()
+    yield service
+    await service.close()
+
+
+async def test_a_rule_locks_reads_annotates_writes_and_refuses_inside_the_batch(rt, probed):
+    sid = await live_stream(rt)
+    await fund(rt.wallet, "bob", 700)
+    first = await probed.send(req("bob", sid, "k1"))
+    both = await asyncio.gather(probed.send(req("bob", sid, "k2", count=2)), probed.send(req("bob", sid, "k3")))
+    assert first.event.to_json()["probe"] == "after 0"
+    assert [r.event.to_json()["probe"] for r in both] == ["after 1", "after 1"]  # the batch's read, not per gift
+    assert await rt.pool.fetch("SELECT stream_id, n FROM probe_log ORDER BY n") == [(sid, 1), (sid, 1), (sid, 2)]
+    history = await probed.events_since(sid, 0)
+    assert [e.to_json()["probe"] for e in history] == ["after 0", "after 1", "after 1"]
+    with pytest.raises(errors.Forbidden) as refused:
+        await probed.send(req("bob", sid, "k7", count=7))
+    assert refused.value.details == {"why": "seven", "stream": sid}
+    replay = await probed.send(req("bob", sid, "k1"))
+    assert replay.replayed and replay.event.to_json()["probe"] == "after 0"
+    assert (await audit(rt.pool)).ok
+
+
+async def test_a_refused_key_replays_its_refusal_even_after_a_top_up(rt):
+    sid = await live_stream(rt)
+    await fund(rt.wallet, "bob", 70)
+    with pytest.raises(errors.InsufficientFunds):
+        await rt.gifts.send(req("bob", sid, "k", "galaxy"))
+    await fund(rt.wallet, "bob", 1000)
+    with pytest.raises(errors.InsufficientFunds):  # the same request, the same answer
+        await rt.gifts.send(req("bob", sid, "k", "galaxy"))
+    with pytest.raises(errors.IdempotencyConflict):
+        await rt.gifts.send(req("bob", sid, "k", "galaxy", 2))
+    ok = await rt.gifts.send(req("bob", sid, "k2", "galaxy"))  # a new action gets a new key
+    assert ok.event.seq == 1
+    assert await rt.pool.fetchval("SELECT count(*) FROM gift_refusals") == 1
+    assert (await audit(rt.pool)).ok
+
+
+async def test_one_poisoned_request_fails_alone_and_its_batch_commits(rt):
+    sid = await live_stream(rt)
+    for n in range(8):
+        await fund(rt.wallet, f"v{n}", 70)
+    await fund(rt.wallet, "evil", 70)
+    service = GiftService(rt.pool, window_ms=20.0)  # a wide window: everything lands in one batch
+    await service.start()
+    try:
+        bad = [req("evil", sid, "nul\x00key"), req("evil", sid, "lone\ud800surrogate")]
+        good = [req(f"v{n}", sid, f"ok{n}") for n in range(8)]
+        results = await asyncio.gather(*(service.send(r) for r in [*good[:4], *bad, *good[4:]]),
+                                       return_exceptions=True)
+    finally:
+        await service.close()
+    assert all(isinstance(r, errors.Malformed) for r in results[4:6])
+    assert sorted(r.event.seq for r in results[:4] + results[6:]) == list(range(1, 9))
+    assert service.stats["split"] >= 2
+    assert await rt.wallet.balance("evil") == 70
+    assert (await audit(rt.pool)).ok
+
+
+async def test_the_same_key_on_two_services_racing_on_one_wallet_commits_once_and_replays(rt, settings):
+    sid = await live_stream(rt)
+    await fund(rt.wallet, "bob", 70)  # one gift of 60: a second debit would be a 402, not a replay
+    a = GiftService(rt.pool, window_ms=1.0)
+    b = GiftService(rt.pool, window_ms=1.0)
+    await a.start()
+    await b.start()
+    try:
+        async with rt.pool.acquire() as holder, holder.transaction():
+            # Hold the wallet so both batches take their snapshot, then wait for its lock.
+            await holder.execute("SELECT 1 FROM accounts WHERE owner = 'bob' AND kind = 'wallet' FOR UPDATE")
+            racing = [asyncio.ensure_future(s.send(req("bob", sid, "same", "donut", 2))) for s in (a, b)]
+            await _until_waiting(rt, 2)
+        results = await asyncio.gather(*racing)
+    finally:
+        await a.close()
+        await b.close()
+    assert sorted(r.replayed for r in results) == [False, True]
+    assert {r.event.id for r in results} == {f"g_{sid}_1"}
+    assert a.stats["rereads"] + b.stats["rereads"] >= 1
+    assert await rt.wallet.balance("bob") == 10
+    assert (await audit(rt.pool)).ok
+
+
+async def test_a_rules_version_bump_committed_while_a_batch_waits_makes_it_read_again(rt):
+    sid = await live_stream(rt)
+    await fund(rt.wallet, "bob", 70)
+    async with rt.pool.acquire() as holder, holder.transaction():
+        await holder.execute("UPDATE streams SET rules_version = rules_version + 1 WHERE id = $1", sid)
+        sent = asyncio.ensure_future(rt.gifts.send(req("bob", sid, "k")))
+        await _until_waiting(rt, 1)
+    result = await sent
+    assert result.event.seq == 1
+    assert rt.gifts.stats["rereads"] == 1
+
+
+async def _until_waiting(rt: Runtime, n: int) -> None:
+    """Waits until n other backends are waiting for a row lock."""
+    async with asyncio.timeout(10):
+        while await rt.pool.fetchval(  # noqa: ASYNC110 (Postgres has no event for "a backend waits")
+                "SELECT count(*) FROM pg_stat_activity WHERE wait_event_type = 'Lock' AND datname = current_database()"
+        ) < n:
+            await asyncio.sleep(0.01)

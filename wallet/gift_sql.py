@@ -1,0 +1,171 @@
+"""The gift batch's SQL: one read statement and one write statement, composed from the rules.
+
+Owns: the text of the two statements, built once from ``wallet.rules.RULES``
+(each rule's lock, read and write fragments and its gift-row columns), and
+the parameter numbering. Runs nothing: ``wallet.gifts`` executes them.
+
+The read's arms run in this order, which is the lock order for every writer:
+  1. ``s``: the batch's stream rows, locked by id;
+  2. each rule's ``lock_sql`` rows (``l:<kind>``), in RULES order;
+  3. ``a``: the account rows (sender wallets, creators' unsettled income), by id;
+  then, without locks: prices (``p``), committed keys (``e``), stored refusals
+  (``r``), each rule's ``read_sql`` rows (``d:<kind>``), the staleness guard
+  (``v``) and the transaction's clock (``n``).
+Every arm has the same columns (k, id, t1, t2, n1, n2, n3, b, j); a rule's rows
+travel as ``j`` (jsonb).
+
+Parameters of the read, for the rules' fragments too:
+  $1 bigint[] stream ids, $2 text[] sender ids, $3 text[] gift ids (distinct, sorted);
+  $4 text[] sender, $5 text[] idempotency key, $6 bigint[] stream, $7 text[] gift (one per request).
+"""
+
+from __future__ import annotations
+
+import re
+from dataclasses import dataclass
+
+from wallet.rules.base import Rule
+
+_PAD = "0::bigint, ''::text, ''::text, 0::bigint, 0::bigint, 0::bigint, false"
+
+_STREAMS = """s AS (
+    SELECT * FROM streams WHERE id = ANY($1::bigint[]) ORDER BY id FOR UPDATE
+)"""
+# The ids are computed once (an init plan) before any row is locked: when a lock
+# wait ends, Postgres rechecks only "id = ANY(that array)", which the newer row
+# version still passes. (A join or IN (subquery) here is rechecked against other
+# relations and could drop a row it had waited for.)
+_ACCOUNTS = """a AS (
+    SELECT a.id, a.kind, a.owner, a.balance, a.version FROM accounts a
+     WHERE a.id = ANY(ARRAY(SELECT w.id FROM accounts w
+                             WHERE w.kind = 'wallet' AND w.asset = 'COIN' AND w.owner = ANY($2::text[])
+                            UNION ALL SELECT creator_account FROM s))
+     ORDER BY a.id FOR UPDATE
+)"""
+_STREAM_ARM = ("SELECT 's' AS k, id, creator_id AS t1, ''::text AS t2, creator_account AS n1, last_seq AS n2,"
+               " coins_received AS n3, status = 'live' AS b, to_jsonb(s) AS j FROM s")
+_ACCOUNT_ARM = "SELECT 'a', id, kind, owner, balance, version, 0::bigint, false, NULL::jsonb FROM a"
+_PRICE_ARM = ("SELECT 'p', version::bigint, id, name, coins, 0::bigint, 0::bigint, false, NULL::jsonb"
+              " FROM gift_catalog_current WHERE id = ANY($3::text[]) AND active")
+# unnest(...) JOIN gifts: a plan that stays good when asyncpg prepares it.
+_EXISTING_ARM = (f"SELECT 'e', {_PAD}, to_jsonb(g) FROM unnest($4::text[], $5::text[]) AS u(s, k)"
+                 " JOIN gifts g ON g.sender_id = u.s AND g.idempotency_key = u.k")
+_REFUSED_ARM = (f"SELECT 'r', {_PAD}, to_jsonb(r) FROM unnest($4::text[], $5::text[]) AS u(s, k)"
+                " JOIN gift_refusals r ON r.sender_id = u.s AND r.idempotency_key = u.k")
+# A locked row comes back at its newest version, a plain scan of the same table at the
+# statement's snapshot: where they differ, something committed while the read waited.
+_GUARD_ARM = f"""SELECT 'v', {_PAD}, to_jsonb(count(*)) FROM (
+    SELECT 1 FROM s JOIN streams o ON o.id = s.id WHERE o.rules_version <> s.rules_version
+    UNION ALL
+    SELECT 1 FROM a JOIN accounts o ON o.id = a.id WHERE a.kind = 'wallet' AND o.version <> a.version
+) moved"""
+# The clock every gift of the batch is stamped with; $6 and $7 are named here so the
+# statement always takes all seven parameters, whichever rules use them.
+_NOW_ARM = ("SELECT 'n', cardinality($6::bigint[])::bigint + cardinality($7::text[]), ''::text, ''::text,"
+            " 0::bigint, 0::bigint, 0::bigint, false, to_jsonb(now())")
+
+BASE_GIFT_COLUMNS: tuple[tuple[str, str], ...] = (
+    ("stream_id", "bigint"), ("seq", "bigint"), ("sender_id", "text"), ("sender_name", "text"),
+    ("sender_account", "bigint"), ("creator_account", "bigint"), ("gift_id", "text"), ("gift_version", "int"),
+    ("gift_name", "text"), ("unit_coins", "bigint"), ("count", "int"), ("coins", "bigint"),
+    ("balance_after", "bigint"), ("idempotency_key", "text"), ("request_hash", "text"),
+)
+REFUSAL_COLUMNS: tuple[tuple[str, str], ...] = (
+    ("sender_id", "text"), ("idempotency_key", "text"), ("request_hash", "text"), ("stream_id", "bigint"),
+    ("code", "text"), ("message", "text"), ("details", "jsonb"),
+)
+
+_PLACEHOLDER = re.compile(r"\{(\d+)\}")
+
+
+@dataclass(frozen=True)
+class GiftSql:
+    read: str
+    write: str
+    rule_columns: tuple[tuple[str, str], ...]  # every rule's gift columns, in RULES order
+    rule_params: tuple[int, ...]  # how many placeholders each rule's write_sql takes
+
+
+def _renumber(sql: str, first: int) -> tuple[str, int]:
+    """Rewrites {0}, {1}, ... as $first, $first+1, ...; returns the text and how many it took."""
+    used = {int(m) for m in _PLACEHOLDER.findall(sql)}
+    if used != set(range(len(used))):
+        raise ValueError(f"write_sql placeholders must be {{0}}..{{n}} without gaps: {sorted(used)}")
+    return _PLACEHOLDER.sub(lambda m: f"${first + int(m.group(1))}", sql), len(used)
+
+
+def compose(rules: tuple[Rule, ...]) -> GiftSql:
+    kinds = [r.kind for r in rules]
+    if len(set(kinds)) != len(kinds) or not all(re.fullmatch(r"[a-z_]+", k) for k in kinds):
+        raise ValueError(f"rule kinds must be unique snake_case names: {kinds}")
+    ctes = [_STREAMS]
+    arms = [_STREAM_ARM]
+    for r in rules:
+        if r.lock_sql:
+            ctes.append(f"l_{r.kind} AS (\n    {r.lock_sql}\n)")
+            arms.append(f"SELECT 'l:{r.kind}', {_PAD}, to_jsonb(x) FROM l_{r.kind} x")
+    ctes.append(_ACCOUNTS)
+    arms += [_ACCOUNT_ARM, _PRICE_ARM, _EXISTING_ARM, _REFUSED_ARM]
+    for r in rules:
+        if r.read_sql:
+            arms.append(f"SELECT 'd:{r.kind}', {_PAD}, to_jsonb(x) FROM (\n    {r.read_sql}\n) x")
+    arms += [_GUARD_ARM, _NOW_ARM]
+    read = "WITH " + ",\n".join(ctes) + "\n" + "\nUNION ALL\n".join(arms)
+
+    rule_columns = tuple(col for r in rules for col in r.gift_columns)
+    gift_cols = BASE_GIFT_COLUMNS + rule_columns
+    n = 0
+
+    def params(columns: tuple[tuple[str, str], ...]) -> str:
+        nonlocal n
+        out = []
+        for _, pgtype in columns:
+            n += 1
+            out.append(f"${n}::{pgtype}[]")
+        return ", ".join(out)
+
+    gift_params = params(gift_cols)
+    n += 1
+    now = f"${n}::timestamptz"
+    account_params = params((("id", "bigint"), ("delta", "bigint"), ("n", "bigint")))
+    stream_params = params((("id", "bigint"), ("seq", "bigint"), ("coins", "bigint")))
+    refusal_params = params(REFUSAL_COLUMNS)
+    write_ctes = [
+        f"""ins AS (
+    INSERT INTO gifts ({", ".join(c for c, _ in gift_cols)}, created_at)
+    SELECT u.*, {now} FROM unnest({gift_params}) AS u
+    RETURNING 1
+)""",
+        f"""acc AS (
+    UPDATE accounts a SET balance = a.balance + d.delta, version = a.version + d.n
+      FROM unnest({account_params}) AS d(id, delta, n)
+     WHERE a.id = d.id
+    RETURNING a.id, a.kind, a.owner, a.balance, a.version
+)""",
+        f"""st AS (
+    UPDATE streams s SET last_seq = u.seq, coins_received = s.coins_received + u.coins
+      FROM unnest({stream_params}) AS u(id, seq, coins)
+     WHERE s.id = u.id
+    RETURNING s.id, s.coins_received
+)""",
+        f"""ref AS (
+    INSERT INTO gift_refusals ({", ".join(c for c, _ in REFUSAL_COLUMNS)}, created_at)
+    SELECT u.*, {now} FROM unnest({refusal_params}) AS u
+    RETURNING 1
+)""",
+    ]
+    counts = []
+    for r in rules:
+        if r.write_sql:
+            text, used = _renumber(r.write_sql, n + 1)
+            n += used
+            write_ctes.append(f"w_{r.kind} AS (\n    {text}\n)")
+            counts.append(used)
+        else:
+            counts.append(0)
+    write = ("WITH " + ",\n".join(write_ctes) + """
+SELECT 'a' AS what, id, kind, owner, balance, version FROM acc
+UNION ALL SELECT 's', id, '', '', coins_received, 0 FROM st
+UNION ALL SELECT 'g', count(*), '', '', 0, 0 FROM ins
+UNION ALL SELECT 'r', count(*), '', '', 0, 0 FROM ref""")
+    return GiftSql(read=read, write=write, rule_columns=rule_columns, rule_params=tuple(counts))
