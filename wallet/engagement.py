@@ -122,7 +122,7 @@ class Block:
 
 def check_goal(title: object, target: object, gift_id: object) -> tuple[str, int, str | None]:
     """A goal's fields, validated (422 invalid_goal)."""
-    if not isinstance(title, str) or not 1 <= len(title.strip()) <= MAX_TITLE or "\x00" in title:
+    if not isinstance(title, str) or not 1 <= len(title) <= MAX_TITLE or not title.strip() or "\x00" in title:
         raise errors.InvalidGoal(f"title must be 1-{MAX_TITLE} characters")
     if isinstance(target, bool) or not isinstance(target, int) or not 1 <= target <= MAX_TARGET:
         raise errors.InvalidGoal(f"target_coins must be an integer from 1 to {MAX_TARGET:,}")
