@@ -13,6 +13,7 @@ from typing import Any
 
 import asyncpg
 
+from wallet.engagement_audit import ENGAGEMENT_CHECKS
 from wallet.settlement_audit import SETTLEMENT_CHECKS
 
 MAX_LISTED = 20
@@ -139,6 +140,7 @@ SQL_CHECKS: dict[str, str] = {
                             WHERE p.user_id = a.owner AND e.outcome = 'taken_back')
     """,
     **SETTLEMENT_CHECKS,
+    **ENGAGEMENT_CHECKS,
 }
 
 SQL_COIN_CONSERVATION = """
