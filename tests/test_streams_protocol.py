@@ -78,3 +78,12 @@ def test_the_token_bucket_allows_a_burst_then_refills_at_its_rate():
 def test_contiguous_takes_only_the_gapless_run_after_the_cursor():
     assert p.contiguous(3, {4: "a", 5: "b", 7: "c"}) == [4, 5]
     assert p.contiguous(3, {5: "b"}) == []
+
+
+def test_send_gift_carries_a_trimmed_message_and_a_bad_one_is_answered_not_held_against_the_client():
+    msg = p.parse_message({"type": "send_gift", "gift_id": "rose", "idempotency_key": "k", "message": "  hi  "})
+    assert isinstance(msg, p.SendGift) and msg.message == "hi"
+    assert p.parse_message({"type": "send_gift", "gift_id": "rose", "idempotency_key": "k"}).message is None  # type: ignore[union-attr]
+    for bad in ("", "   ", "x" * 201, "a\nb", "\x85", 7):
+        err = p.parse_message({"type": "send_gift", "gift_id": "rose", "idempotency_key": "k", "message": bad})
+        assert isinstance(err, p.ProtocolError) and err.code == "invalid_message" and not err.malformed
