@@ -10,7 +10,8 @@ import pytest
 from tests.conftest import token
 from tests.helpers import fund
 from tests.live import Client
-from tests.test_live_e2e import Cluster, cluster  # noqa: F401  (the module-scoped processes)
+from tests.test_live_e2e import Cluster
+from tests.test_live_e2e import cluster as cluster  # the fixture: module-scoped processes
 
 pytestmark = pytest.mark.filterwarnings("ignore::ResourceWarning")
 
