@@ -2,7 +2,9 @@
 
 Hypothesis drives purchases, key replays, payment events (succeeded, failed,
 refunded, disputed, mismatched amounts, exact repeats, forged replays) and
-gifts over real HTTP against real Postgres and Redis, and after every step
+gifts, with the creator setting and clearing goals, blocking and unblocking
+gifters and pausing gifts in between, over real HTTP against real Postgres
+and Redis, and after every step
 checks the wallets against a plain in-memory model, runs the audit of the
 books, and waits for Redis's hot state to agree with Postgres.
 """
@@ -81,6 +83,10 @@ class WalletMachine(RuleBasedStateMachine):
         self.balances = dict.fromkeys(USERS, 0)
         self.losses = 0
         self.gifted = 0
+        # the creator's side: the current goal (id, target, gift filter, progress, reached), blocks, pause
+        self.goal: dict[str, Any] | None = None
+        self.blocked: set[str] = set()
+        self.paused = False
 
     async def _open_client(self) -> TestClient[Any, Any]:
         client: TestClient[Any, Any] = TestClient(TestServer(build_app(self.rt, ExternalProvider())))
@@ -181,7 +187,11 @@ class WalletMachine(RuleBasedStateMachine):
         cost = GIFTS[gift] * count
         if status == 429:  # the shared rate limiter; changes nothing
             return
-        if self.balances[user] < 0:
+        if user in self.blocked:
+            assert (status, body["error"]["code"]) == (403, "blocked"), body
+        elif self.paused:
+            assert (status, body["error"]["code"]) == (409, "gifts_paused"), body
+        elif self.balances[user] < 0:
             assert (status, body["error"]["code"]) == (403, "wallet_in_debt"), body
         elif self.balances[user] < cost:
             assert (status, body["error"]["code"]) == (402, "insufficient_funds"), body
@@ -190,6 +200,52 @@ class WalletMachine(RuleBasedStateMachine):
             self.balances[user] -= cost
             self.gifted += cost
             assert body["balance"] == self.balances[user] and body["gift"]["coins"] == cost
+            goal = self.goal
+            if goal is None or goal["gift_id"] not in (None, gift):
+                assert body["gift"]["goal"] is None, body
+            else:
+                before = goal["progress"]
+                goal["progress"] += cost
+                reached = before < goal["target"] <= goal["progress"]
+                assert body["gift"]["goal"] == {"id": goal["id"], "progress_coins": goal["progress"],
+                                                "target_coins": goal["target"], "reached": reached}, body
+            assert body["gift"]["combo"]["count"] >= count
+
+    @rule(target_coins=st.integers(1, 3000), only=st.sampled_from([None, "rose", "galaxy"]))
+    def set_goal(self, target_coins: int, only: str | None) -> None:
+        doc: dict[str, Any] = {"title": "goal", "target_coins": target_coins}
+        if only is not None:
+            doc["gift_id"] = only
+        status, body = self.run(self._creator("PUT", f"/v1/streams/{self.stream_id}/goal", doc))
+        assert status == 200, body
+        assert body["goal"]["progress_coins"] == 0 and body["goal"]["status"] == "active"
+        self.goal = {"id": body["goal"]["id"], "target": target_coins, "gift_id": only, "progress": 0}
+
+    @rule()
+    def clear_goal(self) -> None:
+        status, body = self.run(self._creator("DELETE", f"/v1/streams/{self.stream_id}/goal"))
+        if self.goal is None:
+            assert status == 404, body
+        else:
+            assert status == 200 and body["goal"]["id"] == self.goal["id"], body
+            assert body["goal"]["progress_coins"] == self.goal["progress"]
+        self.goal = None
+
+    @rule(user=st.sampled_from(USERS), block=st.booleans())
+    def block_or_unblock(self, user: str, block: bool) -> None:
+        status, body = self.run(self._creator("PUT" if block else "DELETE", f"/v1/creators/me/blocks/{user}"))
+        if block or user in self.blocked:
+            assert status == 200 and body["block"]["user_id"] == user, body
+        else:
+            assert status == 404, body
+        (self.blocked.add if block else self.blocked.discard)(user)
+
+    @rule(paused=st.booleans())
+    def pause(self, paused: bool) -> None:
+        status, body = self.run(self._creator("PUT", f"/v1/streams/{self.stream_id}/gifts-paused",
+                                              {"paused": paused}))
+        assert status == 200 and body["stream"]["gifts_paused"] is paused, body
+        self.paused = paused
 
     # ---- the model ---------------------------------------------------------------
     def _apply(self, m: ModelPurchase, event_type: str) -> None:
@@ -222,6 +278,10 @@ class WalletMachine(RuleBasedStateMachine):
             "SELECT kind, balance FROM accounts WHERE kind IN ('chargeback_losses', 'creator_unsettled')")))
         assert platform.get("chargeback_losses") == self.losses
         assert platform.get("creator_unsettled", 0) == self.gifted
+        goal = self.run(self.rt.pool.fetchrow(
+            "SELECT id, progress_coins FROM goals WHERE stream_id = $1 AND status <> 'cleared'", int(self.stream_id)))
+        assert (None if goal is None else (str(goal["id"]), goal["progress_coins"])) == \
+            (None if self.goal is None else (self.goal["id"], self.goal["progress"]))
 
     @invariant()
     def redis_catches_up_with_postgres(self) -> None:
@@ -248,6 +308,10 @@ class WalletMachine(RuleBasedStateMachine):
         resp = await self.client.post(
             f"/v1/streams/{self.stream_id}/gifts", headers=bearer(user),
             json={"gift_id": gift, "count": count, "idempotency_key": secrets.token_hex(8)})
+        return resp.status, await resp.json()
+
+    async def _creator(self, method: str, path: str, doc: Any = None) -> tuple[int, Any]:
+        resp = await self.client.request(method, path, json=doc, headers=bearer(CREATOR, "creator"))
         return resp.status, await resp.json()
 
     async def _post(self, body: bytes, headers: dict[str, str]) -> int:
