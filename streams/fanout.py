@@ -115,8 +115,7 @@ class Room:
             top = max(top, seq)
             if seq > self.seq and seq not in self.pending:
                 self.pending[seq] = p.encode(p.gift(seq, item["gift"]))
-                if item["gift"].get("pinned_until"):
-                    self.engagement.on_gift(seq, item["gift"])
+                self.engagement.on_gift(seq, item["gift"])
         if top >= self.earn_seq and "stream_coins" in msg:
             # unsettled_coins is absent when the batch did not know it: keep the last one.
             self.earn_seq = top

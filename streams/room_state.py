@@ -48,6 +48,13 @@ class RoomState:
         self.pinned: dict[int, dict[str, Any]] = {}
 
     def on_gift(self, seq: int, gift: dict[str, Any]) -> None:
+        progress = gift.get("goal")
+        if progress is not None and self.goal is not None and progress["id"] == self.goal.get("id") \
+                and progress["progress_coins"] > self.goal.get("progress_coins", 0):
+            # The goal as the commits left it: progress rides on the gifts.
+            self.goal = {**self.goal, "progress_coins": progress["progress_coins"]}
+            if progress["reached"]:
+                self.goal.update(status="reached", reached_at=gift.get("created_at"))
         if gift.get("pinned_until") and gift.get("message") is not None and seq not in self.hidden:
             self.pinned[seq] = gift
             if len(self.pinned) > MAX_PINNED * 4:

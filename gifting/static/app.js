@@ -175,14 +175,16 @@ const G = (() => {
     }
 
     // send_gift over the socket; resolves with the ack after the durable commit.
-    sendGift(giftId, count, idempotencyKey) {
+    sendGift(giftId, count, idempotencyKey, message) {
       if (!this.ws || this.ws.readyState !== WebSocket.OPEN) {
         return Promise.reject(new ApiError(0, "disconnected", "not connected"));
       }
       const ref = "r" + (++this.refs);
       return new Promise((resolve, reject) => {
         this.pending.set(ref, { resolve, reject });
-        this.ws.send(JSON.stringify({ type: "send_gift", ref, gift_id: giftId, count, idempotency_key: idempotencyKey }));
+        const msg = { type: "send_gift", ref, gift_id: giftId, count, idempotency_key: idempotencyKey };
+        if (message != null) msg.message = message;
+        this.ws.send(JSON.stringify(msg));
       });
     }
 
@@ -202,7 +204,7 @@ const G = (() => {
   }
 
   function renderTop(list, top, highlight) {
-    list.replaceChildren(...top.map((t, i) => el("li", { class: t.user_id === highlight ? "me" : "" },
+    list.replaceChildren(...top.map((t, i) => el("li", { class: t.user_id === highlight ? "me" : "", dataset: { user: t.user_id } },
       el("span", { class: "rank" }, String(i + 1)), el("span", { class: "who" }, t.name || t.user_id),
       el("span", { class: "amount" }, coins(t.coins)))));
     if (!top.length) list.replaceChildren(el("li", { class: "empty" }, "No gifts yet"));

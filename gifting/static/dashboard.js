@@ -107,7 +107,8 @@
     $("#feed").replaceChildren();
     const { top } = await api("GET", `/v1/streams/${encodeURIComponent(s.id)}/leaderboard?limit=10`);
     G.renderTop($("#top"), top, "");
-    room = new G.LiveRoom(s.id, {
+    G.engage.decorateTop();
+    room = new G.LiveRoom(s.id, G.engage.wrap({
       status: (st) => { $("#conn").textContent = st; $("#conn").dataset.state = st; },
       reset: (w, missed) => { setStreamCoins(w.stream.coins_received); if (missed) say("Reconnected; some gifts were missed in the feed."); },
       welcome: (w) => { $("#viewers").textContent = coins(w.viewers); },
@@ -124,7 +125,7 @@
       stream_ended: () => { say("Stream ended.", "ok"); },
       ended: () => { showLive(null); loadEarnings(); },
       unauthorized: () => { G.signOut("creator"); location.reload(); },
-    });
+    }, s.id, "creator"));
     window.gifting = { room };
     await room.open();
   }

@@ -77,22 +77,27 @@
     if (!streamId) { say("Pick a live stream first.", "bad"); return; }
     const count = Number($("#count").value);
     const k = key("gift");
+    const message = G.engage.message();
     try {
       let res;
       try {
-        res = await room.sendGift(g.id, count, k);
+        res = await room.sendGift(g.id, count, k, message);
       } catch (e) {
         if (e.code !== "disconnected") throw e;
         // Not connected right now: the HTTP API takes the same request (same key, same effect).
         res = await api("POST", `/v1/streams/${encodeURIComponent(streamId)}/gifts`,
-                        { gift_id: g.id, count, idempotency_key: k });
+                        message === null ? { gift_id: g.id, count, idempotency_key: k }
+                          : { gift_id: g.id, count, idempotency_key: k, message });
       }
+      if (message !== null) G.engage.sent();
       setBalance(res.balance);
       say(`You sent ${g.name}${count > 1 ? " ×" + count : ""}`, "ok");
     } catch (e) {
       const text = { insufficient_funds: "Not enough coins: buy a pack.", wallet_in_debt: "Your wallet is in debt.",
                      self_gift: "You cannot gift your own stream.", stream_not_live: "This stream has ended.",
-                     rate_limited: "Slow down a little." }[e.code] || e.message;
+                     rate_limited: "Slow down a little.", blocked: "The creator does not take your gifts.",
+                     gifts_paused: "The creator has paused gifts.",
+                     message_not_allowed: "A message needs a bigger gift." }[e.code] || e.message;
       say(text, "bad");
     }
   }
@@ -135,7 +140,7 @@
       say(e.message, "bad");
       return;
     }
-    room = new G.LiveRoom(streamId, {
+    room = new G.LiveRoom(streamId, G.engage.wrap({
       status: (s) => { $("#conn").textContent = s; $("#conn").dataset.state = s; },
       reset: (welcome, missed) => {
         $("#room-coins").textContent = coins(welcome.stream.coins_received);
@@ -152,7 +157,7 @@
       stream_ended: () => { say("The stream has ended.", "bad"); $("#room-creator").textContent += " · ended"; },
       ended: () => loadStreams().catch(() => {}),
       unauthorized: () => { G.signOut("viewer"); location.reload(); },
-    });
+    }, streamId, "viewer"));
     window.gifting = { room }; // for tests: room.drop() simulates a network drop
     await room.open();
   }
