@@ -44,6 +44,12 @@ GIFTS = [("rose", 50), ("heart", 25), ("donut", 10), ("hat", 6), ("confetti", 4)
          ("corgi", 1.5), ("money_gun", 0.7), ("galaxy", 0.3)]
 WHALE_GIFTS = [("confetti", 20), ("money_gun", 30), ("galaxy", 25), ("whale", 20), ("lion", 5)]
 PACKS = [("coins_70", 10), ("coins_350", 40), ("coins_700", 30), ("coins_1400", 15), ("coins_3500", 5)]
+# Engagement: the creator's goals (each reached one is followed by a bigger one), taps of one gift in a
+# burst (a combo), and a paid message now and then on a gift big enough to carry one.
+GOALS = [("New microphone", 3_000), ("Pizza for the crew", 8_000), ("Trip to the coast", 20_000)]
+MESSAGE_GIFTS = {"confetti", "sunglasses", "corgi", "money_gun", "galaxy", "whale", "lion"}  # 100+ coins
+MESSAGES = ["Love this stream!", "Greetings from Lisbon", "You made my day", "Play the next one!",
+            "First time here, great vibes", "Happy birthday, Mika!"]
 
 
 def check(settings: Settings) -> str | None:
@@ -83,6 +89,7 @@ class Demo:
         self.stream_id: str | None = None
         self._stream_lock = asyncio.Lock()
         self.sent = 0
+        self.goals_set = 0
 
     def token(self, user: str, role: str, name: str) -> str:
         assert self.settings.jwt_secret
@@ -136,7 +143,19 @@ class Demo:
                     raise RuntimeError(f"demo could not start a stream: {doc}")
                 self.stream_id = str(doc["stream"]["id"])
                 log.info("demo stream %s is live", self.stream_id)
+                self.goals_set = 0
+                await self.next_goal(self.stream_id)
             return self.stream_id
+
+    async def next_goal(self, stream_id: str) -> None:
+        """The creator sets the next goal (the first on going live, another once one is reached)."""
+        title, target = GOALS[min(self.goals_set, len(GOALS) - 1)]
+        self.goals_set += 1
+        token = self.token(CREATOR[0], "creator", CREATOR[1])
+        status, doc = await self.call("PUT", f"/v1/streams/{stream_id}/goal", token,
+                                      {"title": title, "target_coins": target * max(1, self.goals_set - 2)})
+        if status != 200:
+            log.warning("demo goal refused: %s", doc)
 
     async def buy(self, token: str, pack: str) -> None:
         status, doc = await self.call("POST", "/v1/purchases", token,
@@ -184,6 +203,10 @@ class Demo:
             async for raw in ws:
                 doc = json.loads(raw)
                 for msg in doc if isinstance(doc, list) else [doc]:
+                    goal = msg.get("gift", {}).get("goal") if msg.get("type") == "gift" else None
+                    if whale and goal and goal.get("reached") and self.stream_id:  # one viewer tells the creator
+                        asyncio.get_running_loop().call_later(3, lambda: asyncio.ensure_future(
+                            self.next_goal(str(self.stream_id))))
                     ref = msg.get("ref")
                     if msg.get("type") in ("ack", "error") and ref in replies:
                         replies.pop(ref).set_result(msg)
@@ -193,15 +216,21 @@ class Demo:
             n = 0
             while not reader.done():
                 await asyncio.sleep(rng.expovariate(1 / (self.idle * (2.5 if whale else 1))))
+                tapping = rng.random() < 0.5  # a burst of taps on one gift: a combo
+                gift = pick(rng, WHALE_GIFTS if whale else GIFTS)
                 for _ in range(rng.choice([1, 1, 2, 3, 4, 6, 10])):
-                    gift = pick(rng, WHALE_GIFTS if whale else GIFTS)
+                    if not tapping:
+                        gift = pick(rng, WHALE_GIFTS if whale else GIFTS)
                     count = 1 if whale else rng.choices([1, 5, 10], weights=[85, 10, 5])[0]
                     n += 1
                     ref = f"d{n}"
                     reply_future: asyncio.Future[dict[str, Any]] = asyncio.get_running_loop().create_future()
                     replies[ref] = reply_future
-                    await ws.send(json.dumps({"type": "send_gift", "ref": ref, "gift_id": gift, "count": count,
-                                              "idempotency_key": "demo-" + secrets.token_hex(8)}))
+                    message: dict[str, Any] = {"type": "send_gift", "ref": ref, "gift_id": gift, "count": count,
+                                               "idempotency_key": "demo-" + secrets.token_hex(8)}
+                    if gift in MESSAGE_GIFTS and rng.random() < 0.3:
+                        message["message"] = rng.choice(MESSAGES)
+                    await ws.send(json.dumps(message))
                     waiting: set[asyncio.Future[Any]] = {reply_future, reader}
                     done, _ = await asyncio.wait(waiting, timeout=15,
                                                  return_when=asyncio.FIRST_COMPLETED)

@@ -46,5 +46,9 @@ async def test_the_demo_prints_both_urls_and_its_viewers_buy_coins_and_send_gift
         async with http.get(printed.group(1).replace("viewer?stream=", "v1/streams/")) as r:
             stream = (await r.json())["stream"]
         assert stream["status"] == "live" and stream["coins_received"] > 0 and stream["viewers"] >= 5
+        assert stream["goal"] is not None and stream["goal"]["progress_coins"] > 0  # the creator set a goal
+        async with http.get(printed.group(1).replace("viewer?stream=", "v1/streams/") + "/gifts?limit=1000") as r:
+            gifts = (await r.json())["gifts"]
+        assert any(g["combo"]["count"] > g["count"] for g in gifts)  # taps of one gift grew a combo
     assert "Traceback" not in service.log()
 
