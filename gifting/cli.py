@@ -17,7 +17,7 @@ from typing import Any
 
 from gifting import auth, settlement_cli
 from gifting.logs import setup_logging
-from gifting.settings import Settings
+from gifting.settings import Settings, SettingsError
 
 log = logging.getLogger("gifting")
 
@@ -32,6 +32,8 @@ def _settings(args: argparse.Namespace) -> Settings:
                         ("data_dir", "data_dir")):
         value = getattr(args, flag, None)
         if value is not None:
+            if field.endswith("_port") and not 1 <= value <= 65535:
+                raise SettingsError(f"--{flag.replace('_', '-')} must be a port number 1-65535, got {value}")
             overrides[field] = value
     return s.replace(**overrides) if overrides else s
 
@@ -55,7 +57,10 @@ async def cmd_migrate(args: argparse.Namespace, settings: Settings) -> int:
 
 
 async def cmd_token(args: argparse.Namespace, settings: Settings) -> int:
-    settings = settings.with_dev_secrets()
+    # A configured GIFTING_JWT_SECRET is enough to sign; without one, the development
+    # secret in the data dir (refused when only the webhook secret is configured).
+    if settings.jwt_secret is None:
+        settings = settings.with_dev_secrets()
     assert settings.jwt_secret
     try:
         token = auth.mint(settings.jwt_secret, args.user, args.role, args.name, args.ttl)
@@ -153,9 +158,14 @@ def main(argv: list[str] | None = None) -> int:
     parser, commands = build_parser()
     args = parser.parse_args(argv)
     setup_logging(args.log_format)
-    settings = _settings(args)
     try:
+        settings = _settings(args)
         with asyncio.Runner(loop_factory=_loop_factory()) as runner:
             return runner.run(commands[args.command](args, settings))
+    except SettingsError as e:
+        # A setting the service cannot run with (half-configured secrets, a taken port,
+        # a number that does not parse): one line naming it, never a traceback.
+        print(f"gifting: {e}", file=sys.stderr, flush=True)
+        return 2
     except KeyboardInterrupt:
         return 130

@@ -1,6 +1,6 @@
 """The OpenAPI 3.1 document for the HTTP API (served at ``GET /openapi.json``).
 
-Written by hand from the client contract, then checked against the code two
+Written by hand from the client contract (docs/api.md), then checked against the code two
 ways in the tests: every aiohttp route is in the document and every
 documented operation is a route; schemathesis calls the real service with
 generated requests and checks the answers against these schemas.
@@ -183,8 +183,8 @@ PATHS: dict[str, dict[str, Any]] = {
         request=obj({"user_id": USER_ID},
                     {"role": {"type": "string", "enum": ["viewer", "creator", "admin"]},
                      "name": {**text(64), "type": ["string", "null"]}}),
-        description="Exists only when the service runs with development secrets (generated in the data "
-                    "dir); otherwise 404.")},
+        description="Exists only in development mode (neither GIFTING_JWT_SECRET nor GIFTING_WEBHOOK_SECRET "
+                    "configured: both generated in the data dir); otherwise 404.")},
     "/v1/gifts": {"get": op("The gift catalog", {200: ok(obj({"gifts": array(ref("Gift"))}))}, tags=["catalog"],
                             security=PUBLIC)},
     "/v1/coin-packs": {"get": op("Coin packs for sale", {200: ok(obj({"packs": array(ref("CoinPack"))}))},
@@ -336,7 +336,7 @@ def document() -> dict[str, Any]:
             "version": "1",
             "description": "Live-stream virtual gifts: coin wallet, gifts, live rooms, settlement. Money is "
                            "integers (coins; cash in minor units). Live updates come over the WebSocket "
-                           "gateway (`ws://HOST:WS_PORT/v1/streams/{id}/live`), described in the contract.",
+                           "gateway (`ws://HOST:WS_PORT/v1/streams/{id}/live`); the whole contract is docs/api.md.",
             "license": {"name": "Apache-2.0", "identifier": "Apache-2.0"},
         },
         "paths": PATHS,

@@ -122,7 +122,8 @@ class Runtime:
                 await hot.cache_balances([BalanceChange(user_id, balance, version)])
 
             self.wallet.balance_listeners.append(cache_balance)
-            self.limiter = RateLimiter(self.redis, prefix=s.redis_prefix)
+            self.limiter = RateLimiter(self.redis, prefix=s.redis_prefix, rate=s.http_gift_rate,
+                                       burst=s.http_gift_burst)
             await hot.start()
             # Closed after the gift service (exit stack order): gifts still in
             # flight at shutdown reach Redis before the applier drains and stops.

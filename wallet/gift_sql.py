@@ -53,12 +53,11 @@ _EXISTING_ARM = (f"SELECT 'e', {_PAD}, to_jsonb(g) FROM unnest($4::text[], $5::t
 _REFUSED_ARM = (f"SELECT 'r', {_PAD}, to_jsonb(r) FROM unnest($4::text[], $5::text[]) AS u(s, k)"
                 " JOIN gift_refusals r ON r.sender_id = u.s AND r.idempotency_key = u.k")
 # A locked row comes back at its newest version, a plain scan of the same table at the
-# statement's snapshot: where they differ, something committed while the read waited.
-_GUARD_ARM = f"""SELECT 'v', {_PAD}, to_jsonb(count(*)) FROM (
-    SELECT 1 FROM s JOIN streams o ON o.id = s.id WHERE o.rules_version <> s.rules_version
-    UNION ALL
-    SELECT 1 FROM a JOIN accounts o ON o.id = a.id WHERE a.kind = 'wallet' AND o.version <> a.version
-) moved"""
+# statement's snapshot: where they differ, a change to rule state committed while the
+# read waited. (Keys need no such guard: a key committed meanwhile fails the write's
+# unique checks, and the batch decides again.)
+_GUARD_ARM = (f"SELECT 'v', {_PAD}, to_jsonb(count(*))"
+              " FROM s JOIN streams o ON o.id = s.id WHERE o.rules_version <> s.rules_version")
 # The clock every gift of the batch is stamped with; $6 and $7 are named here so the
 # statement always takes all seven parameters, whichever rules use them.
 _NOW_ARM = ("SELECT 'n', cardinality($6::bigint[])::bigint + cardinality($7::text[]), ''::text, ''::text,"
@@ -117,19 +116,24 @@ def compose(rules: tuple[Rule, ...]) -> GiftSql:
     n = 0
 
     def params(columns: tuple[tuple[str, str], ...]) -> str:
+        return ", ".join(param_list(columns))
+
+    def param_list(columns: tuple[tuple[str, str], ...]) -> list[str]:
         nonlocal n
         out = []
         for _, pgtype in columns:
             n += 1
             out.append(f"${n}::{pgtype}[]")
-        return ", ".join(out)
+        return out
 
     gift_params = params(gift_cols)
     n += 1
     now = f"${n}::timestamptz"
     account_params = params((("id", "bigint"), ("delta", "bigint"), ("n", "bigint")))
     stream_params = params((("id", "bigint"), ("seq", "bigint"), ("coins", "bigint")))
-    refusal_params = params(REFUSAL_COLUMNS)
+    refusal_list = param_list(REFUSAL_COLUMNS)
+    refusal_params, refusal_keys = ", ".join(refusal_list), ", ".join(refusal_list[:2])
+    gift_keys = params((("sender_id", "text"), ("idempotency_key", "text")))
     write_ctes = [
         f"""ins AS (
     INSERT INTO gifts ({", ".join(c for c, _ in gift_cols)}, created_at)
@@ -153,6 +157,17 @@ def compose(rules: tuple[Rule, ...]) -> GiftSql:
     SELECT u.*, {now} FROM unnest({refusal_params}) AS u
     RETURNING 1
 )""",
+        # This statement's snapshot is taken with every lock held: it sees each batch that
+        # wrote these senders' keys. A key may have a gift or a refusal, never both.
+        f"""taken AS (
+    SELECT gift_key_taken(count(*)) AS n FROM (
+        SELECT 1 FROM unnest({refusal_keys}) AS u(s, k)
+          JOIN gifts g ON g.sender_id = u.s AND g.idempotency_key = u.k
+        UNION ALL
+        SELECT 1 FROM unnest({gift_keys}) AS u(s, k)
+          JOIN gift_refusals r ON r.sender_id = u.s AND r.idempotency_key = u.k
+    ) both_kinds
+)""",
     ]
     counts = []
     for r in rules:
@@ -167,5 +182,6 @@ def compose(rules: tuple[Rule, ...]) -> GiftSql:
 SELECT 'a' AS what, id, kind, owner, balance, version FROM acc
 UNION ALL SELECT 's', id, '', '', coins_received, 0 FROM st
 UNION ALL SELECT 'g', count(*), '', '', 0, 0 FROM ins
-UNION ALL SELECT 'r', count(*), '', '', 0, 0 FROM ref""")
+UNION ALL SELECT 'r', count(*), '', '', 0, 0 FROM ref
+UNION ALL SELECT 'k', n, '', '', 0, 0 FROM taken""")
     return GiftSql(read=read, write=write, rule_columns=rule_columns, rule_params=tuple(counts))

@@ -27,8 +27,9 @@ above, then prices, committed keys, stored refusals, each rule's plain read),
 ``decide()`` over it (``wallet.gift_decide``, composing ``wallet.rules``), one
 write statement (gifts with every rule's columns, accounts, streams, stored
 refusals, each rule's write). A read that waited for a lock while a rule's state
-or a sender's wallet changed is run once more before deciding (the staleness
-rule in ``wallet.rules``). A batch that fails on one request's value is split
+changed is run once more before deciding (the staleness rule in
+``wallet.rules``); a key that got an outcome meanwhile fails the write's unique
+checks and the batch decides again. A batch that fails on one request's value is split
 until that request fails alone (``POISON``).
 """
 
@@ -496,8 +497,8 @@ class GiftService:
             read = _parse_read(await conn.fetch(self.sql.read, *args), self.rules, self.sql)
             locked.set()
             if read.moved:
-                # A rule's state or a sender's wallet changed while the read waited for its
-                # locks: read again. The locks are held now, so this read is current.
+                # A rule's state changed while the read waited for its locks: read
+                # again. The locks are held now, so this read is current.
                 self.stats["rereads"] += 1
                 read = _parse_read(await conn.fetch(self.sql.read, *args), self.rules, self.sql)
             created_at = read.now
@@ -553,7 +554,8 @@ class GiftService:
             [v[1] for v in d.account_deltas.values()],
             list(d.stream_updates), [v[0] for v in d.stream_updates.values()],
             [v[1] for v in d.stream_updates.values()],
-            *refusal_columns, *rule_args,
+            *refusal_columns, [a.request.sender_id for a in acc], [a.request.idempotency_key for a in acc],
+            *rule_args,
         ]
 
     def _results(self, c: _Committed) -> dict[int, GiftResult]:

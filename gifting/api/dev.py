@@ -1,9 +1,11 @@
-"""HTTP: the development sign-in, mounted only when the service runs with development secrets.
+"""HTTP: the development sign-in, mounted only when the service runs in development mode.
 
-With secrets generated in the data dir (``Settings.dev_mode``) anyone who can
-reach the port may mint a token for any user and role: that is the point for
-the pages and the demo, and the reason it must never exist with real secrets
-(``create_app`` does not add these routes then, so they answer 404).
+Development mode means both secrets were generated under the data dir
+(``Settings.with_dev_secrets``; one configured secret refuses the start). Then
+anyone who can reach the port may mint a token for any user and role: that is
+the point for the pages and the demo, and the reason it must never exist with
+a configured secret (``create_app`` does not add these routes then, so they
+answer 404, and the handler refuses anyway).
 """
 
 from __future__ import annotations
@@ -23,6 +25,8 @@ DEV_TOKEN_TTL = 12 * 3600
 @routes.post("/v1/dev/token")
 async def dev_token(request: web.Request) -> web.Response:
     settings = request.app[SETTINGS]
+    if not settings.dev_mode:  # a second wall: create_app mounts this only in development mode
+        raise web.HTTPNotFound()
     assert settings.jwt_secret
     doc = await read_json(request, {"user_id", "role", "name"})
     user_id = require_str(doc, "user_id", max_len=64)

@@ -22,15 +22,14 @@ async def healthz(request: web.Request) -> web.Response:
     return web.json_response({"status": "ok"})
 
 
-@routes.get("/readyz")
-async def readyz(request: web.Request) -> web.Response:
+async def readiness(pool: asyncpg.Pool, redis: Any) -> tuple[bool, dict[str, Any]]:
+    """Whether Postgres (and Redis, when used) answer: the body of ``/readyz``, for the API and gateways."""
     checks: dict[str, str] = {}
 
     async def pg() -> None:
-        await request.app[POOL].fetchval("SELECT 1")
+        await pool.fetchval("SELECT 1")
 
     async def rd() -> None:
-        redis = request.app.get(REDIS)
         if redis is not None:
             await redis.ping()
 
@@ -42,8 +41,13 @@ async def readyz(request: web.Request) -> web.Response:
         except Exception as e:
             checks[name] = f"error: {type(e).__name__}"
     ready = all(v == "ok" for v in checks.values())
-    return web.json_response({"status": "ready" if ready else "unavailable", "checks": checks},
-                             status=200 if ready else 503)
+    return ready, {"status": "ready" if ready else "unavailable", "checks": checks}
+
+
+@routes.get("/readyz")
+async def readyz(request: web.Request) -> web.Response:
+    ready, doc = await readiness(request.app[POOL], request.app.get(REDIS))
+    return web.json_response(doc, status=200 if ready else 503)
 
 
 @routes.get("/metrics")

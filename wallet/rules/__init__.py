@@ -37,9 +37,11 @@ snapshot. So a rule decides only on (a) rows the batch locks (the stream rows,
 the sender wallets, a rule's ``lock_sql``), or (b) rows whose every change
 outside the batch bumps ``streams.rules_version`` of the affected streams in
 the same transaction, taking the stream row's lock first. The batch compares
-each locked stream's ``rules_version`` (and each sender wallet's ``version``)
-with its snapshot and, when one moved while it waited, reads again: it holds
-the locks by then, so the second read is current.
+each locked stream's ``rules_version`` with its snapshot and, when one moved
+while it waited, reads again: it holds the locks by then, so the second read
+is current. Per-sender state lives in rows the batch locks (the wallet, a
+rule's ``lock_sql``); a key committed while the read waited fails the write's
+unique checks, and the batch decides again.
 
 Rules never write ``gifts``, ``accounts`` or ``streams`` in their
 ``write_sql`` (one statement cannot change a row twice): they own tables of
@@ -72,10 +74,16 @@ def gift_columns(rules: tuple[Rule, ...] = RULES) -> list[tuple[str, str]]:
     return [col for rule in rules for col in rule.gift_columns]
 
 
+def _renderers(rules: tuple[Rule, ...]) -> tuple[Rule, ...]:
+    return tuple(r for r in rules if type(r).event_json is not Rule.event_json)
+
+
+_RENDERERS = _renderers(RULES)
+
+
 def render(facts: Mapping[str, Any], rules: tuple[Rule, ...] = RULES) -> dict[str, Any]:
     """The rules' GiftEvent fields from a gift's facts (its rule columns)."""
     out: dict[str, Any] = {}
-    for rule in rules:
-        if rule.gift_columns or type(rule).event_json is not Rule.event_json:
-            out.update(rule.event_json(facts))
+    for rule in _RENDERERS if rules is RULES else _renderers(rules):
+        out.update(rule.event_json(facts))
     return out
