@@ -36,9 +36,10 @@ CREATE TABLE goals (
 CREATE UNIQUE INDEX goals_one_current_per_stream ON goals (stream_id) WHERE status <> 'cleared';
 
 -- Combo state per (stream, sender, gift): the combo that a next gift of the same
--- kind may continue. Locked by the batch; a row a batch could not see (inserted
--- by a concurrent batch) makes its insert fail on the primary key and the batch
--- decides again.
+-- kind may continue. Locked by the batch, which writes back version + 1. A row the
+-- batch could not see (inserted by a concurrent batch after its snapshot) meets
+-- the batch's insert with the wrong version: combo_stale() raises a unique
+-- violation, and the batch decides again with the row in view.
 CREATE TABLE combos (
     stream_id    bigint NOT NULL,
     sender_id    text NOT NULL,
@@ -46,8 +47,14 @@ CREATE TABLE combos (
     combo_id     text NOT NULL,
     combo_count  int NOT NULL CHECK (combo_count > 0),
     last_at      timestamptz NOT NULL,
+    version      bigint NOT NULL DEFAULT 1,
     PRIMARY KEY (stream_id, sender_id, gift_id)
 );
+CREATE FUNCTION combo_stale() RETURNS int LANGUAGE plpgsql AS $$
+BEGIN
+    RAISE EXCEPTION 'a combo row changed after the gift batch read it; deciding again'
+        USING ERRCODE = 'unique_violation';
+END $$;
 
 -- A creator's blocks: a blocked user's gifts to any of the creator's streams are
 -- refused. Adding or removing one bumps rules_version of the creator's live stream.

@@ -319,3 +319,27 @@ async def test_the_audit_catches_a_gift_to_a_paused_stream_or_from_a_blocked_use
     await rt.pool.execute("INSERT INTO moderation_log (creator_id, action, user_id, stream_id, stream_seq) "
                           "VALUES ('alice', 'block', 'bob', $1, 1)", sid)
     assert "no_gift_from_a_blocked_user" in (await audit(rt.pool)).failed()
+
+
+async def test_first_gifts_of_one_kind_racing_through_two_services_still_make_one_combo(rt):
+    sid = (await rt.streams.create("alice", "Alice", "live")).id
+    senders = [f"r{i}" for i in range(6)]
+    for s in senders:
+        await fund(rt.wallet, s, 70)
+    a, b = await two_services(rt)
+    try:
+        # every (sender, gift) pair starts here: its combo row does not exist yet in either service's read
+        calls = [svc.send(req(s, sid, f"{s}-{g}-{n}", g)) for g in ("rose", "heart") for s in senders
+                 for n, svc in enumerate((a, b, a, b))]
+        results = await asyncio.gather(*calls)
+    finally:
+        await a.close()
+        await b.close()
+    by_kind: dict[tuple[str, str], list[Any]] = {}
+    for r in results:
+        by_kind.setdefault((r.event.sender_id, r.event.gift_id), []).append(r.event)
+    for events in by_kind.values():
+        events.sort(key=lambda e: e.seq)
+        assert len({e.extra["combo"]["id"] for e in events}) == 1
+        assert [e.extra["combo"]["count"] for e in events] == [1, 2, 3, 4]
+    await assert_audit(rt)

@@ -42,9 +42,10 @@ def run(rule: Rule, v: BatchView, cands: list[Candidate]) -> RuleState:
 
 def combo_rows(state: RuleState) -> list[dict[str, Any]]:
     """The rows combo's write leaves, as the next batch locks them (last_at as to_jsonb text)."""
-    st, se, gi, cid, cnt, at = state.write_args()
+    st, se, gi, cid, cnt, at, ver = state.write_args()
     return [{"stream_id": a, "sender_id": b, "gift_id": c, "combo_id": d, "combo_count": e,
-             "last_at": f.isoformat()} for a, b, c, d, e, f in zip(st, se, gi, cid, cnt, at, strict=True)]  # type: ignore[call-overload]
+             "last_at": f.isoformat(), "version": v}
+            for a, b, c, d, e, f, v in zip(st, se, gi, cid, cnt, at, ver, strict=True)]  # type: ignore[call-overload]
 
 
 # ---- combos -----------------------------------------------------------------------
@@ -112,6 +113,8 @@ def test_next_combo_is_pure():
     prev = combo.ComboState("g_1_1", 2, T0)
     assert combo.next_combo(prev, "g_1_9", 1, T0 + timedelta(seconds=1), timedelta(seconds=3)) == \
         combo.ComboState("g_1_1", 3, T0 + timedelta(seconds=1))
+    assert combo.next_combo(combo.ComboState("g_1_1", 2, T0, 4), "g_1_9", 1, T0 + timedelta(seconds=9),
+                            timedelta(seconds=3)) == combo.ComboState("g_1_9", 1, T0 + timedelta(seconds=9), 4)
     assert combo.next_combo(None, "g_1_9", 7, T0, timedelta(seconds=3)) == combo.ComboState("g_1_9", 7, T0)
 
 
@@ -262,3 +265,11 @@ def test_a_paused_stream_refuses_every_gift():
     assert isinstance(moderation.PAUSED.begin(v).check(cand(v)), errors.GiftsPaused)
     v = view(paused=False)
     assert moderation.PAUSED.begin(v).check(cand(v)) is None
+
+
+def test_combo_writes_each_row_at_its_next_version_and_a_new_row_at_version_1():
+    v1 = view()
+    state = run(combo.Combo(), v1, [cand(v1), cand(v1, 1)])
+    assert state.write_args()[6] == [1]  # one row, new: version 1 (a row the batch did not see then conflicts)
+    v2 = view(T0, last_seq=2, locked={"combo": [{**combo_rows(state)[0], "version": 7}]})
+    assert run(combo.Combo(), v2, [cand(v2)]).write_args()[6] == [8]

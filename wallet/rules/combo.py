@@ -10,9 +10,12 @@ The state is one row per (stream, sender, gift) in ``combos``, locked by the
 batch: two processes taking one sender's gifts at once queue on it (and on the
 stream row) and agree on one combo. A row inserted by a batch this one waited
 for is not in this batch's snapshot and cannot be locked; but that batch also
-debited the sender's wallet, which this batch locks, and the batch reads again
-when a locked wallet's version moved while it waited. So a missing row here
-means no row, and the write may be an upsert.
+The write is an upsert that carries each row's version: a row this batch saw
+(and holds locked) goes from version v to v + 1; a row it did not see (inserted
+by a batch it waited for, after its snapshot) meets an insert of version 1 and
+``combo_stale()`` raises a unique violation, so the batch decides again, as it
+does for a duplicate idempotency key. That happens only for the very first gift
+of a kind racing itself; a continuing combo's row is always locked and current.
 """
 
 from __future__ import annotations
@@ -36,13 +39,15 @@ class ComboState:
     combo_id: str
     count: int
     last_at: datetime
+    version: int = 0  # the stored row's version (0: no row)
 
 
 def next_combo(prev: ComboState | None, gift_id: str, count: int, now: datetime, window: timedelta) -> ComboState:
     """The combo a gift of ``count`` units (its own id ``gift_id``) committed at ``now`` belongs to."""
+    version = prev.version if prev is not None else 0
     if prev is not None and now - prev.last_at <= window:
-        return ComboState(prev.combo_id, prev.count + count, now)
-    return ComboState(gift_id, count, now)
+        return ComboState(prev.combo_id, prev.count + count, now, version)
+    return ComboState(gift_id, count, now, version)
 
 
 class _State(RuleState):
@@ -51,7 +56,7 @@ class _State(RuleState):
         self.window = window
         self.combos: dict[Key, ComboState] = {
             (int(r["stream_id"]), r["sender_id"], r["gift_id"]):
-                ComboState(r["combo_id"], int(r["combo_count"]), ts(r["last_at"]))
+                ComboState(r["combo_id"], int(r["combo_count"]), ts(r["last_at"]), int(r["version"]))
             for r in rows}
         # The seq the next accepted gift of each stream takes (decide assigns them in accept order).
         self.next_seq = {sid: s.last_seq + 1 for sid, s in view.streams.items()}
@@ -71,13 +76,13 @@ class _State(RuleState):
         keys = list(self.changed)
         return [[k[0] for k in keys], [k[1] for k in keys], [k[2] for k in keys],
                 [self.changed[k].combo_id for k in keys], [self.changed[k].count for k in keys],
-                [self.changed[k].last_at for k in keys]]
+                [self.changed[k].last_at for k in keys], [self.changed[k].version + 1 for k in keys]]
 
 
 class Combo(Rule):
     kind = "combo"
     lock_sql = """
-SELECT c.stream_id, c.sender_id, c.gift_id, c.combo_id, c.combo_count, c.last_at
+SELECT c.stream_id, c.sender_id, c.gift_id, c.combo_id, c.combo_count, c.last_at, c.version
   FROM combos c
   JOIN (SELECT DISTINCT * FROM unnest($6::bigint[], $4::text[], $7::text[])) AS u(st, se, gi)
     ON c.stream_id = u.st AND c.sender_id = u.se AND c.gift_id = u.gi
@@ -86,10 +91,13 @@ SELECT c.stream_id, c.sender_id, c.gift_id, c.combo_id, c.combo_count, c.last_at
 """
     gift_columns = (("combo_id", "text"), ("combo_count", "int"))
     write_sql = """
-INSERT INTO combos (stream_id, sender_id, gift_id, combo_id, combo_count, last_at)
-SELECT * FROM unnest({0}::bigint[], {1}::text[], {2}::text[], {3}::text[], {4}::int[], {5}::timestamptz[])
+INSERT INTO combos (stream_id, sender_id, gift_id, combo_id, combo_count, last_at, version)
+SELECT * FROM unnest({0}::bigint[], {1}::text[], {2}::text[], {3}::text[], {4}::int[], {5}::timestamptz[],
+                     {6}::bigint[])
     ON CONFLICT (stream_id, sender_id, gift_id) DO UPDATE
-   SET combo_id = EXCLUDED.combo_id, combo_count = EXCLUDED.combo_count, last_at = EXCLUDED.last_at
+   SET combo_id = EXCLUDED.combo_id, last_at = EXCLUDED.last_at, version = EXCLUDED.version,
+       combo_count = CASE WHEN combos.version + 1 = EXCLUDED.version THEN EXCLUDED.combo_count
+                          ELSE combo_stale() END
 """
 
     def __init__(self, window_s: float = DEFAULT_WINDOW_S) -> None:
