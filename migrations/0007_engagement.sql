@@ -4,7 +4,7 @@
 -- combo's count, a pin's end) is decided inside the gift batch's transaction
 -- and stored on the gift row, so replays, the HTTP history and every gateway
 -- show the same values. State that a batch decides on lives in rows the batch
--- locks (streams, goals, combos); state kept elsewhere (blocks) is changed
+-- locks (streams, goals, sender_combos); state kept elsewhere (blocks) is changed
 -- only together with a bump of streams.rules_version, which tells a batch
 -- that read it from an older snapshot to read again.
 
@@ -35,26 +35,24 @@ CREATE TABLE goals (
 );
 CREATE UNIQUE INDEX goals_one_current_per_stream ON goals (stream_id) WHERE status <> 'cleared';
 
--- Combo state per (stream, sender, gift): the combo that a next gift of the same
--- kind may continue. Locked by the batch, which writes back version + 1. A row the
--- batch could not see (inserted by a concurrent batch after its snapshot) meets
--- the batch's insert with the wrong version: combo_stale() raises a unique
--- violation, and the batch decides again with the row in view.
-CREATE TABLE combos (
-    stream_id    bigint NOT NULL,
-    sender_id    text NOT NULL,
-    gift_id      text NOT NULL,
-    combo_id     text NOT NULL,
-    combo_count  int NOT NULL CHECK (combo_count > 0),
-    last_at      timestamptz NOT NULL,
-    version      bigint NOT NULL DEFAULT 1,
-    PRIMARY KEY (stream_id, sender_id, gift_id)
+-- Combo state, one row per sender, created with the sender's wallet (and backfilled
+-- here): a gift needs a wallet, so whenever a batch sees a sender's wallet it sees
+-- this row too, and locks it at its newest version. It holds the sender's combos
+-- still within the window, {"<stream>:<gift>": {"id", "n", "at"}}; the batch
+-- rewrites it whole, dropping combos that can no longer continue.
+CREATE TABLE sender_combos (
+    sender_id  text PRIMARY KEY,
+    combos     jsonb NOT NULL DEFAULT '{}'
 );
-CREATE FUNCTION combo_stale() RETURNS int LANGUAGE plpgsql AS $$
+CREATE FUNCTION sender_combos_for_wallet() RETURNS trigger LANGUAGE plpgsql AS $$
 BEGIN
-    RAISE EXCEPTION 'a combo row changed after the gift batch read it; deciding again'
-        USING ERRCODE = 'unique_violation';
+    INSERT INTO sender_combos (sender_id) VALUES (NEW.owner) ON CONFLICT DO NOTHING;
+    RETURN NULL;
 END $$;
+CREATE TRIGGER accounts_sender_combos AFTER INSERT ON accounts
+    FOR EACH ROW WHEN (NEW.kind = 'wallet') EXECUTE FUNCTION sender_combos_for_wallet();
+INSERT INTO sender_combos (sender_id) SELECT DISTINCT owner FROM accounts WHERE kind = 'wallet'
+    ON CONFLICT DO NOTHING;
 
 -- A creator's blocks: a blocked user's gifts to any of the creator's streams are
 -- refused. Adding or removing one bumps rules_version of the creator's live stream.

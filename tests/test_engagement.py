@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import asyncio
 import random
+from datetime import datetime, timedelta
 from typing import Any
 
 from gifting.runtime import Runtime
@@ -260,7 +261,10 @@ async def test_a_combo_window_past_its_end_starts_a_new_combo(rt):
     await fund(rt.wallet, "bob", 70)
     first = await rt.gifts.send(req("bob", sid, "k1", "rose", 5))
     # Age the combo row as if 3 s passed (the window is decided on commit times, not wall waits).
-    await rt.pool.execute("UPDATE combos SET last_at = last_at - interval '3.001 seconds'")
+    doc = await rt.pool.fetchval("SELECT combos FROM sender_combos WHERE sender_id = 'bob'")
+    at = datetime.fromisoformat(doc[f"{sid}:rose"]["at"]) - timedelta(seconds=3.001)
+    doc[f"{sid}:rose"]["at"] = at.isoformat()
+    await rt.pool.execute("UPDATE sender_combos SET combos = $1 WHERE sender_id = 'bob'", doc)
     second = await rt.gifts.send(req("bob", sid, "k2", "rose", 1))
     assert first.event.extra["combo"] == {"id": f"g_{sid}_1", "count": 5}
     assert second.event.extra["combo"] == {"id": f"g_{sid}_2", "count": 1}

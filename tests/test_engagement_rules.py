@@ -41,11 +41,9 @@ def run(rule: Rule, v: BatchView, cands: list[Candidate]) -> RuleState:
 
 
 def combo_rows(state: RuleState) -> list[dict[str, Any]]:
-    """The rows combo's write leaves, as the next batch locks them (last_at as to_jsonb text)."""
-    st, se, gi, cid, cnt, at, ver = state.write_args()
-    return [{"stream_id": a, "sender_id": b, "gift_id": c, "combo_id": d, "combo_count": e,
-             "last_at": f.isoformat(), "version": v}
-            for a, b, c, d, e, f, v in zip(st, se, gi, cid, cnt, at, ver, strict=True)]  # type: ignore[call-overload]
+    """The rows combo's write leaves, as the next batch locks them (through to_jsonb)."""
+    senders, docs = state.write_args()
+    return [{"sender_id": s, "combos": d} for s, d in zip(senders, docs, strict=True)]  # type: ignore[call-overload]
 
 
 # ---- combos -----------------------------------------------------------------------
@@ -113,8 +111,8 @@ def test_next_combo_is_pure():
     prev = combo.ComboState("g_1_1", 2, T0)
     assert combo.next_combo(prev, "g_1_9", 1, T0 + timedelta(seconds=1), timedelta(seconds=3)) == \
         combo.ComboState("g_1_1", 3, T0 + timedelta(seconds=1))
-    assert combo.next_combo(combo.ComboState("g_1_1", 2, T0, 4), "g_1_9", 1, T0 + timedelta(seconds=9),
-                            timedelta(seconds=3)) == combo.ComboState("g_1_9", 1, T0 + timedelta(seconds=9), 4)
+    assert combo.next_combo(combo.ComboState("g_1_1", 2, T0), "g_1_9", 1, T0 + timedelta(seconds=9),
+                            timedelta(seconds=3)) == combo.ComboState("g_1_9", 1, T0 + timedelta(seconds=9))
     assert combo.next_combo(None, "g_1_9", 7, T0, timedelta(seconds=3)) == combo.ComboState("g_1_9", 7, T0)
 
 
@@ -267,9 +265,13 @@ def test_a_paused_stream_refuses_every_gift():
     assert moderation.PAUSED.begin(v).check(cand(v)) is None
 
 
-def test_combo_writes_each_row_at_its_next_version_and_a_new_row_at_version_1():
-    v1 = view()
-    state = run(combo.Combo(), v1, [cand(v1), cand(v1, 1)])
-    assert state.write_args()[6] == [1]  # one row, new: version 1 (a row the batch did not see then conflicts)
-    v2 = view(T0, last_seq=2, locked={"combo": [{**combo_rows(state)[0], "version": 7}]})
-    assert run(combo.Combo(), v2, [cand(v2)]).write_args()[6] == [8]
+def test_combo_stores_only_the_combos_that_can_still_continue():
+    rule = combo.Combo(window_s=3)
+    v1 = view(T0)
+    rows = combo_rows(run(rule, v1, [cand(v1), cand(v1, 1, price=LION)]))
+    assert rows == [{"sender_id": "u1", "combos": {
+        "1:rose": {"id": "g_1_1", "n": 1, "at": "2026-12-01T09:00:00.000000Z"},
+        "1:lion": {"id": "g_1_2", "n": 1, "at": "2026-12-01T09:00:00.000000Z"}}}]
+    v2 = view(T0 + timedelta(seconds=4), last_seq=2, locked={"combo": rows})
+    later = run(rule, v2, [cand(v2, price=LION)])
+    assert combo_rows(later)[0]["combos"] == {"1:lion": {"id": "g_1_3", "n": 1, "at": "2026-12-01T09:00:04.000000Z"}}

@@ -15,7 +15,7 @@ EXPECTED_TABLES = {
     "accounts", "ledger_txns", "ledger_entries", "coin_packs", "gift_catalog", "purchases",
     "payment_events", "streams", "gifts", "schema_migrations",
     "split_policies", "settlement_runs", "settlement_lines", "payout_batches", "payout_items",
-    "goals", "combos", "creator_blocks", "moderation_log", "gift_hides",
+    "goals", "sender_combos", "creator_blocks", "moderation_log", "gift_hides",
 }
 
 
