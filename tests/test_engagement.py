@@ -5,7 +5,6 @@ from __future__ import annotations
 
 import asyncio
 import random
-from datetime import datetime, timedelta
 from typing import Any
 
 from gifting.runtime import Runtime
@@ -262,12 +261,15 @@ async def test_a_combo_window_past_its_end_starts_a_new_combo(rt):
     first = await rt.gifts.send(req("bob", sid, "k1", "rose", 5))
     # Age the combo row as if 3 s passed (the window is decided on commit times, not wall waits).
     doc = await rt.pool.fetchval("SELECT combos FROM sender_combos WHERE sender_id = 'bob'")
-    at = datetime.fromisoformat(doc[f"{sid}:rose"]["at"]) - timedelta(seconds=3.001)
-    doc[f"{sid}:rose"]["at"] = at.isoformat()
+    doc[f"{sid}:rose"]["at"] -= 3_001_000  # microseconds
+    doc["99:heart"] = {"id": "g_99_1", "n": 1, "at": doc[f"{sid}:rose"]["at"]}  # an old one elsewhere
     await rt.pool.execute("UPDATE sender_combos SET combos = $1 WHERE sender_id = 'bob'", doc)
     second = await rt.gifts.send(req("bob", sid, "k2", "rose", 1))
     assert first.event.extra["combo"] == {"id": f"g_{sid}_1", "count": 5}
     assert second.event.extra["combo"] == {"id": f"g_{sid}_2", "count": 1}
+    # the write kept only what a later gift could continue
+    doc = await rt.pool.fetchval("SELECT combos FROM sender_combos WHERE sender_id = 'bob'")
+    assert list(doc) == [f"{sid}:rose"] and doc[f"{sid}:rose"]["id"] == f"g_{sid}_2"
 
 
 async def test_a_block_committed_while_gifts_stream_in_lets_none_through_after_its_commit(rt):

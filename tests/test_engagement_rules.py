@@ -42,8 +42,8 @@ def run(rule: Rule, v: BatchView, cands: list[Candidate]) -> RuleState:
 
 def combo_rows(state: RuleState) -> list[dict[str, Any]]:
     """The rows combo's write leaves, as the next batch locks them (through to_jsonb)."""
-    senders, docs = state.write_args()
-    return [{"sender_id": s, "combos": d} for s, d in zip(senders, docs, strict=True)]  # type: ignore[call-overload]
+    senders, patches, _cutoff = state.write_args()
+    return [{"sender_id": s, "combos": d} for s, d in zip(senders, patches, strict=True)]  # type: ignore[call-overload]
 
 
 # ---- combos -----------------------------------------------------------------------
@@ -265,13 +265,13 @@ def test_a_paused_stream_refuses_every_gift():
     assert moderation.PAUSED.begin(v).check(cand(v)) is None
 
 
-def test_combo_stores_only_the_combos_that_can_still_continue():
+def test_combo_writes_back_only_the_entries_its_gifts_touched_and_the_cutoff_for_the_rest():
     rule = combo.Combo(window_s=3)
     v1 = view(T0)
-    rows = combo_rows(run(rule, v1, [cand(v1), cand(v1, 1, price=LION)]))
-    assert rows == [{"sender_id": "u1", "combos": {
-        "1:rose": {"id": "g_1_1", "n": 1, "at": "2026-12-01T09:00:00.000000Z"},
-        "1:lion": {"id": "g_1_2", "n": 1, "at": "2026-12-01T09:00:00.000000Z"}}}]
-    v2 = view(T0 + timedelta(seconds=4), last_seq=2, locked={"combo": rows})
-    later = run(rule, v2, [cand(v2, price=LION)])
-    assert combo_rows(later)[0]["combos"] == {"1:lion": {"id": "g_1_3", "n": 1, "at": "2026-12-01T09:00:04.000000Z"}}
+    state = run(rule, v1, [cand(v1), cand(v1, 1, price=LION), cand(v1, 2, count=2)])
+    senders, patches, cutoff = state.write_args()
+    at = combo.micros(T0)
+    assert senders == ["u1"]
+    assert patches == [{"1:rose": {"id": "g_1_1", "n": 3, "at": at}, "1:lion": {"id": "g_1_2", "n": 1, "at": at}}]
+    assert cutoff == at - 3_000_000  # entries older than this can continue nothing: the write drops them
+    assert combo.stored(patches[0]["1:rose"]) == combo.ComboState("g_1_1", 3, T0)  # type: ignore[index]

@@ -11,22 +11,29 @@ wallet (a trigger), so it exists before any gift of theirs can depend on it
 and whenever a batch sees the wallet it can lock this row at its newest
 version: two processes taking one sender's gifts at once queue on it (and on
 the stream row) and agree on one combo, with nothing to insert and nothing
-stale. The row holds only the combos still within the window; the batch
-rewrites it whole.
+stale. The row holds the sender's combos by "<stream>:<gift>" as
+``{"id", "n", "at"}`` (``at``: commit time in microseconds since the epoch).
+The batch parses only the entries its gifts touch and sends only those back;
+the write drops, in SQL, the entries no gift can continue any more.
 """
 
 from __future__ import annotations
 
 from collections.abc import Mapping
 from dataclasses import dataclass
-from datetime import datetime, timedelta
+from datetime import UTC, datetime, timedelta
 from typing import Any
 
-from wallet.models import gift_event_id, rfc3339
-from wallet.rules._util import ts
+from wallet.models import gift_event_id
 from wallet.rules.base import BatchView, Candidate, Rule, RuleState
 
 DEFAULT_WINDOW_S = 3.0
+EPOCH = datetime(1970, 1, 1, tzinfo=UTC)
+MICROSECOND = timedelta(microseconds=1)
+
+
+def micros(t: datetime) -> int:
+    return (t - EPOCH) // MICROSECOND
 
 
 @dataclass(frozen=True, slots=True)
@@ -47,42 +54,45 @@ def combo_key(stream_id: int, gift_id: str) -> str:
     return f"{stream_id}:{gift_id}"
 
 
-def load(doc: Mapping[str, Any]) -> dict[str, ComboState]:
-    """A sender's stored combos: {"<stream>:<gift>": {"id", "n", "at"}}."""
-    return {k: ComboState(v["id"], int(v["n"]), ts(v["at"])) for k, v in doc.items()}
+def stored(doc: Mapping[str, Any] | None) -> ComboState | None:
+    """One stored combo entry (``{"id", "n", "at"}``), or None."""
+    if doc is None:
+        return None
+    return ComboState(doc["id"], int(doc["n"]), EPOCH + int(doc["at"]) * MICROSECOND)
 
 
-def dump(combos: Mapping[str, ComboState], now: datetime, window: timedelta) -> dict[str, Any]:
-    """What to store: the combos a later gift could still continue."""
-    return {k: {"id": c.combo_id, "n": c.count, "at": rfc3339(c.last_at)}
-            for k, c in combos.items() if now - c.last_at <= window}
+def entry(c: ComboState) -> dict[str, Any]:
+    return {"id": c.combo_id, "n": c.count, "at": micros(c.last_at)}
 
 
 class _State(RuleState):
     def __init__(self, view: BatchView, rows: list[dict[str, Any]], window: timedelta) -> None:
         self.now = view.now
         self.window = window
-        self.senders: dict[str, dict[str, ComboState]] = {r["sender_id"]: load(r["combos"] or {}) for r in rows}
+        self.stored: dict[str, dict[str, Any]] = {r["sender_id"]: r["combos"] or {} for r in rows}
+        self.touched: dict[str, dict[str, ComboState]] = {}  # sender -> key -> combo after this batch
         # The seq the next accepted gift of each stream takes (decide assigns them in accept order).
         self.next_seq = {sid: s.last_seq + 1 for sid, s in view.streams.items()}
-        self.changed: set[str] = set()
 
     def accept(self, c: Candidate) -> None:
         sid = c.stream.id
         seq = self.next_seq[sid]
         self.next_seq[sid] = seq + 1
         sender = c.request.sender_id
-        combos = self.senders.setdefault(sender, {})
         key = combo_key(sid, c.price.gift_id)
-        combo = next_combo(combos.get(key), gift_event_id(sid, seq), c.request.count, self.now, self.window)
-        combos[key] = combo
-        self.changed.add(sender)
+        touched = self.touched.setdefault(sender, {})
+        prev = touched.get(key)
+        if prev is None:
+            prev = stored(self.stored.get(sender, {}).get(key))
+        combo = next_combo(prev, gift_event_id(sid, seq), c.request.count, self.now, self.window)
+        touched[key] = combo
         c.facts["combo_id"] = combo.combo_id
         c.facts["combo_count"] = combo.count
 
     def write_args(self) -> list[object]:
-        senders = sorted(self.changed)
-        return [senders, [dump(self.senders[s], self.now, self.window) for s in senders]]
+        senders = sorted(self.touched)
+        return [senders, [{k: entry(v) for k, v in self.touched[s].items()} for s in senders],
+                micros(self.now - self.window)]
 
 
 class Combo(Rule):
@@ -94,9 +104,12 @@ SELECT c.sender_id, c.combos FROM sender_combos c
    FOR UPDATE OF c
 """
     gift_columns = (("combo_id", "text"), ("combo_count", "int"))
+    # The touched entries replace theirs; the others stay while a gift could still continue them.
     write_sql = """
-UPDATE sender_combos c SET combos = u.combos
-  FROM unnest({0}::text[], {1}::jsonb[]) AS u(sender_id, combos)
+UPDATE sender_combos c
+   SET combos = coalesce((SELECT jsonb_object_agg(e.key, e.value) FROM jsonb_each(c.combos) AS e
+                           WHERE (e.value ->> 'at')::bigint >= {2}::bigint), '{}'::jsonb) || u.patch
+  FROM unnest({0}::text[], {1}::jsonb[]) AS u(sender_id, patch)
  WHERE c.sender_id = u.sender_id
 """
 
