@@ -15,7 +15,7 @@ a property of the store as well.
 from __future__ import annotations
 
 from collections.abc import Mapping
-from dataclasses import dataclass, replace
+from dataclasses import dataclass
 from datetime import datetime
 from typing import Any
 
@@ -43,7 +43,8 @@ def count_toward(goal: GoalState | None, gift_id: str, coins: int) -> GoalStep |
         return None
     progress = goal.progress + coins
     reached_now = not goal.reached and progress >= goal.target
-    return GoalStep(replace(goal, progress=progress, reached=goal.reached or reached_now), reached_now)
+    # Built directly (not dataclasses.replace): this runs for every gift of a stream with a goal.
+    return GoalStep(GoalState(goal.id, goal.target, goal.gift_id, progress, goal.reached or reached_now), reached_now)
 
 
 class _State(RuleState):
