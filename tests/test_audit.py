@@ -28,7 +28,7 @@ ROOT = Path(__file__).resolve().parent.parent
 
 @pytest.fixture(scope="session")
 async def books(servers: dict[str, str], template_db: str) -> AsyncIterator[str]:
-    """A database of honest books, built once over HTTP: credits, gifts, a debt, a dispute, a voided purchase."""
+    """Honest books, built once over HTTP: credits, gifts, a debt, a dispute, a voided purchase, partial returns."""
     from tests.conftest import create_test_db
 
     name = await create_test_db(servers, template_db)
@@ -47,6 +47,13 @@ async def books(servers: dict[str, str], template_db: str) -> AsyncIterator[str]
             await deliver(client, voided["id"], "payment.refunded", 74)
             await deliver(client, voided["id"], "payment.succeeded", 74)
             await buy(client, "carol", "coins_70")                             # pending
+            partial = await buy_paid(client, "dora", "coins_700")
+            await deliver(client, partial["id"], "payment.refunded", 100)      # 95 coins back, 605 stay
+            early = await buy(client, "erin", "coins_70")
+            await deliver(client, early["id"], "payment.refunded", 10)         # deferred: no success yet
+            late = await buy(client, "erin", "coins_350")
+            await deliver(client, late["id"], "payment.disputed", 20)
+            await deliver(client, late["id"], "payment.succeeded", 370)        # credit, then the 19 coins back
             report = await audit(rt.pool)
             assert report.ok, report.to_json()
             assert await rt.pool.fetchval("SELECT balance FROM accounts WHERE owner = 'alice'") == -200
@@ -174,7 +181,7 @@ async def test_a_credit_without_its_payment_event_is_caught(copy: tuple[str, asy
     await pool.execute(
         "INSERT INTO payment_events (id, type, purchase_id, amount, currency, outcome) "
         "SELECT 'evt_ghost', 'payment.succeeded', id, price_amount, currency, 'credited' FROM purchases "
-        "WHERE status = 'pending'")
+        "WHERE status = 'pending' AND user_id = 'carol'")
     assert "payment_events_one_effect" in failed(await audit(pool))
 
 
@@ -192,6 +199,21 @@ async def test_a_negative_wallet_without_a_chargeback_is_caught(copy: tuple[str,
             "SELECT $1, id, 'COIN', CASE kind WHEN 'wallet' THEN -10 ELSE 10 END, balance FROM accounts "
             "WHERE (kind = 'wallet' AND owner = 'dave') OR kind = 'coins_issued'", txn)
     assert "no_negative_wallet_without_chargeback" in failed(await audit(pool))
+
+
+async def test_coins_taken_back_that_the_ledger_did_not_move_are_caught(copy: tuple[str, asyncpg.Pool]) -> None:
+    """A partial refund recorded as taking 5 coins more than it booked: the refund rule and conservation fail."""
+    _, pool = copy
+    await pool.execute("UPDATE payment_events SET coins_back = coins_back + 5 WHERE type = 'payment.refunded' "
+                       "AND amount = 100 AND outcome = 'taken_back'")
+    assert {"refunds_match_the_rule", "coins_conserved"} <= failed(await audit(pool))
+
+
+async def test_more_cash_returned_than_the_price_is_caught(copy: tuple[str, asyncpg.Pool]) -> None:
+    """A deferred refund edited to return more than the purchase cost: purchase_credits_at_most_once fails."""
+    _, pool = copy
+    await pool.execute("UPDATE payment_events SET cash_back = 1000 WHERE outcome = 'deferred'")
+    assert "purchase_credits_at_most_once" in failed(await audit(pool))
 
 
 async def test_a_deleted_gift_is_caught(copy: tuple[str, asyncpg.Pool]) -> None:

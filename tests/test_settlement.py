@@ -38,6 +38,11 @@ async def balance(rt, kind: str, owner: str = "", asset: str = "USD") -> int:
         kind, owner, asset))
 
 
+async def owed(rt, kind: str, owner: str) -> int:
+    """What the platform owes on a payable account (its balance is negative: docs/ledger.md)."""
+    return -await balance(rt, kind, owner)
+
+
 async def test_a_run_splits_each_creators_gross_by_policy_and_books_it_balanced(rt):
     d = day0()
     s = settlement(rt)
@@ -53,10 +58,10 @@ async def test_a_run_splits_each_creators_gross_by_policy_and_books_it_balanced(
 
     assert result.created and result.summary["gifts"] == 3 and result.summary["gross_coins"] == 1999
     # 999 coins * 1.06 cents = 1058.94 cents; creator 50% = 529.47 -> 529 (0.47 carried)
-    assert await balance(rt, "creator_payable", "alice") == 529
+    assert await owed(rt, "creator_payable", "alice") == 529
     # 1000 coins = 1060 cents: bob 60% = 636, agency 10% = 106, platform 30% = 318
-    assert await balance(rt, "creator_payable", "bob") == 636
-    assert await balance(rt, "agency_payable", "agency1") == 106
+    assert await owed(rt, "creator_payable", "bob") == 636
+    assert await owed(rt, "agency_payable", "agency1") == 106
     assert await balance(rt, "creator_unsettled", "alice", "COIN") == 0
     assert await balance(rt, "creator_unsettled", "bob", "COIN") == 7
     cash = result.summary["cash"]
@@ -205,7 +210,7 @@ async def test_a_policy_change_applies_from_its_date_on_and_never_to_settled_his
     assert [(ln["agency_id"], ln["gross_coins"], ln["creator_cash"], ln["agency_cash"]) for ln in lines] \
         == [("", 100, 53, 0), ("ag", 100, 74, 21)]
     # 100 coins = 106 cents: first run 53; then 53 + 74.2 -> 74 (0.2 carried), agency 21.2 -> 21
-    assert await balance(rt, "creator_payable", "alice") == 53 + 53 + 74
+    assert await owed(rt, "creator_payable", "alice") == 53 + 53 + 74
     current, history = await s.splits("alice")
     assert current["creator_bps"] == 7000 and len(history) == 1
     await assert_books_clean(rt)
@@ -219,14 +224,14 @@ async def test_a_dispute_after_settlement_is_absorbed_by_the_platform_and_the_bo
     await gift(rt.pool, st, "fan", 999, d + timedelta(hours=1))
     await gift(rt.pool, st, "fan", 1, d + DAY + timedelta(hours=1))  # unsettled at dispute time
     await s.settle(d + DAY)
-    payable = await balance(rt, "creator_payable", "alice")
+    payable = await owed(rt, "creator_payable", "alice")
 
     purchase = await rt.wallet.purchase(purchase_id)
     await rt.wallet.apply_payment_event(PaymentEvent("evt_dispute", "payment.disputed", purchase_id,
                                                      purchase.price_amount, purchase.currency))
 
     assert await rt.wallet.balance("fan") == -1000  # the coins gifted are a debt now
-    assert await balance(rt, "creator_payable", "alice") == payable  # settled income untouched
+    assert await owed(rt, "creator_payable", "alice") == payable  # settled income untouched
     assert await balance(rt, "creator_unsettled", "alice", "COIN") == 1  # unsettled income untouched
     assert await balance(rt, "chargeback_losses") > 0
     await s.settle(d + 2 * DAY)
@@ -250,10 +255,30 @@ async def test_payouts_pay_what_reached_the_threshold_once_per_batch_and_roll_th
     again, created_again = await s.mark_paid("2026-11-25")
     assert created and not created_again and again["items"] == paid["items"]
     assert paid["total"]["amount"] == 1588  # 2997 coins * 1.06 / 2 = 1588.41
-    assert await balance(rt, "creator_payable", "big") == 0
-    assert await balance(rt, "creator_payable", "small") == 5  # rolls over
+    assert await owed(rt, "creator_payable", "big") == 0
+    assert await owed(rt, "creator_payable", "small") == 5  # rolls over
     assert (await s.earnings("big"))["paid"] == {"amount": 1588, "currency": "USD"}
     assert (await s.due())["items"] == []
+    await assert_books_clean(rt)
+
+
+async def test_settlement_shrinks_deferred_revenue_and_books_what_is_owed_negative(rt):
+    """docs/ledger.md's signs: earned coins leave coin_sales (towards 0); payables, revenue, payouts are negative."""
+    d = day0()
+    s = settlement(rt, threshold=1)
+    await buy(rt, "fan")  # 17,500 coins for 18,500 cents: coin_sales -18,500
+    st = await open_stream(rt.pool, "alice")
+    for h in (1, 2):
+        await gift(rt.pool, st, "fan", 500, d + timedelta(hours=h))  # 1,000 coins: 1,060 cents at 1.06
+    await s.settle(d + DAY)
+    assert await balance(rt, "coin_sales") == -18_500 + 1_060
+    assert await balance(rt, "creator_payable", "alice") == -530
+    assert await balance(rt, "platform_revenue") == -530
+    assert await balance(rt, "provider_receivable") == 18_500
+    await s.mark_paid("w1")
+    assert await balance(rt, "creator_payable", "alice") == 0
+    assert await balance(rt, "cash_paid_out") == -530
+    assert (await s.earnings("alice"))["paid"]["amount"] == 530
     await assert_books_clean(rt)
 
 

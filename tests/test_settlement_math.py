@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from datetime import UTC, datetime, timedelta
+from itertools import pairwise
 
 import pytest
 from hypothesis import given, settings
@@ -128,3 +129,15 @@ def test_cutoff_defaults_to_the_last_utc_midnight_and_may_not_be_in_the_future()
         parse_cutoff("2026-11-24T10:00:00", now)
     with pytest.raises(ValueError, match="RFC 3339"):
         parse_cutoff("yesterday", now)
+
+
+def test_lines_are_numbered_in_the_code_point_order_they_chain_in():
+    """'' first, then 'Zeta' before 'alpha' (code points, not a locale's order); each line continues the last."""
+    carries = Carries()
+    lines = settle_creator("c", [Segment(1, 333, Policy(5000, "alpha", 1000)), Segment(1, 333, Policy(5000)),
+                                 Segment(1, 333, Policy(5000, "Zeta", 1000))], 10_600, carries)
+    assert [(ln.line_no, ln.agency_id) for ln in lines] == [(1, ""), (2, "Zeta"), (3, "alpha")]
+    for before, after in pairwise(lines):
+        assert after.carry_in.creator == before.carry_out.creator
+        assert after.carry_in.platform == before.carry_out.platform
+    assert carries.creator == lines[-1].carry_out.creator

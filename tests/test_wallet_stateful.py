@@ -14,13 +14,13 @@ from __future__ import annotations
 import asyncio
 import json
 import secrets
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any
 
 from aiohttp.test_utils import TestClient, TestServer
 from hypothesis import HealthCheck, settings
 from hypothesis import strategies as st
-from hypothesis.stateful import Bundle, RuleBasedStateMachine, consumes, initialize, invariant, rule
+from hypothesis.stateful import Bundle, RuleBasedStateMachine, consumes, initialize, invariant, multiple, rule
 
 from gifting.provider import ExternalProvider
 from gifting.runtime import Runtime
@@ -55,6 +55,8 @@ class ModelPurchase:
     coins: int
     price: int
     status: str = "pending"
+    returned: int = 0  # cash gone back through refunds and disputes (applied, deferred or voided)
+    deferred: list[tuple[str, int]] = field(default_factory=list)  # (type, amount) before the success
 
 
 class WalletMachine(RuleBasedStateMachine):
@@ -131,13 +133,27 @@ class WalletMachine(RuleBasedStateMachine):
             assert status == 409 and body["error"]["code"] == "idempotency_conflict", body
 
     @rule(target=deliveries, purchase=purchases, event_type=st.sampled_from(EVENT_TYPES))
-    def deliver(self, purchase: str, event_type: str) -> bytes:
+    def deliver(self, purchase: str, event_type: str) -> Any:
+        """An event for the whole price (a refund or dispute: all that is left, or the price if nothing is)."""
         m = self.model[purchase]
-        body = event_body(purchase, event_type, m.price)
+        amount = m.price
+        if event_type in ("payment.refunded", "payment.disputed") and m.returned < m.price:
+            amount = m.price - m.returned
+        return self._deliver_amount(m, event_type, amount)
+
+    @rule(target=deliveries, purchase=purchases, dispute=st.booleans(), share=st.integers(1, 100))
+    def return_part(self, purchase: str, dispute: bool, share: int) -> Any:
+        """A refund or dispute of part of what is left (or more than is left, when nothing is: 422)."""
+        m = self.model[purchase]
+        amount = max(1, (m.price - m.returned) * share // 100)
+        return self._deliver_amount(m, "payment.disputed" if dispute else "payment.refunded", amount)
+
+    def _deliver_amount(self, m: ModelPurchase, event_type: str, amount: int) -> Any:
+        body = event_body(m.id, event_type, amount)
         status = self.run(self._post_event(body))
-        assert status == 200
-        self._apply(m, event_type)
-        return body
+        assert status == self._apply(m, event_type, amount)
+        # A refused event recorded nothing: only accepted ones can be repeated as no-ops.
+        return body if status == 200 else multiple()
 
     @rule(purchase=purchases, off_by=st.sampled_from([-1, 1, -10]), wrong_currency=st.booleans())
     def deliver_wrong_amount(self, purchase: str, off_by: int, wrong_currency: bool) -> None:
@@ -167,13 +183,13 @@ class WalletMachine(RuleBasedStateMachine):
         return purchase
 
     @rule(target=deliveries, purchase=purchases, dispute=st.booleans())
-    def charge_back(self, purchase: str, dispute: bool) -> bytes:
+    def charge_back(self, purchase: str, dispute: bool) -> Any:
         """Refunds and disputes get their own rule so that debts (take-backs of spent coins) come up often."""
         return self.deliver(purchase, "payment.disputed" if dispute else "payment.refunded")
 
     @rule(target=deliveries, user=st.sampled_from(USERS), pack=st.sampled_from(sorted(PACKS)),
           share=st.integers(50, 100), dispute=st.booleans())
-    def spend_then_charge_back(self, user: str, pack: str, share: int, dispute: bool) -> bytes:
+    def spend_then_charge_back(self, user: str, pack: str, share: int, dispute: bool) -> Any:
         """Buy, gift most of the wallet away, then lose the payment: the path that leaves a debt."""
         purchase = self.buy_and_pay(user, pack)
         self.send_gift(user, "rose", share)
@@ -248,21 +264,43 @@ class WalletMachine(RuleBasedStateMachine):
         self.paused = paused
 
     # ---- the model ---------------------------------------------------------------
-    def _apply(self, m: ModelPurchase, event_type: str) -> None:
+    def _apply(self, m: ModelPurchase, event_type: str, amount: int) -> int:
+        """What the model expects: the answer's status, with the wallets, losses and statuses updated."""
         if event_type == "payment.succeeded" and m.status in ("pending", "failed"):
             m.status = "succeeded"
             self.balances[m.user] += m.coins
+            m.returned = 0  # the deferred returns are now taken back, in the order they came
+            for _, part in m.deferred:
+                self._take_back(m, part)
+            m.deferred = []
         elif event_type == "payment.failed" and m.status == "pending":
             m.status = "failed"
         elif event_type in ("payment.refunded", "payment.disputed"):
+            if not 1 <= amount <= m.price - m.returned:
+                return 422
+            completes = m.returned + amount == m.price
             new = event_type.removeprefix("payment.")
             if m.status == "succeeded":
-                still_there = min(max(self.balances[m.user], 0), m.coins)
-                self.losses += m.price * (m.coins - still_there) // m.coins
-                self.balances[m.user] -= m.coins
-                m.status = new
+                self._take_back(m, amount)
+                if completes:
+                    m.status = new
             elif m.status in ("pending", "failed"):
-                m.status = new
+                m.returned += amount
+                if completes:
+                    m.status, m.deferred = new, []
+                else:
+                    m.deferred.append((event_type, amount))
+        return 200
+
+    def _take_back(self, m: ModelPurchase, amount: int) -> None:
+        """The refund rule, written out: ceil(coins * returned / price) coins back in all; spent ones are a loss."""
+        before = -(-m.coins * m.returned // m.price)
+        m.returned += amount
+        coins = -(-m.coins * m.returned // m.price) - before
+        if coins:
+            still_there = min(max(self.balances[m.user], 0), coins)
+            self.losses += amount * (coins - still_there) // coins
+            self.balances[m.user] -= coins
 
     # ---- invariants ----------------------------------------------------------------
     @invariant()

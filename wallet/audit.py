@@ -112,26 +112,60 @@ SQL_CHECKS: dict[str, str] = {
          WHERE t.kind IN ('purchase', 'refund', 'dispute')
            AND NOT EXISTS (SELECT 1 FROM payment_events e WHERE 'evt:' || e.id = t.cause)
     """,
+    # Credited at most once; taken back only after a credit; returns deferred only
+    # while not credited; the status agrees with the events and the money returned
+    # (succeeded: credited, less than the price returned; refunded/disputed: the
+    # whole price returned, taken back after the credit or voided before one).
     "purchase_credits_at_most_once": """
-        SELECT p.id, p.status,
-               count(*) FILTER (WHERE e.outcome = 'credited') AS credits,
-               count(*) FILTER (WHERE e.outcome = 'taken_back') AS take_backs
-          FROM purchases p LEFT JOIN payment_events e ON e.purchase_id = p.id
-         GROUP BY p.id, p.status
-        HAVING count(*) FILTER (WHERE e.outcome = 'credited') > 1
-            OR count(*) FILTER (WHERE e.outcome = 'taken_back') > 1
-            OR count(*) FILTER (WHERE e.outcome = 'taken_back')
-               > count(*) FILTER (WHERE e.outcome = 'credited')
-            OR CASE p.status
-                 WHEN 'succeeded' THEN count(*) FILTER (WHERE e.outcome = 'credited') <> 1
-                                    OR count(*) FILTER (WHERE e.outcome = 'taken_back') <> 0
-                 -- taken back after a credit, or voided before one: never credited and kept
-                 WHEN 'refunded' THEN count(*) FILTER (WHERE e.outcome = 'credited')
-                                      <> count(*) FILTER (WHERE e.outcome = 'taken_back')
-                 WHEN 'disputed' THEN count(*) FILTER (WHERE e.outcome = 'credited')
-                                      <> count(*) FILTER (WHERE e.outcome = 'taken_back')
-                 ELSE count(*) FILTER (WHERE e.outcome = 'credited') <> 0
+        WITH per AS (
+            SELECT p.id, p.status, p.price_amount,
+                   count(*) FILTER (WHERE e.outcome = 'credited') AS credits,
+                   count(*) FILTER (WHERE e.outcome = 'taken_back') AS take_backs,
+                   count(*) FILTER (WHERE e.outcome = 'deferred') AS deferred,
+                   count(*) FILTER (WHERE e.outcome = 'voided') AS voided,
+                   coalesce(sum(e.cash_back), 0) AS returned
+              FROM purchases p LEFT JOIN payment_events e ON e.purchase_id = p.id
+             GROUP BY p.id, p.status, p.price_amount
+        )
+        SELECT id, status, credits, take_backs, deferred, voided, returned FROM per
+         WHERE credits > 1
+            OR (take_backs > 0 AND credits <> 1)
+            OR (deferred > 0 AND credits <> 0)
+            OR (voided > 0 AND (credits <> 0 OR status NOT IN ('refunded', 'disputed')))
+            OR returned > price_amount
+            OR CASE status
+                 WHEN 'succeeded' THEN credits <> 1 OR returned >= price_amount
+                 WHEN 'refunded' THEN returned <> price_amount
+                 WHEN 'disputed' THEN returned <> price_amount
+                 ELSE credits <> 0
                END
+    """,
+    # Per purchase, in arrival order: the cash returned never exceeds the price, and
+    # the coins taken back through each applied return are ceil(coins * returned / price)
+    # (each return took the difference). Each return's ledger transaction moved
+    # exactly its cash out of the receivable and its coins out of the wallet.
+    "refunds_match_the_rule": """
+        WITH r AS (
+            SELECT e.id, e.purchase_id, p.coins, p.price_amount, e.cash_back, e.coins_back,
+                   (sum(e.cash_back) OVER w)::bigint AS returned, (sum(e.coins_back) OVER w)::bigint AS coins_back_total
+              FROM payment_events e JOIN purchases p ON p.id = e.purchase_id
+             WHERE e.outcome = 'taken_back'
+            WINDOW w AS (PARTITION BY e.purchase_id ORDER BY e.seq)
+        ), booked AS (
+            SELECT substr(t.cause, 5) AS event_id,
+                   -coalesce(sum(le.amount) FILTER (WHERE a.kind = 'wallet'), 0) AS coins,
+                   -coalesce(sum(le.amount) FILTER (WHERE a.kind = 'provider_receivable'), 0) AS cash
+              FROM ledger_txns t JOIN ledger_entries le ON le.txn_id = t.id
+              JOIN accounts a ON a.id = le.account_id
+             WHERE t.kind IN ('refund', 'dispute')
+             GROUP BY t.cause
+        )
+        SELECT r.id, r.purchase_id, r.cash_back, r.coins_back, r.returned, r.coins_back_total,
+               b.cash AS booked_cash, b.coins AS booked_coins
+          FROM r LEFT JOIN booked b ON b.event_id = r.id
+         WHERE r.returned > r.price_amount
+            OR r.coins_back_total <> div(r.coins::numeric * r.returned + r.price_amount - 1, r.price_amount)
+            OR b.cash IS DISTINCT FROM r.cash_back OR b.coins IS DISTINCT FROM r.coins_back
     """,
     "no_negative_wallet_without_chargeback": """
         SELECT a.owner, a.balance FROM accounts a
@@ -147,7 +181,7 @@ SQL_COIN_CONSERVATION = """
 SELECT
   (SELECT coalesce(sum(p.coins), 0) FROM payment_events e JOIN purchases p ON p.id = e.purchase_id
     WHERE e.outcome = 'credited')::bigint AS credited,
-  (SELECT coalesce(sum(p.coins), 0) FROM payment_events e JOIN purchases p ON p.id = e.purchase_id
+  (SELECT coalesce(sum(e.coins_back), 0) FROM payment_events e
     WHERE e.outcome = 'taken_back')::bigint AS taken_back,
   (SELECT coalesce(sum(balance), 0) FROM accounts WHERE kind = 'wallet')::bigint AS in_wallets,
   (SELECT coalesce(sum(coins), 0) FROM gifts)::bigint AS gifted

@@ -80,6 +80,9 @@ def decide(
     d = Decision()
     refused = refused or {}
     states: list[RuleState] = [rule.begin(view) for rule in rules]
+    # Bound methods of the hooks each rule really has: the per-gift loops skip the rest.
+    checks = [st.check for st in states if type(st).check is not RuleState.check]
+    accepts = [st.accept for st in states if type(st).accept is not RuleState.accept]
     wallets = view.wallets
     balances = {sender: bal for sender, (_, bal) in wallets.items()}
     seqs = {sid: s.last_seq for sid, s in view.streams.items()}
@@ -126,29 +129,26 @@ def decide(
             refuse(i, req, errors.UnknownGift())
             continue
         wallet = wallets.get(req.sender_id)
-        c = Candidate(index=i, request=req, stream=stream, price=price, coins=price.coins * req.count,
-                      sender_wallet=wallet[0] if wallet else None, balance=balances.get(req.sender_id, 0))
+        c = Candidate(i, req, stream, price, price.coins * req.count, wallet[0] if wallet else None,
+                      balances.get(req.sender_id, 0), {})
         error = None
-        for state in states:
-            error = state.check(c)
+        for check in checks:
+            error = check(c)
             if error is not None:
                 break
         if error is not None:
             refuse(i, req, error)
             continue
         assert wallet is not None, "a rule let a gift through without a wallet"
-        for state in states:
-            state.accept(c)
+        for accept in accepts:
+            accept(c)
         balances[req.sender_id] = c.balance - c.coins
         seqs[stream.id] += 1
         stream_coins[stream.id] = stream_coins.get(stream.id, 0) + c.coins
         move(wallet[0], -c.coins)
         move(stream.creator_account, c.coins)
-        d.accepted.append(Accepted(
-            index=i, request=req, seq=seqs[stream.id], price=price, coins=c.coins,
-            sender_account=wallet[0], creator_account=stream.creator_account,
-            balance_after=c.balance - c.coins, facts=c.facts,
-        ))
+        d.accepted.append(Accepted(i, req, seqs[stream.id], price, c.coins, wallet[0], stream.creator_account,
+                                   c.balance - c.coins, c.facts))
     # A twin whose first copy failed fails the same way.
     for twin, first in list(d.twins.items()):
         if first in d.rejected:

@@ -18,6 +18,11 @@ import asyncpg
 
 from wallet.models import WalletTxn, gift_event_id
 
+# The currencies the ledger books cash in: an account's asset is COIN or one of
+# these (the CHECK of migration 0001). A price in any other currency is refused
+# (migration 0006, ``wallet.service``), never booked on another currency's accounts.
+CASH_ASSETS = frozenset({"USD"})
+
 PLATFORM_KINDS = (
     "coins_issued", "coins_settled", "coin_sales", "provider_receivable",
     "platform_revenue", "chargeback_losses", "cash_paid_out",

@@ -161,11 +161,15 @@ SELECT w.creator_account, a.owner AS creator_id, u.gifts, u.coins, p.creator_bps
 
 
 # Carries: the last line of each creator (creator's and platform's fractions),
-# and the last line of each (creator, agency) pair (the agency's).
+# and the last line of each (creator, agency) pair (the agency's). "Last" is the
+# highest line number of the creator's latest run: the order the lines were
+# chained in. Lines written before migration 0010 have no number; they were
+# chained in the agencies' code-point order, which is agency_id COLLATE "C"
+# (UTF-8 bytes sort as code points), whatever the database's own collation.
 SQL_CREATOR_CARRIES = """
 SELECT DISTINCT ON (creator_id) creator_id, creator_carry_out, platform_carry_out
   FROM settlement_lines WHERE creator_id = ANY($1::text[])
- ORDER BY creator_id, run_id DESC, agency_id DESC
+ ORDER BY creator_id, run_id DESC, line_no DESC NULLS LAST, agency_id COLLATE "C" DESC
 """
 SQL_AGENCY_CARRIES = """
 SELECT DISTINCT ON (creator_id, agency_id) creator_id, agency_id, agency_carry_out
@@ -183,11 +187,11 @@ SQL_INSERT_LINES = """
 INSERT INTO settlement_lines (run_id, creator_id, agency_id, gifts, gross_coins,
     creator_exact, agency_exact, platform_exact, creator_cash, agency_cash, platform_cash, gross_cash,
     creator_carry_in, agency_carry_in, platform_carry_in,
-    creator_carry_out, agency_carry_out, platform_carry_out)
+    creator_carry_out, agency_carry_out, platform_carry_out, line_no)
 SELECT $1, * FROM unnest($2::text[], $3::text[], $4::bigint[], $5::bigint[],
     $6::text[]::numeric[], $7::text[]::numeric[], $8::text[]::numeric[],
     $9::bigint[], $10::bigint[], $11::bigint[], $12::bigint[],
-    $13::bigint[], $14::bigint[], $15::bigint[], $16::bigint[], $17::bigint[], $18::bigint[])
+    $13::bigint[], $14::bigint[], $15::bigint[], $16::bigint[], $17::bigint[], $18::bigint[], $19::int[])
 """
 SQL_ENSURE_ACCOUNTS = """
 INSERT INTO accounts (kind, owner, asset) SELECT $1, o, $3 FROM unnest($2::text[]) AS o
@@ -372,7 +376,12 @@ class Settlement:
 
     async def _post(self, conn: asyncpg.Connection, run_id: int, lines: list[Line],
                     unsettled: dict[str, int]) -> None:
-        """One balanced ledger transaction for the whole run (one INSERT of ~2 legs per creator)."""
+        """One balanced ledger transaction for the whole run (one INSERT of ~2 legs per creator).
+
+        The sign convention of docs/ledger.md: coins are earned, so the deferred
+        revenue (``coin_sales``, negative) shrinks by the gross cash, and what the
+        platform now owes creators and agencies, and its own revenue, are negative.
+        """
         coins, creator_cash, agency_cash = payable_legs(lines)
         payable = await self._account_ids(conn, "creator_payable", sorted(creator_cash), CURRENCY)
         agency = await self._account_ids(conn, "agency_payable", sorted(agency_cash), CURRENCY)
@@ -382,9 +391,9 @@ class Settlement:
         sums = totals(lines)
         legs = [Leg(unsettled[c], "COIN", -n) for c, n in coins.items()]
         legs.append(Leg(settled, "COIN", sums.gross_coins))
-        legs += [Leg(payable[c], CURRENCY, n) for c, n in creator_cash.items()]
-        legs += [Leg(agency[a], CURRENCY, n) for a, n in agency_cash.items()]
-        legs += [Leg(revenue, CURRENCY, sums.cash.platform), Leg(sales, CURRENCY, -sums.cash.total)]
+        legs += [Leg(payable[c], CURRENCY, -n) for c, n in creator_cash.items()]
+        legs += [Leg(agency[a], CURRENCY, -n) for a, n in agency_cash.items()]
+        legs += [Leg(revenue, CURRENCY, -sums.cash.platform), Leg(sales, CURRENCY, sums.cash.total)]
         await self.ledger.post(conn, "settlement", f"settlement:{run_id}", str(run_id), legs)
 
     async def lines(self, run_id: int) -> list[asyncpg.Record]:
@@ -438,7 +447,7 @@ class Settlement:
 
     async def _due(self, conn: asyncpg.Connection) -> dict[str, Any]:
         rows = await conn.fetch(SQL_PAYABLES)
-        due = due_payouts({(r["kind"], r["owner"]): r["balance"] for r in rows}, self.payout_threshold)
+        due = due_payouts({(r["kind"], r["owner"]): r["owed"] for r in rows}, self.payout_threshold)
         return _batch_json(None, self.payout_threshold, [(k, p, a) for k, p, a in due])
 
     async def mark_paid(self, key: str) -> tuple[dict[str, Any], bool]:
@@ -455,7 +464,7 @@ class Settlement:
                                    batch["created_at"]), False
             rows = await conn.fetch(SQL_PAYABLES)
             by_payee = {(r["kind"], r["owner"]): r for r in rows}
-            due = due_payouts({k: r["balance"] for k, r in by_payee.items()}, self.payout_threshold)
+            due = due_payouts({k: r["owed"] for k, r in by_payee.items()}, self.payout_threshold)
             total = sum(a for _, _, a in due)
             created = await conn.fetchval(
                 "INSERT INTO payout_batches (key, threshold, currency, items, total) "
@@ -467,8 +476,10 @@ class Settlement:
                     "SELECT $1, * FROM unnest($2::text[], $3::text[], $4::bigint[])",
                     key, [k for k, _, _ in due], [p for _, p, _ in due], [a for _, _, a in due])
                 paid_out = await self.ledger.account(conn, "cash_paid_out", asset=CURRENCY)
-                legs = [Leg(by_payee[(k, p)]["id"], CURRENCY, -a) for k, p, a in due]
-                legs.append(Leg(paid_out, CURRENCY, total))
+                # Paying what is owed brings the payable (negative) back towards zero;
+                # the cash that left is negative in cash_paid_out.
+                legs = [Leg(by_payee[(k, p)]["id"], CURRENCY, a) for k, p, a in due]
+                legs.append(Leg(paid_out, CURRENCY, -total))
                 await self.ledger.post(conn, "payout", f"payout:{key}", key, legs)
         return _batch_json(key, self.payout_threshold, due, created), True
 
@@ -487,7 +498,7 @@ SELECT
   (SELECT coalesce(sum(balance), 0) FROM accounts
     WHERE kind = 'creator_unsettled' AND owner = $1 AND asset = 'COIN')::bigint AS unsettled,
   (SELECT coalesce(sum(gross_coins), 0) FROM settlement_lines WHERE creator_id = $1)::bigint AS settled,
-  (SELECT coalesce(sum(balance), 0) FROM accounts
+  (SELECT -coalesce(sum(balance), 0) FROM accounts
     WHERE kind = 'creator_payable' AND owner = $1 AND asset = 'USD')::bigint AS payable,
   (SELECT coalesce(sum(amount), 0) FROM payout_items
     WHERE payee_kind = 'creator' AND payee_id = $1)::bigint AS paid
@@ -506,13 +517,18 @@ SELECT {SQL_LINE_FIELDS} FROM settlement_lines l JOIN settlement_runs r ON r.id 
 """
 SQL_RUN_LINES = f"""
 SELECT {SQL_LINE_FIELDS} FROM settlement_lines l JOIN settlement_runs r ON r.id = l.run_id
- WHERE l.run_id = $1 ORDER BY l.creator_id, l.agency_id
+ WHERE l.run_id = $1 ORDER BY l.creator_id COLLATE "C", l.line_no, l.agency_id COLLATE "C"
 """
+# A payable is negative (owed by the platform, docs/ledger.md): what is owed is -balance.
 SQL_PAYABLES = """
-SELECT id, CASE kind WHEN 'creator_payable' THEN 'creator' ELSE 'agency' END AS kind, owner, balance
-  FROM accounts WHERE kind IN ('creator_payable', 'agency_payable') AND asset = 'USD' AND balance > 0
+SELECT id, CASE kind WHEN 'creator_payable' THEN 'creator' ELSE 'agency' END AS kind, owner, -balance AS owed
+  FROM accounts WHERE kind IN ('creator_payable', 'agency_payable') AND asset = 'USD' AND balance < 0
 """
-SQL_BATCH_ITEMS = "SELECT * FROM payout_items WHERE batch_key = $1 ORDER BY payee_kind, payee_id"
+# The order due_payouts lists them in (code points, as Python sorts), so a
+# repeated batch answers exactly as the first did, whatever the collation.
+SQL_BATCH_ITEMS = """
+SELECT * FROM payout_items WHERE batch_key = $1 ORDER BY payee_kind COLLATE "C", payee_id COLLATE "C"
+"""
 
 
 def _line_columns(lines: list[Line]) -> list[list[Any]]:
@@ -527,7 +543,7 @@ def _line_columns(lines: list[Line]) -> list[list[Any]]:
         [ln.carry_in.creator for ln in lines], [ln.carry_in.agency for ln in lines],
         [ln.carry_in.platform for ln in lines],
         [ln.carry_out.creator for ln in lines], [ln.carry_out.agency for ln in lines],
-        [ln.carry_out.platform for ln in lines],
+        [ln.carry_out.platform for ln in lines], [ln.line_no for ln in lines],
     ]
 
 

@@ -14,6 +14,16 @@ _GIFT_RUN = """
       FROM gifts g
 """
 
+# Settlement and payout transactions posted before migration 0010 used the
+# opposite USD signs (deferred revenue grew as coins were earned); 0010 posted
+# one correcting transaction, and every transaction before it reads with its
+# signs flipped. Without that correction (a database that never settled before
+# 0010) every transaction must follow the convention.
+SIGN_CORRECTION_CAUSE = "correction:0010:settlement-sign"
+_SIGN_BOUNDARY = f"""
+    SELECT coalesce((SELECT id FROM ledger_txns WHERE cause = '{SIGN_CORRECTION_CAUSE}'), 0) AS boundary
+"""
+
 SETTLEMENT_CHECKS: dict[str, str] = {
     # Settled shares add up to the gross of what they settle, exactly: per line and
     # party, carry in + exact share = cash * 1e8 + carry out, and the exact shares
@@ -31,22 +41,25 @@ SETTLEMENT_CHECKS: dict[str, str] = {
             OR least(l.creator_carry_out, l.agency_carry_out, l.platform_carry_out) < 0
             OR greatest(l.creator_carry_out, l.agency_carry_out, l.platform_carry_out) >= 100000000
     """,
-    # A run's totals are its lines', and its ledger transaction moved exactly them.
-    "settlement_runs_match_ledger": """
+    # A run's totals are its lines', and its ledger transaction moved exactly them, with
+    # the signs of docs/ledger.md: the deferred revenue (coin_sales) shrinks by the gross,
+    # the payables and the platform's revenue (owed, earned: negative) grow by the shares.
+    "settlement_runs_match_ledger": f"""
         WITH lines AS (
             SELECT run_id, sum(gifts) AS gifts, sum(gross_coins) AS coins, sum(gross_cash) AS gross,
                    sum(creator_cash) AS creator, sum(agency_cash) AS agency, sum(platform_cash) AS platform
               FROM settlement_lines GROUP BY run_id
-        ), booked AS (
+        ), sign AS ({_SIGN_BOUNDARY}), booked AS (
             SELECT t.ref::bigint AS run_id,
                    sum(e.amount) FILTER (WHERE a.kind = 'coins_settled') AS coins,
                    -sum(e.amount) FILTER (WHERE a.kind = 'creator_unsettled') AS unsettled,
-                   -sum(e.amount) FILTER (WHERE a.kind = 'coin_sales') AS gross,
-                   sum(e.amount) FILTER (WHERE a.kind = 'creator_payable') AS creator,
-                   sum(e.amount) FILTER (WHERE a.kind = 'agency_payable') AS agency,
-                   sum(e.amount) FILTER (WHERE a.kind = 'platform_revenue') AS platform
+                   s.s * sum(e.amount) FILTER (WHERE a.kind = 'coin_sales') AS gross,
+                   -s.s * sum(e.amount) FILTER (WHERE a.kind = 'creator_payable') AS creator,
+                   -s.s * sum(e.amount) FILTER (WHERE a.kind = 'agency_payable') AS agency,
+                   -s.s * sum(e.amount) FILTER (WHERE a.kind = 'platform_revenue') AS platform
               FROM ledger_txns t JOIN ledger_entries e ON e.txn_id = t.id JOIN accounts a ON a.id = e.account_id
-             WHERE t.kind = 'settlement' GROUP BY t.ref
+             CROSS JOIN LATERAL (SELECT CASE WHEN t.id < sign.boundary THEN -1 ELSE 1 END AS s FROM sign) s
+             WHERE t.kind = 'settlement' GROUP BY t.ref, s.s
         )
         SELECT r.id, r.gross_coins, coalesce(l.coins, 0) AS line_coins, coalesce(b.coins, 0) AS booked_coins
           FROM settlement_runs r LEFT JOIN lines l ON l.run_id = r.id LEFT JOIN booked b ON b.run_id = r.id
@@ -89,14 +102,61 @@ SETTLEMENT_CHECKS: dict[str, str] = {
           FROM accounts a LEFT JOIN unsettled u ON u.account = a.id
          WHERE a.kind = 'creator_unsettled' AND a.balance <> coalesce(u.coins, 0)
     """,
-    # Cash paid out is exactly what payout batches list, and each batch's items add up.
+    # Cash paid out (negative: cash that left) is exactly what payout batches list, and
+    # each batch's items add up.
     "payouts_match_batches": """
-        SELECT 'paid_out' AS what, a.balance AS booked, (SELECT coalesce(sum(amount), 0) FROM payout_items) AS listed
+        SELECT 'paid_out' AS what, -a.balance AS booked, (SELECT coalesce(sum(amount), 0) FROM payout_items) AS listed
           FROM accounts a WHERE a.kind = 'cash_paid_out'
-           AND a.balance <> (SELECT coalesce(sum(amount), 0) FROM payout_items)
+           AND -a.balance <> (SELECT coalesce(sum(amount), 0) FROM payout_items)
         UNION ALL
         SELECT b.key, b.total, coalesce(sum(i.amount), 0) FROM payout_batches b
           LEFT JOIN payout_items i ON i.batch_key = b.key
          GROUP BY b.key, b.total, b.items HAVING b.total <> coalesce(sum(i.amount), 0) OR b.items <> count(i.*)
+    """,
+    # Each line continues from the one before it: the creator's and the platform's
+    # carry-in is the carry-out of the creator's previous line (by run, then line
+    # number; lines from before migration 0010 by agency code point), the agency's
+    # that of the previous line of the same (creator, agency); the first is 0.
+    "settlement_carries_chain": """
+        WITH l AS (
+            SELECT run_id, creator_id, agency_id, line_no,
+                   creator_carry_in, platform_carry_in, agency_carry_in,
+                   lag(creator_carry_out, 1, 0::bigint) OVER w AS prev_creator,
+                   lag(platform_carry_out, 1, 0::bigint) OVER w AS prev_platform,
+                   lag(agency_carry_out, 1, 0::bigint) OVER (PARTITION BY creator_id, agency_id ORDER BY run_id)
+                       AS prev_agency
+              FROM settlement_lines
+            WINDOW w AS (PARTITION BY creator_id ORDER BY run_id, line_no, agency_id COLLATE "C")
+        )
+        SELECT run_id, creator_id, agency_id, line_no, creator_carry_in, prev_creator,
+               platform_carry_in, prev_platform, agency_carry_in, prev_agency
+          FROM l
+         WHERE creator_carry_in <> prev_creator OR platform_carry_in <> prev_platform
+            OR agency_carry_in <> prev_agency
+    """,
+    # A run's lines are numbered 1..n per creator (the order their carries chained in).
+    "settlement_lines_numbered": """
+        SELECT run_id, creator_id, count(*) AS lines, min(line_no) AS first, max(line_no) AS last
+          FROM settlement_lines GROUP BY run_id, creator_id
+        HAVING count(line_no) > 0
+           AND (count(line_no) <> count(*) OR min(line_no) <> 1 OR max(line_no) <> count(*)
+                OR count(DISTINCT line_no) <> count(*))
+    """,
+    # The correction of migration 0010 moved each account by exactly minus twice what
+    # the settlements and payouts before it had moved there (flipping their signs).
+    "settlement_sign_corrected": f"""
+        WITH sign AS ({_SIGN_BOUNDARY}), before AS (
+            SELECT e.account_id, sum(e.amount) AS moved
+              FROM ledger_txns t JOIN ledger_entries e ON e.txn_id = t.id, sign
+             WHERE t.kind IN ('settlement', 'payout') AND t.id < sign.boundary AND e.asset = 'USD'
+             GROUP BY e.account_id
+        ), fix AS (
+            SELECT e.account_id, sum(e.amount) AS moved
+              FROM ledger_txns t JOIN ledger_entries e ON e.txn_id = t.id
+             WHERE t.cause = '{SIGN_CORRECTION_CAUSE}' GROUP BY e.account_id
+        )
+        SELECT coalesce(b.account_id, f.account_id) AS account_id, b.moved AS before, f.moved AS correction
+          FROM before b FULL JOIN fix f ON f.account_id = b.account_id
+         WHERE coalesce(f.moved, 0) <> -2 * coalesce(b.moved, 0)
     """,
 }

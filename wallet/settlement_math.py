@@ -22,6 +22,10 @@ The rounding rule (also in ``docs/settlement.md``):
 - The creator's and the platform's remainders follow the creator; the
   agency's remainder follows the (creator, agency) pair, so an agency never
   receives a fraction earned under another agency.
+- A creator's lines in one run are chained in the order of their ``line_no``
+  (1, 2, ...: agencies by code point, '' first), which is stored with each
+  line; the next run continues from the highest line number, never from an
+  order the database's collation would choose.
 """
 
 from __future__ import annotations
@@ -98,6 +102,8 @@ class Line:
     cash: Shares
     carry_in: Shares
     carry_out: Shares
+    # 1, 2, ... per creator and run: the order the carries were chained in
+    line_no: int = 1
 
     @property
     def gross_cash(self) -> int:
@@ -118,10 +124,12 @@ def pay(exact: int, carry_in: int) -> tuple[int, int]:
 
 def settle_creator(creator_id: str, segments: Iterable[Segment], coin_value_micros: int,
                    carries: Carries) -> list[Line]:
-    """One line per agency (in agency order, '' first) for one creator's run.
+    """One line per agency for one creator's run, numbered 1, 2, ... in the order they chain.
 
-    Updates ``carries`` in place: the creator's and platform's remainders are
-    chained through the lines in order; each agency keeps its own.
+    The order is the agencies' code-point order ('' first), the same on every
+    machine and database. Updates ``carries`` in place: the creator's and
+    platform's remainders are chained through the lines in that order; each
+    agency keeps its own.
     """
     if coin_value_micros <= 0:
         raise ValueError("the coin value is positive")
@@ -132,7 +140,7 @@ def settle_creator(creator_id: str, segments: Iterable[Segment], coin_value_micr
         if seg.gifts == 0:
             continue
         by_agency.setdefault(seg.policy.agency_id or "", []).append(seg)
-    lines = []
+    lines: list[Line] = []
     for agency_id in sorted(by_agency):
         # One pass per line (this runs once per creator per night: keep it lean).
         ex_c = ex_a = ex_p = gifts = coins = 0
@@ -155,7 +163,7 @@ def settle_creator(creator_id: str, segments: Iterable[Segment], coin_value_micr
         lines.append(Line(
             creator_id=creator_id, agency_id=agency_id, gifts=gifts, gross_coins=coins,
             exact=Shares(ex_c, ex_a, ex_p), cash=Shares(c_cash, a_cash, p_cash),
-            carry_in=carry_in, carry_out=Shares(c_out, a_out, p_out),
+            carry_in=carry_in, carry_out=Shares(c_out, a_out, p_out), line_no=len(lines) + 1,
         ))
     return lines
 
