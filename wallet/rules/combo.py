@@ -91,7 +91,9 @@ class _State(RuleState):
 
     def write_args(self) -> list[object]:
         senders = sorted(self.touched)
-        return [senders, [{k: entry(v) for k, v in self.touched[s].items()} for s in senders],
+        at = micros(self.now)  # every combo this batch touched was last continued now
+        return [senders, [{k: {"id": v.combo_id, "n": v.count, "at": at} for k, v in self.touched[s].items()}
+                          for s in senders],
                 micros(self.now - self.window)]
 
 

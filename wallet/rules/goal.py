@@ -58,7 +58,10 @@ class _State(RuleState):
         self.reached: set[int] = set()
 
     def accept(self, c: Candidate) -> None:
-        step = count_toward(self.goals.get(c.stream.id), c.price.gift_id, c.coins)
+        goal = self.goals.get(c.stream.id)
+        if goal is None:  # most streams have no goal: the common case costs one lookup
+            return
+        step = count_toward(goal, c.price.gift_id, c.coins)
         if step is None:
             return
         g = step.goal
