@@ -349,3 +349,25 @@ async def test_first_gifts_of_one_kind_racing_through_two_services_still_make_on
         assert len({e.extra["combo"]["id"] for e in events}) == 1
         assert [e.extra["combo"]["count"] for e in events] == [1, 2, 3, 4]
     await assert_audit(rt)
+
+
+async def test_a_configured_combo_window_is_the_one_the_rule_and_the_audit_use(rt):
+    from wallet.rules import combo
+
+    sid = (await rt.streams.create("alice", "Alice", "live")).id
+    await fund(rt.wallet, "bob", 70)
+    combo.RULE.configure(10.0)
+    try:
+        await rt.gifts.send(req("bob", sid, "k1"))
+        # 5 s later (aged in the stored state and on the first gift's clock): still one combo with a 10 s window
+        doc = await rt.pool.fetchval("SELECT combos FROM sender_combos WHERE sender_id = 'bob'")
+        doc[f"{sid}:rose"]["at"] -= 5_000_000
+        await rt.pool.execute("UPDATE sender_combos SET combos = $1 WHERE sender_id = 'bob'", doc)
+        second = await rt.gifts.send(req("bob", sid, "k2"))
+        assert second.event.extra["combo"] == {"id": f"g_{sid}_1", "count": 2}
+        # the audit reads the window from the configured rule, as the gift path does
+        from wallet.engagement_audit import configured_checks, engagement_checks
+        assert configured_checks() == engagement_checks(10.0)
+    finally:
+        combo.RULE.configure(3.0)
+    await assert_audit(rt)

@@ -13,7 +13,7 @@ from typing import Any
 
 import asyncpg
 
-from wallet.engagement_audit import ENGAGEMENT_CHECKS
+from wallet.engagement_audit import ENGAGEMENT_CHECKS, configured_checks
 from wallet.settlement_audit import SETTLEMENT_CHECKS
 
 MAX_LISTED = 20
@@ -208,6 +208,8 @@ async def audit(pool: asyncpg.Pool, extra: list[ExtraCheck] | None = None) -> Re
         # One snapshot: every check sees the same books.
         for name, sql in SQL_CHECKS.items():
             checks.append(await run_sql_check(conn, name, sql))
+        name = "combos_follow_from_gift_order"
+        checks.append(await run_sql_check(conn, name, configured_checks()[name]))
         row = await conn.fetchrow(SQL_COIN_CONSERVATION)
         totals = dict(row)
         lhs = totals["credited"] - totals["taken_back"]

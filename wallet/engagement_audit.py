@@ -82,4 +82,12 @@ def engagement_checks(combo_window_s: float = DEFAULT_COMBO_WINDOW_S) -> dict[st
     }
 
 
-ENGAGEMENT_CHECKS = engagement_checks()
+def configured_checks() -> dict[str, str]:
+    """The checks with the combo window the gift path runs with (the rule is configured at start)."""
+    from wallet.rules.combo import RULE
+
+    return engagement_checks(RULE.window.total_seconds())
+
+
+# Without the window-dependent one: wallet.audit runs that with the configured window.
+ENGAGEMENT_CHECKS = {k: v for k, v in engagement_checks().items() if k != "combos_follow_from_gift_order"}
