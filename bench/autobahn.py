@@ -20,7 +20,6 @@ NON-STRICT. Compression (12.*, 13.*) is off in the gateway: UNIMPLEMENTED.
 
 from __future__ import annotations
 
-import argparse
 import json
 import os
 import shutil
@@ -32,6 +31,8 @@ import time
 import urllib.request
 from collections import Counter, defaultdict
 from pathlib import Path
+
+import cli_help
 
 REPO = Path(__file__).resolve().parents[1]
 PREFIX = REPO / ".autobahn"
@@ -117,7 +118,7 @@ def judge(report: dict[str, object]) -> str:
 
 
 def main() -> int:
-    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap = cli_help.parser(__doc__)
     ap.add_argument("--install", action="store_true")
     ap.add_argument("--cases", default="*")
     ap.add_argument("--exclude", default="9.*,12.*,13.*")

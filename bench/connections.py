@@ -13,13 +13,13 @@ the first connection. Prints a table and one JSON line.
 
 from __future__ import annotations
 
-import argparse
 import asyncio
 import os
 import sys
 import time
 from typing import Any
 
+import cli_help
 from live_common import (
     LoadGen,
     Stores,
@@ -90,7 +90,7 @@ async def hold(stores: Stores, streams: list[int], counts: list[int], hold_s: fl
 
 
 async def main() -> None:
-    ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    ap = cli_help.parser(__doc__)
     ap.add_argument("--one", type=int, default=19_000)
     ap.add_argument("--two", type=int, default=20_000)
     ap.add_argument("--rooms", type=int, default=20)

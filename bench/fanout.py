@@ -19,7 +19,6 @@ Prints a table and one JSON line.
 
 from __future__ import annotations
 
-import argparse
 import asyncio
 import json
 import os
@@ -29,6 +28,7 @@ import time
 from datetime import UTC, datetime
 from typing import Any
 
+import cli_help
 from live_common import (
     LoadGen,
     Stores,
@@ -207,7 +207,7 @@ async def server_stats(port: int | None) -> dict[str, Any]:
 
 
 async def main() -> None:
-    ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    ap = cli_help.parser(__doc__)
     ap.add_argument("--viewers", type=int, default=5000)
     ap.add_argument("--seconds", type=float, default=6)
     ap.add_argument("--rates", default="10,20,40,80", help="gifts/s for ours and bare")

@@ -37,6 +37,7 @@ from pathlib import Path
 from typing import Any
 
 import asyncpg
+import cli_help
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
@@ -340,7 +341,7 @@ async def engagement_on(dsn: str, streams: list[int], rich: list[str], blocks: i
 
 
 async def main() -> None:
-    ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    ap = cli_help.parser(__doc__)
     ap.add_argument("--seconds", type=float, default=10)
     ap.add_argument("--concurrency", default="64,512")
     ap.add_argument("--viewers", type=int, default=2000)

@@ -14,7 +14,6 @@ senders over the same rooms, no WebSocket). Prints a table and one JSON line.
 
 from __future__ import annotations
 
-import argparse
 import asyncio
 import os
 import secrets
@@ -22,6 +21,7 @@ import sys
 import time
 from typing import Any
 
+import cli_help
 from live_common import (
     LoadGen,
     Stores,
@@ -129,7 +129,7 @@ async def gift_path_alone(dsn: str, rooms: list[int], senders: int, seconds: flo
 
 
 async def main() -> None:
-    ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    ap = cli_help.parser(__doc__)
     ap.add_argument("--viewers", type=int, default=1000)
     ap.add_argument("--rooms", type=int, default=100)
     ap.add_argument("--seconds", type=float, default=10)

@@ -4,6 +4,11 @@ The load generator speaks just enough WebSocket (RFC 6455, client side) to open
 thousands of connections, answer pings and count what arrives, so that its own
 CPU stays small next to the server it measures. It also speaks the Engine.IO 4
 framing python-socketio uses, for the baseline.
+
+The room protocol itself (URLs, the ``send_gift`` message, HTTP calls) comes from
+``gifting.client``, the project's one Python implementation of it: the load
+generator takes its wire format from there once, then only formats bytes (a full
+client per connection would measure the client, not the server).
 """
 
 from __future__ import annotations
@@ -30,9 +35,26 @@ from typing import Any
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
+from gifting import client as protocol  # noqa: E402  (after the path insert)
+
 JWT_SECRET = "bench-jwt-secret-0123456789abcdef"
 WEBHOOK_SECRET = "bench-webhook-secret-0123456789"
 CREATED_AT = re.compile(rb'"created_at":"([^"]+)"')
+
+
+# send_gift exactly as gifting.client encodes it, with %d / %s holes for the ref and the key
+SEND_GIFT = json.dumps(protocol.send_gift_message(0, "rose", 1, "KEY"), separators=(",", ":")).encode() \
+    .replace(b'"ref":0', b'"ref":%d').replace(b'"KEY"', b'"%s"')
+
+
+def room_path(stream_id: str | int, tok: str, since: int | None = None) -> str:
+    """The gateway path (and query) of a room, as ``gifting.client.room_url`` builds it."""
+    return protocol.room_url("", stream_id, tok, since)
+
+
+def api(base_url: str, tok: str | None = None) -> protocol.Http:
+    """The HTTP API through gifting.client (money-safe retries, typed errors)."""
+    return protocol.Http(base_url, tok)
 
 
 def free_port() -> int:
@@ -197,8 +219,7 @@ class RawClient(asyncio.Protocol):
         """Closed loop: one gift in flight per viewer; the next goes when the answer comes."""
         self.n_sent += 1
         self.sent_at = time.perf_counter()
-        self.send(b'{"type":"send_gift","ref":%d,"gift_id":"rose","count":1,"idempotency_key":"%s-%d"}'
-                  % (self.n_sent, self.who.encode(), self.n_sent))
+        self.send(SEND_GIFT % (self.n_sent, b"%s-%d" % (self.who.encode(), self.n_sent)))
 
     def connection_made(self, transport: asyncio.BaseTransport) -> None:
         self.transport = transport  # type: ignore[assignment]  # uvloop's is no asyncio.Transport subclass

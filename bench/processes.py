@@ -29,6 +29,7 @@ from pathlib import Path
 from typing import Any
 
 import aiohttp
+import cli_help
 import websockets
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
@@ -99,7 +100,7 @@ async def fund(session: aiohttp.ClientSession, api: str, user: str) -> None:
 
 
 async def main() -> None:
-    ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    ap = cli_help.parser(__doc__)
     ap.add_argument("--apis", type=int, default=2)
     ap.add_argument("--gateways", type=int, default=2)
     ap.add_argument("--rooms", type=int, default=20)

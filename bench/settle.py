@@ -16,7 +16,6 @@ Prints a table and, last, one JSON line with every figure.
 
 from __future__ import annotations
 
-import argparse
 import asyncio
 import json
 import os
@@ -31,6 +30,7 @@ from pathlib import Path
 from urllib.parse import urlsplit, urlunsplit
 
 import asyncpg
+import cli_help
 
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
@@ -179,7 +179,7 @@ def run_job(url: str, cutoff: datetime, data_dir: Path) -> tuple[dict, float, in
 
 
 async def main() -> None:
-    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap = cli_help.parser(__doc__)
     ap.add_argument("--gifts", type=int, default=1_000_000)
     ap.add_argument("--creators", type=int, default=10_000)
     ap.add_argument("--repeat", type=int, default=3, help="bare aggregate repetitions (median reported)")

@@ -26,6 +26,8 @@ import time
 from pathlib import Path
 from typing import Any
 
+import cli_help
+
 REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))
 
@@ -175,7 +177,7 @@ async def soak(args: argparse.Namespace) -> dict[str, Any]:
 
 
 def main() -> int:
-    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap = cli_help.parser(__doc__)
     ap.add_argument("--seconds", type=float, default=600.0)
     ap.add_argument("--rate", type=float, default=100.0, help="gifts per second, all viewers together")
     ap.add_argument("--viewers", type=int, default=30)

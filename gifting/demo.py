@@ -17,20 +17,15 @@ refuses), or let one viewer's failure stop the others.
 from __future__ import annotations
 
 import asyncio
-import contextlib
-import json
 import logging
 import random
-import secrets
 from collections.abc import Sequence
 from typing import Any
-from urllib.parse import quote
 
 import aiohttp
-from websockets.asyncio.client import connect
-from websockets.exceptions import ConnectionClosed
 
 from gifting import auth
+from gifting.client import GiftingError, Http, InsufficientFunds, Room, StreamNotLive, WalletInDebt
 from gifting.settings import Settings
 
 log = logging.getLogger("gifting.demo")
@@ -85,11 +80,12 @@ class Demo:
         self.announce = announce
         self.http = f"http://{local(settings.http_host)}:{settings.http_port}"
         self.ws = f"ws://{local(settings.ws_host)}:{settings.ws_port}"
-        self.session: aiohttp.ClientSession | None = None
+        self.api: Http | None = None
         self.stream_id: str | None = None
         self._stream_lock = asyncio.Lock()
         self.sent = 0
         self.goals_set = 0
+        self._tasks: set[asyncio.Future[Any]] = set()
 
     def token(self, user: str, role: str, name: str) -> str:
         assert self.settings.jwt_secret
@@ -101,14 +97,12 @@ class Demo:
         return task
 
     async def call(self, method: str, path: str, token: str, body: dict[str, Any] | None = None) -> tuple[int, Any]:
-        assert self.session is not None
-        async with self.session.request(method, self.http + path, json=body,
-                                        headers={"Authorization": f"Bearer {token}"}) as r:
-            return r.status, await r.json()
+        assert self.api is not None
+        return await self.api.call(method, path, body, token=token, retry="refused")
 
     async def run(self) -> None:
-        async with aiohttp.ClientSession(timeout=aiohttp.ClientTimeout(total=15)) as session:
-            self.session = session
+        async with aiohttp.ClientSession() as session:
+            self.api = Http(self.http, session=session)
             stream_id = await self.live_stream()
             if self.announce:
                 print(f"gifting demo: creator dashboard  {self.http}/dashboard?user={CREATOR[0]}\n"
@@ -157,95 +151,67 @@ class Demo:
         if status != 200:
             log.warning("demo goal refused: %s", doc)
 
-    async def buy(self, token: str, pack: str) -> None:
-        status, doc = await self.call("POST", "/v1/purchases", token,
-                                      {"pack_id": pack, "idempotency_key": "demo-" + secrets.token_hex(8)})
-        if status != 201:
-            log.warning("demo purchase refused: %s", doc)
-            return
-        pid = quote(doc["purchase"]["id"], safe="")
-        for _ in range(100):  # the sandbox provider's webhook completes it in a moment
-            _, p = await self.call("GET", f"/v1/purchases/{pid}", token)
-            if p.get("purchase", {}).get("status") != "pending":
-                return
-            await asyncio.sleep(0.1)
+    def goal_watch(self, gift: dict[str, Any]) -> None:
+        """One viewer (the whale) tells the creator when a goal is reached: a new one follows."""
+        goal = gift.get("goal")
+        if goal and goal.get("reached") and self.stream_id:
+            stream_id = str(self.stream_id)
+            asyncio.get_running_loop().call_later(3, lambda: self._spawn(self.next_goal(stream_id)))
+
+    def _spawn(self, coro: Any) -> None:
+        task = asyncio.ensure_future(coro)
+        self._tasks.add(task)
+        task.add_done_callback(self._tasks.discard)
+
+    async def buy(self, api: Http, pack: str) -> None:
+        try:  # the sandbox provider's webhook completes it in a moment
+            await api.buy(pack, timeout=10)
+        except GiftingError as e:
+            log.warning("demo purchase refused: %s", e)
 
     async def viewer(self, i: int, name: str, *, whale: bool) -> None:
         user = f"demo_{name.lower()}"
         token = self.token(user, "viewer", name)
+        assert self.api is not None
+        api = self.api.with_token(token)
         rng = random.Random(self.rng.random())
         await asyncio.sleep(rng.uniform(0, 3))  # viewers drift in
-        await self.buy(token, "coins_17500" if whale else pick(rng, PACKS))
+        await self.buy(api, "coins_17500" if whale else pick(rng, PACKS))
         backoff = 0.5
         while True:
             stream_id = await self.live_stream()
             try:
-                async with connect(f"{self.ws}/v1/streams/{stream_id}/live?token={token}",
-                                   open_timeout=10, close_timeout=2) as ws:
+                # the room resumes by itself after a drop; it stops when the stream ends
+                async with Room(self.ws, stream_id, token, http=api, backoff_cap=10.0) as room:
+                    if whale:
+                        room.on("gift", self.goal_watch)
+                    await room.ready()
                     backoff = 0.5
-                    await self.watch(ws, token, rng, whale)
-            except (OSError, ConnectionClosed, TimeoutError) as e:
-                code = getattr(getattr(e, "rcvd", None), "code", None)
-                if code in (1000, 4404):  # the stream ended: wait for the next one
-                    await asyncio.sleep(rng.uniform(1, 3))
-                    continue
-                await asyncio.sleep(backoff)
-                backoff = min(10.0, backoff * 2)
+                    await self.watch(room, api, rng, whale)
+                await asyncio.sleep(rng.uniform(1, 3))  # the stream ended: wait for the next one
             except Exception:  # one viewer's trouble never stops the show
                 log.warning("demo viewer %s failed; rejoining", name, exc_info=True)
                 await asyncio.sleep(backoff)
                 backoff = min(10.0, backoff * 2)
 
-    async def watch(self, ws: Any, token: str, rng: random.Random, whale: bool) -> None:
-        replies: dict[str, asyncio.Future[dict[str, Any]]] = {}
-
-        async def read() -> None:
-            async for raw in ws:
-                doc = json.loads(raw)
-                for msg in doc if isinstance(doc, list) else [doc]:
-                    goal = msg.get("gift", {}).get("goal") if msg.get("type") == "gift" else None
-                    if whale and goal and goal.get("reached") and self.stream_id:  # one viewer tells the creator
-                        asyncio.get_running_loop().call_later(3, lambda: asyncio.ensure_future(
-                            self.next_goal(str(self.stream_id))))
-                    ref = msg.get("ref")
-                    if msg.get("type") in ("ack", "error") and ref in replies:
-                        replies.pop(ref).set_result(msg)
-
-        reader = asyncio.create_task(read())
-        try:
-            n = 0
-            while not reader.done():
-                await asyncio.sleep(rng.expovariate(1 / (self.idle * (2.5 if whale else 1))))
-                tapping = rng.random() < 0.5  # a burst of taps on one gift: a combo
-                gift = pick(rng, WHALE_GIFTS if whale else GIFTS)
-                for _ in range(rng.choice([1, 1, 2, 3, 4, 6, 10])):
-                    if not tapping:
-                        gift = pick(rng, WHALE_GIFTS if whale else GIFTS)
-                    count = 1 if whale else rng.choices([1, 5, 10], weights=[85, 10, 5])[0]
-                    n += 1
-                    ref = f"d{n}"
-                    reply_future: asyncio.Future[dict[str, Any]] = asyncio.get_running_loop().create_future()
-                    replies[ref] = reply_future
-                    message: dict[str, Any] = {"type": "send_gift", "ref": ref, "gift_id": gift, "count": count,
-                                               "idempotency_key": "demo-" + secrets.token_hex(8)}
-                    if gift in MESSAGE_GIFTS and rng.random() < 0.3:
-                        message["message"] = rng.choice(MESSAGES)
-                    await ws.send(json.dumps(message))
-                    waiting: set[asyncio.Future[Any]] = {reply_future, reader}
-                    done, _ = await asyncio.wait(waiting, timeout=15,
-                                                 return_when=asyncio.FIRST_COMPLETED)
-                    if reply_future not in done:
-                        return  # the connection went away (or stalled): reconnect
-                    reply = reply_future.result()
-                    if reply["type"] == "ack":
-                        self.sent += 1
-                    elif reply.get("code") in ("insufficient_funds", "wallet_in_debt"):
-                        await self.buy(token, "coins_17500" if whale else pick(rng, PACKS))
-                        break
-                    elif reply.get("code") == "stream_not_live":
-                        return
-                    await asyncio.sleep(rng.uniform(0.12, 0.5))
-        finally:
-            reader.cancel()
-            with contextlib.suppress(asyncio.CancelledError, ConnectionClosed):
-                await reader
+    async def watch(self, room: Room, api: Http, rng: random.Random, whale: bool) -> None:
+        while not room.stopped.is_set():
+            await asyncio.sleep(rng.expovariate(1 / (self.idle * (2.5 if whale else 1))))
+            tapping = rng.random() < 0.5  # a burst of taps on one gift: a combo
+            gift = pick(rng, WHALE_GIFTS if whale else GIFTS)
+            for _ in range(rng.choice([1, 1, 2, 3, 4, 6, 10])):
+                if not tapping:
+                    gift = pick(rng, WHALE_GIFTS if whale else GIFTS)
+                count = 1 if whale else rng.choices([1, 5, 10], weights=[85, 10, 5])[0]
+                message = rng.choice(MESSAGES) if gift in MESSAGE_GIFTS and rng.random() < 0.3 else None
+                try:
+                    await room.send_gift(gift, count, message=message)  # one key per gift, reused by any retry
+                    self.sent += 1
+                except (InsufficientFunds, WalletInDebt):
+                    await self.buy(api, "coins_17500" if whale else pick(rng, PACKS))
+                    break
+                except StreamNotLive:
+                    return
+                except GiftingError as e:
+                    log.debug("demo gift refused: %s", e)
+                await asyncio.sleep(rng.uniform(0.12, 0.5))

@@ -1,14 +1,16 @@
 """Helpers for end-to-end tests of live rooms: gifting processes and WebSocket clients.
 
 Processes are real ``python -m gifting serve`` children on the test Postgres and
-Redis; clients are real sockets. Waiting is always for an event with a timeout.
+Redis; clients are real sockets, spoken through ``gifting.client`` (the project's one
+Python implementation of the protocol: framing, URLs, HTTP calls). ``Client`` records
+every message as it arrives, with no policy of its own, so tests can assert on the raw
+wire. Waiting is always for an event with a timeout.
 """
 
 from __future__ import annotations
 
 import asyncio
 import contextlib
-import json
 import os
 import signal
 import socket
@@ -18,10 +20,7 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
-import aiohttp
-from websockets.asyncio.client import ClientConnection, connect
-from websockets.exceptions import ConnectionClosed
-
+from gifting.client import Connection, Http
 from tests.conftest import JWT_SECRET, WEBHOOK_SECRET
 
 
@@ -51,16 +50,12 @@ class Proc:
             env=self.env, stdout=self.log, stderr=self.log, stdin=asyncio.subprocess.DEVNULL)
         port = self.ws_port if self.role == "gateway" else self.http_port
         deadline = time.monotonic() + timeout
-        async with aiohttp.ClientSession() as http:
+        async with Http(f"http://127.0.0.1:{port}", retries=0, timeout=5) as http:
             while True:
                 if self.proc.returncode is not None:
                     raise RuntimeError(f"{self.name} exited: {self.log_path.read_text()[-2000:]}")
-                try:
-                    async with http.get(f"http://127.0.0.1:{port}/healthz") as resp:
-                        if resp.status == 200:
-                            return self
-                except aiohttp.ClientError:
-                    pass
+                if await http.healthy():
+                    return self
                 if time.monotonic() > deadline:
                     raise TimeoutError(f"{self.name} not ready: {self.log_path.read_text()[-2000:]}")
                 await asyncio.sleep(0.05)
@@ -74,8 +69,11 @@ class Proc:
         return f"http://127.0.0.1:{self.http_port}"
 
     async def stop(self, sig: int = signal.SIGTERM, timeout: float = 20.0) -> int | None:
-        if self.proc is None or self.proc.returncode is not None:
-            return self.proc.returncode if self.proc else None
+        if self.proc is None:
+            return None
+        if self.proc.returncode is not None:  # it died (or was killed) already
+            self.log.close()
+            return self.proc.returncode
         self.proc.send_signal(sig)
         try:
             async with asyncio.timeout(timeout):
@@ -100,15 +98,12 @@ def process_env(database_url: str, redis_url: str, prefix: str, data_dir: Path, 
     return env
 
 
-def flatten(doc: Any) -> list[dict[str, Any]]:
-    return doc if isinstance(doc, list) else [doc]
-
-
 class Client:
     """A WebSocket client that records every message it receives, in order."""
 
-    def __init__(self, ws: ClientConnection, read: bool = True) -> None:
-        self.ws = ws
+    def __init__(self, conn: Connection, read: bool = True) -> None:
+        self.conn = conn
+        self.ws = conn.ws
         self.messages: list[dict[str, Any]] = []
         self.frames = 0
         self.answered: dict[str, int] = {}  # ref prefix (letters) -> acks + errors
@@ -120,7 +115,7 @@ class Client:
     async def open(cls, url: str, *, read: bool = True, **kwargs: Any) -> Client:
         kwargs.setdefault("open_timeout", 10)
         kwargs.setdefault("compression", None)
-        return cls(await connect(url, **kwargs), read=read)
+        return cls(await Connection.open(url, **kwargs), read=read)
 
     def start_reading(self) -> None:
         if self.task is None:
@@ -128,16 +123,14 @@ class Client:
 
     async def _read(self) -> None:
         try:
-            async for frame in self.ws:
+            async for msgs in self.conn.messages():
                 self.frames += 1
-                for m in flatten(json.loads(frame)):
+                for m in msgs:
                     self.messages.append(m)
                     if m.get("type") in ("ack", "error") and isinstance(m.get("ref"), str):
                         tag = m["ref"].rstrip("0123456789")
                         self.answered[tag] = self.answered.get(tag, 0) + 1
                 self._changed.set()
-        except ConnectionClosed:
-            pass
         finally:
             self.closed.set()
             self._changed.set()
@@ -177,7 +170,7 @@ class Client:
         return self.close_code
 
     async def send(self, message: Any) -> None:
-        await self.ws.send(message if isinstance(message, str | bytes) else json.dumps(message))
+        await self.conn.send(message)
 
     async def close(self) -> None:
         await self.ws.close()

@@ -3,6 +3,8 @@ and the OpenAPI document.
 
 Plain files from ``gifting/static`` (no build step). Only names listed in the
 package directory are served: the path never reaches the file system as given.
+The JavaScript SDK's ES modules (``clients/js/src``, linked in as ``static/sdk``)
+are served the same way under ``/static/sdk/``, for the pages to import.
 """
 
 from __future__ import annotations
@@ -31,8 +33,17 @@ def static_files() -> dict[str, tuple[bytes, str]]:
     return files
 
 
-def _file(name: str) -> web.Response:
-    found = static_files().get(name)
+@cache
+def sdk_files() -> dict[str, tuple[bytes, str]]:
+    root = resources.files("gifting") / "static" / "sdk"
+    if not root.is_dir():
+        return {}
+    return {e.name: (e.read_bytes(), "text/javascript")
+            for e in root.iterdir() if e.is_file() and e.name.endswith(".js")}
+
+
+def _file(name: str, files: dict[str, tuple[bytes, str]] | None = None) -> web.Response:
+    found = (static_files() if files is None else files).get(name)
     if found is None:
         raise ApiError(404, "not_found", "No such file.")
     body, content_type = found
@@ -59,6 +70,11 @@ async def dashboard_page(request: web.Request) -> web.Response:
 @routes.get("/static/{name}")
 async def static(request: web.Request) -> web.Response:
     return _file(request.match_info["name"])
+
+
+@routes.get("/static/sdk/{name}")
+async def sdk(request: web.Request) -> web.Response:
+    return _file(request.match_info["name"], sdk_files())
 
 
 @routes.get("/v1/config")

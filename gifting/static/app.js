@@ -1,7 +1,9 @@
-// Shared by the viewer page and the creator dashboard: HTTP calls, sign-in,
-// and a live-room socket that resumes with `since` and never shows a gift twice.
-// Plain browser JavaScript, no build step. Everything user-provided goes into
-// the page with textContent, never as HTML.
+// Shared by the viewer page and the creator dashboard: sign-in, a few DOM helpers, and the
+// protocol through the client SDK (@gifting/client, served as ES modules under /static/sdk/):
+// HTTP calls with typed errors and key-preserving retries, and a live room that resumes with
+// `since`, never shows a gift twice, and charges a gift once whatever the socket does.
+// Plain browser JavaScript, no build step. Everything user-provided goes into the page with
+// textContent, never as HTML.
 "use strict";
 
 const G = (() => {
@@ -19,40 +21,36 @@ const G = (() => {
     return node;
   }
 
-  class ApiError extends Error {
-    constructor(status, code, message) {
-      super(message);
-      this.status = status;
-      this.code = code;
-    }
-  }
-
   let token = null;
+  const sdk = import("/static/sdk/index.js");
+  let client = null;
 
-  async function api(method, path, body) {
-    const headers = { "Accept": "application/json" };
-    if (body !== undefined) headers["Content-Type"] = "application/json";
-    if (token) headers["Authorization"] = "Bearer " + token;
-    const resp = await fetch(path, { method, headers, body: body === undefined ? undefined : JSON.stringify(body) });
-    const doc = await resp.json().catch(() => ({}));
-    if (!resp.ok) {
-      const e = doc.error || {};
-      throw new ApiError(resp.status, e.code || "http_" + resp.status, e.message || resp.statusText);
+  async function sdkClient() {
+    if (!client) {
+      const { GiftingClient } = await sdk;
+      client = new GiftingClient({ baseUrl: "", getToken: () => token });
     }
-    return doc;
+    return client;
   }
 
+  // One call; a contract error comes back as its SDK error class (with .code, .status, .details).
+  // A request carrying an idempotency key is retried with that same key after a 503 or a network error.
+  async function api(method, path, body) {
+    const c = await sdkClient();
+    const keyed = body && typeof body === "object" && "idempotency_key" in body;
+    return c.request(method, path, { body, retry: method === "GET" || keyed ? "always" : "refused" });
+  }
+
+  // An idempotency key, made once when the user acts (every retry reuses it).
   function key(prefix) {
-    const rnd = (self.crypto && crypto.randomUUID) ? crypto.randomUUID()
-      : Math.random().toString(36).slice(2) + Date.now().toString(36);
-    return (prefix || "k") + "-" + rnd;
+    return (prefix || "k") + "-" + crypto.randomUUID();
   }
 
   const params = new URLSearchParams(location.search);
   let config = null;
 
   async function getConfig() {
-    if (!config) config = await api("GET", "/v1/config");
+    if (!config) config = await (await sdkClient()).config();
     return config;
   }
 
@@ -82,124 +80,69 @@ const G = (() => {
   const cash = (m) => (m.amount / 100).toLocaleString("en-US", { style: "currency", currency: m.currency });
   const time = (iso) => new Date(iso).toLocaleTimeString([], { hour: "2-digit", minute: "2-digit", second: "2-digit" });
 
-  // One live room over the WebSocket gateway. `handlers` get the contract's
-  // messages; gifts arrive in seq order, each exactly once, across reconnects.
+  // One live room through the SDK's Room, behind the handler interface the pages use:
+  // status, reset(welcome, missed), welcome, gift, viewers, leaderboard, earnings, stream_ended,
+  // goal, stream, battle, message_hidden, error, ended(code), unauthorized.
   class LiveRoom {
     constructor(streamId, handlers) {
       this.streamId = streamId;
       this.h = handlers;
-      this.lastSeq = null; // highest gift seq shown
-      this.ws = null;
+      this.room = null;
       this.closed = false;
-      this.attempt = 0;
-      this.pending = new Map(); // ref -> {resolve, reject}
-      this.refs = 0;
-      this.holdUntil = 0;
       this.lastWelcome = null;
     }
 
     async open() {
-      const cfg = await getConfig();
+      const c = await sdkClient();
+      if (!c.wsUrl) c.wsUrl = (await getConfig()).ws_url;
       if (this.closed) return;
-      let url = `${cfg.ws_url}/v1/streams/${encodeURIComponent(this.streamId)}/live?token=${encodeURIComponent(token)}`;
-      if (this.lastSeq !== null) url += `&since=${this.lastSeq}`;
-      const ws = new WebSocket(url);
-      this.ws = ws;
-      this.status("connecting");
-      ws.onmessage = (ev) => {
-        let doc;
-        try { doc = JSON.parse(ev.data); } catch { return; }
-        for (const msg of Array.isArray(doc) ? doc : [doc]) this.dispatch(msg);
-      };
-      ws.onclose = (ev) => {
-        if (this.ws !== ws) return;
-        this.ws = null;
-        for (const p of this.pending.values()) p.reject(new ApiError(0, "disconnected", "connection lost"));
-        this.pending.clear();
-        if (this.closed) return;
-        if (ev.code === 1000 || ev.code === 4404 || ev.code === 4403) {
-          this.status("ended");
-          this.h.ended && this.h.ended(ev.code);
-          return;
-        }
-        if (ev.code === 4401) {
-          this.status("signed out");
-          this.h.unauthorized && this.h.unauthorized();
-          return;
-        }
-        // 1001 going away, 4408 too slow, network drops: come back and resume from lastSeq.
-        const delay = Math.max(this.holdUntil - Date.now(),
-                               Math.min(10000, 250 * 2 ** this.attempt) * (0.5 + Math.random() / 2));
-        this.attempt += 1;
-        this.status("reconnecting");
-        setTimeout(() => this.open(), delay);
-      };
-    }
-
-    dispatch(msg) {
-      switch (msg.type) {
-        case "welcome":
-          this.attempt = 0;
-          this.lastWelcome = msg;
-          if (this.lastSeq === null || msg.recovered === false) {
-            // First join, or the gap can no longer be replayed: start from the head and reload state.
-            const missed = this.lastSeq !== null && msg.seq > this.lastSeq;
-            this.lastSeq = msg.seq;
-            this.h.reset && this.h.reset(msg, missed);
-          }
-          this.status("live");
-          this.h.welcome && this.h.welcome(msg);
-          break;
-        case "gift":
-          if (this.lastSeq !== null && msg.seq <= this.lastSeq) return; // already shown
-          this.lastSeq = msg.seq;
-          this.h.gift && this.h.gift(msg.gift);
-          break;
-        case "ack":
-        case "error": {
-          const p = msg.ref != null && this.pending.get(msg.ref);
-          if (p) {
-            this.pending.delete(msg.ref);
-            if (msg.type === "ack") p.resolve(msg);
-            else p.reject(new ApiError(0, msg.code, msg.message));
-          } else if (msg.type === "error") {
-            this.h.error && this.h.error(msg);
-          }
-          break;
-        }
-        default: {
-          const f = this.h[msg.type];
-          if (f) f(msg);
-        }
-      }
-    }
-
-    // send_gift over the socket; resolves with the ack after the durable commit.
-    sendGift(giftId, count, idempotencyKey, message) {
-      if (!this.ws || this.ws.readyState !== WebSocket.OPEN) {
-        return Promise.reject(new ApiError(0, "disconnected", "not connected"));
-      }
-      const ref = "r" + (++this.refs);
-      return new Promise((resolve, reject) => {
-        this.pending.set(ref, { resolve, reject });
-        const msg = { type: "send_gift", ref, gift_id: giftId, count, idempotency_key: idempotencyKey };
-        if (message != null) msg.message = message;
-        this.ws.send(JSON.stringify(msg));
+      const room = c.room(this.streamId);
+      this.room = room;
+      const h = this.h;
+      room.on("status", (s) => this.status(s));
+      room.on("welcome", (w) => {
+        const first = this.lastWelcome === null;
+        this.lastWelcome = w;
+        if (first) h.reset && h.reset(w, false);
+        h.welcome && h.welcome(w);
       });
+      // The SDK reloads a gap over HTTP; only gifts too old to reload are really missed.
+      room.on("gap", (g) => { if (g.skipped > 0 && h.reset) h.reset(this.lastWelcome, true); });
+      room.on("gift", ({ gift }) => h.gift && h.gift(gift));
+      for (const t of ["viewers", "leaderboard", "earnings", "stream_ended", "goal", "stream", "battle", "message_hidden"]) {
+        room.on(t, (m) => h[t] && h[t](m));
+      }
+      room.on("error", (e) => h.error && h.error(e));
+      room.on("closed", ({ code, error }) => {
+        if (error && error.code === "unauthorized") {
+          this.status("signed out");
+          h.unauthorized && h.unauthorized();
+          return;
+        }
+        this.status("ended");
+        h.ended && h.ended(code);
+      });
+      await room.connect();
+    }
+
+    // Resolves with the ack ({gift, balance}) after the durable commit. The key is the user's
+    // action's: the SDK resends it after a drop and falls back to HTTP with it when offline.
+    sendGift(giftId, count, idempotencyKey, message) {
+      if (!this.room) return Promise.reject(Object.assign(new Error("not connected"), { code: "disconnected" }));
+      return this.room.sendGift(giftId, count, message == null ? { idempotencyKey } : { idempotencyKey, message });
     }
 
     // For tests and the curious: drop the connection as a network failure would,
     // and stay away for at least `holdMs` before resuming.
     drop(holdMs) {
-      this.holdUntil = Date.now() + (holdMs || 0);
-      if (this.ws) this.ws.close(4000, "dropped by the page");
+      if (this.room) this.room.simulateDrop(holdMs || 0);
     }
 
     status(s) { this.h.status && this.h.status(s); }
 
     close() {
       this.closed = true;
-      if (this.ws) this.ws.close(1000);
+      if (this.room) this.room.close();
     }
   }
 
@@ -241,5 +184,5 @@ const G = (() => {
   }
 
   return { $, el, api, key, params, getConfig, signIn, restore, signOut, useToken, coins, cash, time, LiveRoom,
-           ApiError, renderTop, giftItem, boot };
+           renderTop, giftItem, boot, sdk };
 })();
