@@ -73,6 +73,10 @@ class WalletAdapter:
         return [(e.seq, e.to_json()) for e in events]
 
 
+    async def ended(self, stream_ids: list[int]) -> dict[int, tuple[dict[str, Any], int]]:
+        return {s.id: (s.to_json(), s.last_seq) for s in await self.streams.ended_among(stream_ids)}
+
+
 def authenticator(secret: str) -> Any:
     def check(token: str | None) -> Identity:
         try:

@@ -26,6 +26,24 @@ class RequestIdFilter(logging.Filter):
         return True
 
 
+class MalformedRequestFilter(logging.Filter):
+    """aiohttp's parser logs every request it cannot parse (a bad header byte, a line over 8 KiB) as an
+    ERROR with a traceback whose message quotes the raw line: one request from anyone could write a
+    bearer token or a webhook signature into the log, and many would flood it. Such a record becomes
+    one warning line naming only the kind of refusal."""
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        from aiohttp.http_exceptions import HttpProcessingError
+
+        exc = record.exc_info[1] if record.exc_info else None
+        if isinstance(exc, HttpProcessingError):
+            record.msg = "refused a malformed HTTP request: %s (%s)"
+            record.args = (type(exc).__name__, exc.code)
+            record.levelno, record.levelname = logging.WARNING, "WARNING"
+            record.exc_info = record.exc_text = None
+        return True
+
+
 class JsonFormatter(logging.Formatter):
     def format(self, record: logging.LogRecord) -> str:
         doc: dict[str, object] = {
@@ -53,4 +71,7 @@ def setup_logging(fmt: str = "auto", level: int = logging.INFO) -> None:
     root.handlers[:] = [handler]
     root.setLevel(level)
     logging.getLogger("aiohttp.access").setLevel(logging.WARNING)
+    server_log = logging.getLogger("aiohttp.server")
+    if not any(isinstance(f, MalformedRequestFilter) for f in server_log.filters):
+        server_log.addFilter(MalformedRequestFilter())
     logging.getLogger("websockets").setLevel(logging.WARNING)

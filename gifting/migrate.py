@@ -14,7 +14,7 @@ from pathlib import Path
 import asyncpg
 
 MIGRATIONS_DIR = Path(__file__).resolve().parent.parent / "migrations"
-NAME = re.compile(r"^(\d{4})_([a-z0-9_]+)\.sql$")
+NAME = re.compile(r"(\d{4})_([a-z0-9_]+)\.sql")  # fullmatch: a $ allows a final newline
 LOCK_KEY = 0x6769667469  # "gifti"
 
 CREATE_TABLE = """
@@ -45,7 +45,7 @@ class Migration:
 def load(directory: Path = MIGRATIONS_DIR) -> list[Migration]:
     found = []
     for path in sorted(directory.glob("*.sql")):
-        m = NAME.match(path.name)
+        m = NAME.fullmatch(path.name)
         if not m:
             raise MigrationError(f"{path.name}: migration files are named NNNN_snake_case.sql")
         found.append(Migration(m.group(1), m.group(2), path.read_text()))

@@ -37,12 +37,25 @@ ID: Schema = {"type": "string", "minLength": 1}
 
 
 def text(max_len: int, min_len: int = 1) -> Schema:
-    """A request string: Postgres text holds no NUL character, so the API refuses it (422)."""
+    """A request string: no NUL (Postgres text cannot hold it), else 422. Lone surrogates are refused
+    too (400), but a pattern cannot say so portably: not every regex engine takes a surrogate escape."""
     return {"type": "string", "minLength": min_len, "maxLength": max_len, "pattern": "^[^\\u0000]*$"}
+
+
+# Text shown to people (titles, names): no C0/C1 control, no line/paragraph separator, no
+# bidi override or isolate (see wallet/inputs.py), and not blank (one character that is
+# neither one of those nor Python's whitespace).
+_SHOWN = "[^\\u0000-\\u001f\\u007f-\\u009f\\u2028-\\u202e\\u2066-\\u2069]"
+_NONBLANK = "[^\\u0000-\\u0020\\u007f-\\u00a0\\u1680\\u2000-\\u200a\\u2028-\\u202f\\u205f\\u2066-\\u2069\\u3000]"
+
+
+def shown_text(max_len: int) -> Schema:
+    return {"type": "string", "minLength": 1, "maxLength": max_len, "pattern": f"^{_SHOWN}*{_NONBLANK}{_SHOWN}*$"}
 
 
 IDEMPOTENCY_KEY: Schema = text(128)
 USER_ID: Schema = {"type": "string", "pattern": "^[A-Za-z0-9_-]{1,64}$"}
+CATALOG_ID: Schema = {"type": "string", "pattern": "^[A-Za-z0-9_.:-]{1,64}$"}
 
 SCHEMAS: dict[str, Schema] = {
     "Error": obj({"error": obj({"code": {"type": "string", "pattern": "^[a-z][a-z0-9_]*$"}, "message": STR})}),
@@ -186,7 +199,7 @@ PATHS: dict[str, dict[str, Any]] = {
         tags=["development"], security=PUBLIC, errors=(404, 413, 422),
         request=obj({"user_id": USER_ID},
                     {"role": {"type": "string", "enum": ["viewer", "creator", "admin"]},
-                     "name": {**text(64), "type": ["string", "null"]}}),
+                     "name": {**shown_text(64), "type": ["string", "null"]}}),
         description="Exists only in development mode (neither GIFTING_JWT_SECRET nor GIFTING_WEBHOOK_SECRET "
                     "configured: both generated in the data dir); otherwise 404.")},
     "/v1/gifts": {"get": op("The gift catalog", {200: ok(obj({"gifts": array(ref("Gift"))}))}, tags=["catalog"],
@@ -204,7 +217,7 @@ PATHS: dict[str, dict[str, Any]] = {
         "Start buying a coin pack (the provider's webhook completes it)",
         {201: ok(obj({"purchase": ref("Purchase")}, {"checkout": {"type": "object"}}), "Pending purchase")},
         tags=["wallet"], errors=(404, 409, 413, 422),
-        request=obj({"pack_id": text(64),
+        request=obj({"pack_id": CATALOG_ID,
                      "idempotency_key": IDEMPOTENCY_KEY}))},
     "/v1/purchases/{purchase_id}": {"get": op(
         "One of the caller's purchases", {200: ok(obj({"purchase": ref("Purchase")}))}, tags=["wallet"],
@@ -221,7 +234,7 @@ PATHS: dict[str, dict[str, Any]] = {
     "/v1/streams": {
         "post": op("Go live", {201: ok(obj({"stream": ref("Stream")}), "Live")}, tags=["streams"],
                    errors=(403, 409, 413, 422),
-                   request=obj({"title": text(200)})),
+                   request=obj({"title": shown_text(200)})),
         "get": op("Live streams", {200: ok(obj({"streams": array(ref("Stream"))}))}, tags=["streams"],
                   security=PUBLIC, errors=(422,),
                   params=[query_param("status", {"type": "string", "enum": ["live"]}),
@@ -241,7 +254,7 @@ PATHS: dict[str, dict[str, Any]] = {
         "Send a gift; answered after the durable commit", {201: ok(obj({"gift": ref("GiftEvent"), "balance": INT}),
                                                                     "Committed")},
         tags=["streams"], errors=(402, 403, 404, 409, 413, 422, 429), params=[STREAM_ID],
-        request=obj({"gift_id": text(64),
+        request=obj({"gift_id": CATALOG_ID,
                      "count": {"type": "integer", "minimum": 1, "maximum": 999},
                      "idempotency_key": IDEMPOTENCY_KEY}))},
     "/v1/streams/{stream_id}/leaderboard": {"get": op(

@@ -75,7 +75,7 @@ async def cmd_settle(args: argparse.Namespace, settings: Settings) -> int:
 
     try:
         cutoff = parse_cutoff(args.cutoff, datetime.now(UTC))
-    except ValueError as e:
+    except (ValueError, OverflowError) as e:  # OverflowError: year 1 shifted to UTC
         print(f"gifting settle: {e}", file=sys.stderr)
         return 2
     async with Runtime(settings, need_redis=False, pool_size=2) as rt:
@@ -125,6 +125,14 @@ async def cmd_payouts(args: argparse.Namespace, settings: Settings) -> int:
     if args.mark_paid and not args.batch:
         print("gifting payouts: --mark-paid needs --batch KEY", file=sys.stderr)
         return 2
+    if args.batch is not None:
+        from wallet import inputs
+
+        try:  # the key reaches SQL and a log line: the same rules as any idempotency key
+            inputs.check_clean(inputs.text(args.batch, "--batch", max_len=128), "--batch", shown=True)
+        except inputs.InvalidInput as e:
+            print(f"gifting payouts: {e.message}", file=sys.stderr)
+            return 2
     async with Runtime(settings, need_redis=False, pool_size=2) as rt:
         job = _settlement(rt)
         if not args.mark_paid:

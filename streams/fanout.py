@@ -59,6 +59,10 @@ class FanoutConfig:
     gap_timeout: float = 5.0
     # How long a join waits for the room to reach the ``since`` a client already saw.
     catch_up_timeout: float = 2.0
+    # How often open rooms are checked against Postgres for an end whose pub/sub
+    # message never came (Redis down at that moment, or the API killed right after
+    # the commit): the room then ends as if told. 0 turns it off.
+    end_check_interval: float = 5.0
 
 
 class StreamGone(Exception):
@@ -339,6 +343,8 @@ class Fanout:
         await self._subscribe(control)
         self.reader = asyncio.create_task(self._read(), name="fanout-reader")
         await self._wait_subscribed(control)
+        if self.config.end_check_interval > 0 and self.wallet is not None:
+            self.spawn(self._check_ends(self.wallet))
 
     async def close(self, timeout: float = 2.0) -> None:
         """Stops reading and closes the pub/sub connection(s); never waits longer than ``timeout`` a step."""
@@ -355,6 +361,24 @@ class Fanout:
             with contextlib.suppress(Exception):
                 async with asyncio.timeout(timeout):
                     await self.pubsub.aclose()
+
+    async def _check_ends(self, wallet: WalletPort) -> None:
+        """Ends rooms whose stream ended in Postgres though no stream_ended message arrived."""
+        while True:
+            await asyncio.sleep(self.config.end_check_interval)
+            open_rooms = [sid for sid, r in self.rooms.items() if r.ended is None and not r.closed]
+            if not open_rooms:
+                continue
+            try:
+                ended = await wallet.ended(open_rooms)
+            except Exception as e:  # Postgres away too: try again next time
+                log.warning("end check of %d rooms failed: %s", len(open_rooms), e)
+                continue
+            for sid, (stream, last_seq) in ended.items():
+                room = self.rooms.get(sid)
+                if room is not None and room.ended is None:
+                    log.info("room %d: stream ended without a message; ending it at seq %d", sid, last_seq)
+                    room.on_ended({"stream": stream, "last_seq": last_seq})
 
     def spawn(self, coro: Any) -> asyncio.Task[Any]:
         task = asyncio.create_task(coro)

@@ -37,6 +37,7 @@ from streams import protocol as p
 from streams.fanout import Fanout, FanoutConfig, StreamGone, Viewer
 from streams.ports import Authenticator, Identity, Sender, TokenRejected, WalletPort
 from streams.presence import Presence, PresenceConfig
+from wallet import inputs
 
 log = logging.getLogger("streams.gateway")
 
@@ -225,7 +226,7 @@ class Gateway:
             return self._http_route(connection, route)
         if path == "/stats":
             return connection.respond(HTTPStatus.OK, p.encode(self.stats()) + "\n")
-        if p.parse_path(request.path) is None:
+        if p.live_path(request.path) is None:  # a room path with a bad id upgrades, then closes 4404
             return connection.respond(HTTPStatus.NOT_FOUND, "not found\n")
         return None
 
@@ -249,15 +250,12 @@ class Gateway:
                 scheme, _, value = header.partition(" ")
                 if scheme.lower() == "bearer" and value.strip():
                     token = value.strip()
-        since_raw = (query.get("since") or [""])[0]
-        since = int(since_raw) if since_raw.isascii() and since_raw.isdigit() and len(since_raw) < 19 else None
-        return token, since
+        since = query.get("since")
+        return token, inputs.since(since[0] if since else None)
 
     async def handler(self, ws: ServerConnection) -> None:
         request = ws.request
         assert request is not None
-        stream_id = p.parse_path(request.path)
-        assert stream_id is not None
         token, since = self._token(request)
         try:
             identity = self.authenticate(token)
@@ -266,6 +264,10 @@ class Gateway:
             return
         if self.per_user.get(identity.id, 0) >= self.config.max_connections_per_user:
             await ws.close(p.CLOSE_RATE_LIMITED, "too many connections for this user")
+            return
+        stream_id = p.parse_path(request.path)
+        if stream_id is None:  # not a positive bigint: names no stream, as over HTTP (404 unknown_stream)
+            await ws.close(p.CLOSE_UNKNOWN_STREAM, "unknown stream")
             return
         try:
             stream = await self.wallet.stream(stream_id)

@@ -53,6 +53,10 @@ class WalletPort(Protocol):
         """The stream's pinned paid messages now (GiftEvent JSON), for ``welcome``; may be a second old."""
         ...
 
+    async def ended(self, stream_ids: list[int]) -> dict[int, tuple[dict[str, Any], int]]:
+        """Of these streams, the ended ones: id -> (Stream JSON, last seq)."""
+        ...
+
 
 @dataclass(frozen=True, slots=True)
 class Identity:

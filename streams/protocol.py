@@ -7,6 +7,12 @@ function of time.
 Client frames are UTF-8 JSON, one message object or an array of them, at most
 4 KiB. A frame that cannot be read yields ``ProtocolError`` items, which the
 gateway answers with ``error`` and counts towards closing with 1008.
+
+Every field is checked by the same boundary validator as the HTTP API
+(``wallet.inputs``): the same rules and the same codes over both. A 400 there
+(malformed: not JSON, a missing or ill-typed field) counts towards 1008; a
+422 (a value out of range, a NUL in a key) is answered and not held against
+the client.
 """
 
 from __future__ import annotations
@@ -16,12 +22,14 @@ import re
 from dataclasses import dataclass
 from typing import Any
 
+from wallet import errors, inputs
+
 MAX_CLIENT_FRAME = 4096
 MAX_MESSAGES_PER_FRAME = 16
-MAX_REF = 64
-MAX_GIFT_ID = 64
-MAX_IDEMPOTENCY_KEY = 128
-MAX_COUNT = 999
+MAX_REF = inputs.MAX_REF
+MAX_GIFT_ID = inputs.MAX_ID
+MAX_IDEMPOTENCY_KEY = inputs.MAX_IDEMPOTENCY_KEY
+MAX_COUNT = inputs.MAX_COUNT
 
 # Close codes of the contract.
 CLOSE_STREAM_ENDED = 1000
@@ -34,7 +42,9 @@ CLOSE_UNKNOWN_STREAM = 4404
 CLOSE_TOO_SLOW = 4408
 CLOSE_RATE_LIMITED = 4429
 
-PATH = re.compile(r"^/v1/streams/([1-9][0-9]{0,18})/live/?$")
+# The shape of a room's path; what the id says is checked by ``inputs.stream_id`` (a
+# path of this shape with an id that names no stream is a close 4404, not an HTTP 404).
+PATH = re.compile(r"/v1/streams/([^/]*)/live/?")
 
 _dumps = json.JSONEncoder(ensure_ascii=False, separators=(",", ":")).encode
 
@@ -56,23 +66,6 @@ class SendGift:
     count: int
     idempotency_key: str
     message: str | None = None  # a paid message, trimmed
-
-
-MAX_MESSAGE = 200
-
-
-def parse_gift_message(raw: object) -> str | None:
-    """``message`` of send_gift: 1-200 characters after trimming, no control characters; raises ValueError."""
-    if raw is None:
-        return None
-    if not isinstance(raw, str):
-        raise ValueError("message must be a string")
-    text = raw.strip()
-    if not 1 <= len(text) <= MAX_MESSAGE:
-        raise ValueError(f"message must be 1-{MAX_MESSAGE} characters after trimming")
-    if any(ord(ch) < 0x20 or 0x7F <= ord(ch) <= 0x9F for ch in text):
-        raise ValueError("message must not contain control characters")
-    return text
 
 
 @dataclass(frozen=True, slots=True)
@@ -99,10 +92,23 @@ class ProtocolError:
 ClientMessage = SendGift | Ping | Auth
 
 
+def live_path(path: str) -> str | None:
+    """The raw stream-id segment of ``/v1/streams/{id}/live`` (query string ignored), or None for
+    any other path (which the gateway answers with HTTP 404 before the upgrade)."""
+    m = PATH.fullmatch(path.partition("?")[0])
+    return m.group(1) if m else None
+
+
 def parse_path(path: str) -> int | None:
-    """The stream id of ``/v1/streams/{id}/live`` (query string ignored), or None."""
-    m = PATH.match(path.partition("?")[0])
-    return int(m.group(1)) if m else None
+    """The stream id of ``/v1/streams/{id}/live``, or None (not a room path, or an id that names
+    no stream: a close 4404)."""
+    raw = live_path(path)
+    if raw is None:
+        return None
+    try:
+        return inputs.stream_id(raw)
+    except errors.UnknownStream:
+        return None
 
 
 def parse_frame(data: str | bytes) -> list[ClientMessage | ProtocolError]:
@@ -110,9 +116,9 @@ def parse_frame(data: str | bytes) -> list[ClientMessage | ProtocolError]:
     if len(data) > MAX_CLIENT_FRAME:
         return [ProtocolError("frame_too_large", f"client frames are limited to {MAX_CLIENT_FRAME} bytes")]
     try:
-        doc = json.loads(data)
-    except (ValueError, UnicodeDecodeError):
-        return [ProtocolError("invalid_json", "frame is not valid UTF-8 JSON")]
+        doc = inputs.parse_json(data)
+    except inputs.InvalidInput as e:
+        return [ProtocolError(e.code, e.message)]
     if isinstance(doc, list):
         if not doc:
             return [ProtocolError("invalid_request", "empty array")]
@@ -122,58 +128,33 @@ def parse_frame(data: str | bytes) -> list[ClientMessage | ProtocolError]:
     return [parse_message(doc)]
 
 
-def _ref(doc: dict[str, Any]) -> tuple[Ref, str | None]:
-    ref = doc.get("ref")
-    if ref is None:
-        return None, None
-    if isinstance(ref, bool) or not isinstance(ref, str | int):
-        return None, "ref must be a string or an integer"
-    if isinstance(ref, str) and len(ref) > MAX_REF:
-        return None, f"ref is at most {MAX_REF} characters"
-    if isinstance(ref, int) and abs(ref) >= 2**53:
-        return None, "ref is out of range"
-    return ref, None
-
-
-def _text(doc: dict[str, Any], name: str, limit: int) -> str | None:
-    value = doc.get(name)
-    if isinstance(value, str) and 1 <= len(value) <= limit:
-        return value
-    return None
-
-
 def parse_message(doc: Any) -> ClientMessage | ProtocolError:
     if not isinstance(doc, dict):
         return ProtocolError("invalid_request", "a message is a JSON object")
-    ref, problem = _ref(doc)
-    if problem:
-        return ProtocolError("invalid_request", problem)
+    try:
+        ref = inputs.ref(doc.get("ref"))
+    except inputs.InvalidInput as e:
+        return ProtocolError(e.code, e.message)
     kind = doc.get("type")
-    if kind == "send_gift":
-        gift_id = _text(doc, "gift_id", MAX_GIFT_ID)
-        if gift_id is None:
-            return ProtocolError("invalid_request", f"gift_id is a string of 1-{MAX_GIFT_ID} characters", ref)
-        key = _text(doc, "idempotency_key", MAX_IDEMPOTENCY_KEY)
-        if key is None:
-            return ProtocolError("invalid_request",
-                                 f"idempotency_key is a string of 1-{MAX_IDEMPOTENCY_KEY} characters", ref)
-        count = doc.get("count", 1)
-        if isinstance(count, bool) or not isinstance(count, int) or not 1 <= count <= MAX_COUNT:
-            # A well-formed request with a bad value: answered, not held against the client.
-            return ProtocolError("invalid_count", f"count must be an integer from 1 to {MAX_COUNT}", ref,
-                                 malformed=False)
-        try:
-            message = parse_gift_message(doc.get("message"))
-        except ValueError as e:
-            return ProtocolError("invalid_message", str(e), ref, malformed=False)
-        return SendGift(ref, gift_id, count, key, message)
-    if kind == "ping":
-        return Ping(ref)
-    if kind == "auth":
-        token = doc.get("token")
-        if not isinstance(token, str) or not token:
-            return ProtocolError("invalid_request", "auth needs a token", ref)
-        return Auth(token, ref)
+    try:
+        if kind == "send_gift":
+            gift_id = inputs.catalog_id(doc.get("gift_id", inputs.MISSING), "gift_id")
+            count = inputs.count(doc.get("count", 1))  # over the socket count defaults to 1
+            key = inputs.idempotency_key(doc.get("idempotency_key", inputs.MISSING))
+            message = inputs.paid_message(doc.get("message", inputs.MISSING))
+            return SendGift(ref, gift_id, count, key, message)
+        if kind == "ping":
+            return Ping(ref)
+        if kind == "auth":
+            token = doc.get("token")
+            if not isinstance(token, str) or not token:
+                return ProtocolError("invalid_request", "auth needs a token", ref)
+            return Auth(token, ref)
+    except inputs.InvalidInput as e:
+        return ProtocolError(e.code, e.message, ref, malformed=e.malformed)
+    except errors.InvalidCount as e:
+        # A well-formed request with a bad value: answered, not held against the client.
+        return ProtocolError(e.code, e.message, ref, malformed=False)
     if not isinstance(kind, str):
         return ProtocolError("invalid_request", "a message needs a string type", ref)
     return ProtocolError("unknown_type", f"unknown message type {kind[:32]!r}", ref)

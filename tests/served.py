@@ -20,7 +20,7 @@ from typing import Any
 
 import asyncpg
 
-from tests.conftest import WEBHOOK_SECRET, create_test_db, delete_prefix, drop_test_db, token, with_database
+from tests.conftest import JWT_SECRET, WEBHOOK_SECRET, create_test_db, delete_prefix, drop_test_db, token, with_database
 from tests.live import free_port, process_env
 from wallet.webhook import sign
 
@@ -28,7 +28,8 @@ STACK_TRACE_MARKERS = ("Traceback", 'File "')
 
 
 class Served:
-    def __init__(self, servers: dict[str, str], template: str, tmp: Path) -> None:
+    def __init__(self, servers: dict[str, str], template: str, tmp: Path, *, dev: bool = False,
+                 **extra_env: str) -> None:
         self.loop = asyncio.new_event_loop()
         self.servers = servers
         self.db = self.run(create_test_db(servers, template))
@@ -37,7 +38,18 @@ class Served:
         self.http_port = free_port()
         self.ws_port = free_port()
         self.log_path = tmp / "served.log"
-        env = process_env(self.db_url, servers["redis_url"], self.prefix, tmp / "data")
+        env = process_env(self.db_url, servers["redis_url"], self.prefix, tmp / "data", **extra_env)
+        if dev:
+            # Development mode with known secrets: the files the service would generate in the
+            # data dir, written beforehand, and no secret in the environment.
+            secrets_dir = tmp / "data" / "secrets"
+            secrets_dir.mkdir(parents=True, mode=0o700)
+            for name, value in (("jwt_secret", JWT_SECRET), ("webhook_secret", WEBHOOK_SECRET)):
+                (secrets_dir / name).write_text(value + "\n")
+                (secrets_dir / name).chmod(0o600)
+            env.pop("GIFTING_JWT_SECRET")
+            env.pop("GIFTING_WEBHOOK_SECRET")
+        self.env = env
         self.log = open(self.log_path, "wb")
         self.proc = subprocess.Popen(
             [sys.executable, "-m", "gifting", "--log-format", "text", "serve", "--role", "all",
@@ -53,7 +65,7 @@ class Served:
             if self.proc.poll() is not None or time.monotonic() > deadline:
                 raise RuntimeError(f"gifting serve did not start: {self.log_path.read_text()[-2000:]}")
             time.sleep(0.05)
-        self.stream_id = self.seed()
+        self.stream_id = self.seed() if not dev else 0
 
     def run(self, coro: Any) -> Any:
         return self.loop.run_until_complete(coro)
@@ -100,26 +112,49 @@ class Served:
             self.buy(user)
         return int(doc["stream"]["id"])
 
-    def snapshot(self) -> dict[str, Any]:
-        """Everything any request could change: money, streams, splits, settlement."""
+    def snapshot(self, exclude: tuple[str, ...] = ()) -> dict[str, Any]:
+        """Everything any request could change: money, streams, splits, settlement; leaving out what
+        belongs to the users in ``exclude`` (well-formed traffic running at the same time)."""
         async def read() -> dict[str, Any]:
             conn = await asyncpg.connect(self.db_url)
             try:
                 out: dict[str, Any] = {}
+                ex = list(exclude)
+                mine = "SELECT id FROM accounts WHERE owner = ANY($1::text[])"
                 for name, sql in {
-                    "accounts": "SELECT kind, owner, asset, balance, version FROM accounts ORDER BY id",
-                    "purchases": "SELECT id, status FROM purchases ORDER BY id",
-                    "streams": "SELECT id, status, last_seq, coins_received, title FROM streams ORDER BY id",
+                    "accounts": "SELECT kind, owner, asset, balance, version FROM accounts "
+                                "WHERE coalesce(owner, '') <> ALL($1::text[]) ORDER BY id",
+                    "purchases": "SELECT id, status FROM purchases WHERE user_id <> ALL($1::text[]) ORDER BY id",
+                    "streams": "SELECT id, status, last_seq, coins_received, title FROM streams "
+                               "WHERE creator_id <> ALL($1::text[]) ORDER BY id",
                 }.items():
-                    out[name] = [tuple(r) for r in await conn.fetch(sql)]
-                for table in ("ledger_txns", "ledger_entries", "payment_events", "gifts", "split_policies",
-                              "settlement_runs"):
-                    out[table] = await conn.fetchval(f"SELECT count(*) FROM {table}")
+                    out[name] = [tuple(r) for r in await conn.fetch(sql, ex)]
+                for name, sql in {
+                    "ledger_txns": f"SELECT count(*) FROM ledger_txns t WHERE NOT EXISTS (SELECT 1 FROM "
+                                   f"ledger_entries e WHERE e.txn_id = t.id AND e.account_id IN ({mine}))",
+                    "ledger_entries": f"SELECT count(*) FROM ledger_entries WHERE account_id NOT IN ({mine})",
+                    "payment_events": "SELECT count(*) FROM payment_events p WHERE NOT EXISTS (SELECT 1 FROM "
+                                      "purchases u WHERE u.id = p.purchase_id AND u.user_id = ANY($1::text[]))",
+                    "gifts": "SELECT count(*) FROM gifts WHERE sender_id <> ALL($1::text[])",
+                    "split_policies": "SELECT count(*) + 0 * cardinality($1::text[]) FROM split_policies",
+                    "settlement_runs": "SELECT count(*) + 0 * cardinality($1::text[]) FROM settlement_runs",
+                }.items():
+                    out[name] = await conn.fetchval(sql, ex)
                 return out
             finally:
                 await conn.close()
 
         return dict(self.run(read()))
+
+    def audit(self) -> tuple[int, str]:
+        """``gifting audit`` against this process's database and Redis: (exit code, its JSON report)."""
+        done = subprocess.run([sys.executable, "-m", "gifting", "--log-format", "text", "audit"], env=self.env,
+                              capture_output=True, text=True, timeout=120)
+        try:
+            failing = [c for c in json.loads(done.stdout)["checks"] if not c.get("ok")]
+        except (ValueError, KeyError, TypeError):
+            return done.returncode, done.stdout[-3000:] + done.stderr[-2000:]
+        return done.returncode, json.dumps(failing, indent=1)[-3000:] + done.stderr[-2000:]
 
     def alive(self) -> bool:
         return self.proc.poll() is None and self.request("GET", "/healthz")[0] == 200

@@ -102,3 +102,40 @@ def test_mint_refuses_invalid_inputs() -> None:
 def test_bearer_header_parsing(header: str | None, expected: str | None) -> None:
     """Only 'Bearer <token>' (any case) yields a token."""
     assert bearer(header) == expected
+
+
+@pytest.mark.parametrize("bad", [
+    claims(sub="alice\n"), claims(sub="alice\r\n"), claims(sub="\nalice"), claims(sub="alice\x00"),
+    claims(sub="\ud800"), claims(name="Al\x00ice"), claims(name="Al\nice"), claims(name="\ud800"),
+    claims(name="evil\u202e"), claims(exp=True), claims(role=None, extra_role=1),
+])
+def test_claims_are_matched_whole_and_shown_text_is_clean(bad: dict[str, object]) -> None:
+    """A ``$`` matches before a final newline: ``sub`` "alice\\n" is refused; names hold no NUL, control,
+    bidi override or lone surrogate (they reach SQL, Redis and every viewer's screen)."""
+    with pytest.raises(AuthError):
+        verify(SECRET, forge(bad))
+
+
+def test_a_signed_exp_of_infinity_is_refused_not_a_crash() -> None:
+    """JSON parsers accept Infinity; PyJWT's int(exp) then overflows: refused as an invalid token."""
+    head, _, _ = forge(claims()).split(".")
+    import base64
+    import hashlib
+    import hmac
+    body = base64.urlsafe_b64encode(b'{"sub":"alice","role":"viewer","exp":Infinity}').rstrip(b"=").decode()
+    sig = base64.urlsafe_b64encode(hmac.new(SECRET.encode(), f"{head}.{body}".encode(), hashlib.sha256).digest())
+    with pytest.raises(AuthError):
+        verify(SECRET, f"{head}.{body}.{sig.rstrip(b'=').decode()}")
+
+
+@pytest.mark.parametrize("token", ["a.b.c\udcff", "é.b.c", "a.b.c\n", "a b.c.d", "a.b"])
+def test_tokens_that_are_not_three_base64url_parts_are_refused_before_decoding(token: str) -> None:
+    """A header decoded with surrogateescape can carry non-ASCII: refused, never a library crash."""
+    with pytest.raises(AuthError):
+        verify(SECRET, token)
+
+
+def test_mint_refuses_a_name_the_verifier_would_refuse() -> None:
+    for name in ("A\x00", "two\nlines"):
+        with pytest.raises(ValueError):
+            mint(SECRET, "alice", name=name)

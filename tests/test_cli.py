@@ -236,3 +236,17 @@ def test_a_port_flag_out_of_range_is_one_line(tmp_path: Path) -> None:
         out = gifting("serve", "--role", "gateway", "--ws-port", value, env={"GIFTING_DATA_DIR": str(tmp_path / "d")})
         assert out.returncode == 2 and out.stderr.count("\n") == 1 and "--ws-port" in out.stderr, out.stderr
     assert not (tmp_path / "d").exists()
+
+
+def test_cli_arguments_that_reach_sql_or_a_token_pass_the_boundary_validator(tmp_path: Path) -> None:
+    """`token --user "alice\\n"`, a control character in `--name`, and a `payouts --batch` key that is not
+    text (bytes that are not UTF-8 arrive as lone surrogates) are refused with exit 2, never a traceback."""
+    env = {"GIFTING_JWT_SECRET": "cli-secret-" + "x" * 32, "GIFTING_WEBHOOK_SECRET": "w" * 32,
+           "GIFTING_DATA_DIR": str(tmp_path / "data")}
+    for args in (("token", "--user", "alice\n"), ("token", "--user", "alice", "--name", "A\x01B")):
+        out = gifting(*args, env=env)
+        assert out.returncode == 2 and out.stdout == "" and "Traceback" not in out.stderr, out.stderr
+    base = {k: v for k, v in os.environ.items() if not k.startswith("GIFTING_")}
+    out = subprocess.run([sys.executable.encode(), b"-m", b"gifting", b"payouts", b"--mark-paid", b"--batch",
+                          b"batch-\xff"], cwd=ROOT, env=base | env, capture_output=True, timeout=60)
+    assert out.returncode == 2 and b"Traceback" not in out.stderr, out.stderr

@@ -21,9 +21,10 @@ DOCS = "\n".join(p.read_text() for p in sorted((ROOT / "docs").glob("*.md")))
 README = (ROOT / "README.md").read_text()
 
 # An error code handed to a constructor: ApiError(404, "code"), invalid("…", "code"),
-# bad_request(…, "code"), p.error(ref, "code", …), ProtocolError("code", …).
-CODE_SITES = re.compile(r'(?:ApiError\(\d+,\s*|invalid\(.*,\s*|bad_request\(.*,\s*|\berror\([^,()]+,\s*'
-                        r'|ProtocolError\()"([a-z][a-z0-9_]*)"')
+# bad_request(…, "code"), p.error(ref, "code", …), ProtocolError("code", …), and the boundary
+# validator's _invalid(field, "…", "code") / _malformed(field, "…", "code").
+CODE_SITES = re.compile(r'(?:ApiError\(\d+,\s*|invalid\(.*,\s*|bad_request\(.*,\s*|_malformed\(.*,\s*'
+                        r'|\berror\([^,()]+,\s*|ProtocolError\()"([a-z][a-z0-9_]*)"')
 
 
 def _codes_in_code() -> set[str]:

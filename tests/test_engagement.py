@@ -103,8 +103,11 @@ async def test_only_the_creator_sets_a_goal_and_bad_goals_are_refused(client, rt
                                              headers=bearer("bob"))) == (403, "forbidden")
     for bad in ({"title": "", "target_coins": 5}, {"title": "x" * 81, "target_coins": 5},
                 {"title": "x", "target_coins": 0}, {"title": "x", "target_coins": 1_000_000_001},
-                {"title": "x", "target_coins": 5.5}, {"title": "   ", "target_coins": 5}):
-        assert await error_code(await client.put(url, json=bad, headers=CREATOR)) == (422, "invalid_goal")
+                {"title": "   ", "target_coins": 5}, {"title": "a\u202eb", "target_coins": 5}):
+        assert await error_code(await client.put(url, json=bad, headers=CREATOR)) == (422, "invalid_goal"), bad
+    # a value of the wrong type is a malformed request (the boundary validator's rule)
+    assert await error_code(await client.put(url, json={"title": "x", "target_coins": 5.5}, headers=CREATOR)) == \
+        (400, "invalid_request")
     assert await error_code(await client.put(url, json={"title": "x", "target_coins": 5, "gift_id": "nope"},
                                              headers=CREATOR)) == (404, "unknown_gift")
     assert (await client.delete(url, headers=bearer("root", "admin"))).status == 404  # admin may; no goal

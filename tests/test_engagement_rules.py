@@ -196,11 +196,19 @@ def test_valid_messages_are_trimmed(raw: object, stored: str | None):
     assert message.validate_message(raw) == stored
 
 
-@pytest.mark.parametrize("raw", ["", "   ", "x" * 201, "a\x00b", "a\x07b", "line\nbreak", "tab\there", "\x7f", 5,
-                                 ["x"]])
+@pytest.mark.parametrize("raw", ["", "   ", "x" * 201, "a\x00b", "a\x07b", "line\nbreak", "tab\there", "\x7f",
+                                 "bidi\u202eoverride"])
 def test_invalid_messages_are_refused(raw: object):
-    with pytest.raises(errors.InvalidMessage):
+    with pytest.raises(errors.WalletError) as e:
         message.validate_message(raw)
+    assert (e.value.code, e.value.status) == ("invalid_message", 422)
+
+
+@pytest.mark.parametrize("raw", [5, ["x"], {"a": 1}])
+def test_a_message_that_is_no_string_is_a_malformed_request(raw: object):
+    with pytest.raises(errors.WalletError) as e:
+        message.validate_message(raw)
+    assert (e.value.code, e.value.status) == ("invalid_request", 400)
 
 
 DEFAULT_TIERS = message.parse_tiers(message.DEFAULT_PIN_TIERS)

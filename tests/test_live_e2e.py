@@ -296,6 +296,21 @@ async def test_the_creator_receives_earnings_and_everyone_sees_the_leaderboard(c
     assert await late.wait_closed() == 4404
 
 
+async def test_a_stream_whose_end_message_was_lost_still_ends_every_room_from_postgres(cluster):
+    """An end committed with no stream_ended published (Redis down at that moment, or the API
+    killed right after the commit): each gateway finds it in Postgres and ends the room."""
+    sid = await cluster.start_stream("cr_lost")
+    await fund(cluster.wallet, "g_lost", 70)
+    viewers = [await cluster.viewer(gw, sid, f"v_lost{i}") for i, gw in enumerate(cluster.gw)]
+    await cluster.http_gift(sid, "g_lost", "before-end")
+    await cluster.pool.execute("UPDATE streams SET status = 'ended', ended_at = now() WHERE id = $1", int(sid))
+    for v in viewers:
+        ended = await v.wait_type("stream_ended", 20)  # the end check runs every 5 s
+        assert ended["stream"]["status"] == "ended"
+        assert [m["seq"] for m in v.of("gift")] == [1]  # every gift before the end
+        assert await v.wait_closed() == 1000
+
+
 async def test_viewer_count_converges_across_gateways_and_drops_when_one_is_killed(cluster):
     sid = await cluster.start_stream("cr8")
     third = await Proc("gateway", cluster.env, cluster.tmp, "gw3").start()

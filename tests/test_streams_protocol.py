@@ -84,6 +84,47 @@ def test_send_gift_carries_a_trimmed_message_and_a_bad_one_is_answered_not_held_
     msg = p.parse_message({"type": "send_gift", "gift_id": "rose", "idempotency_key": "k", "message": "  hi  "})
     assert isinstance(msg, p.SendGift) and msg.message == "hi"
     assert p.parse_message({"type": "send_gift", "gift_id": "rose", "idempotency_key": "k"}).message is None  # type: ignore[union-attr]
-    for bad in ("", "   ", "x" * 201, "a\nb", "\x85", 7):
+    for bad in ("", "   ", "x" * 201, "a\nb", "\x85", "a\u202eb"):
         err = p.parse_message({"type": "send_gift", "gift_id": "rose", "idempotency_key": "k", "message": bad})
-        assert isinstance(err, p.ProtocolError) and err.code == "invalid_message" and not err.malformed
+        assert isinstance(err, p.ProtocolError) and err.code == "invalid_message" and not err.malformed, bad
+    err = p.parse_message({"type": "send_gift", "gift_id": "rose", "idempotency_key": "k", "message": 7})
+    assert isinstance(err, p.ProtocolError) and err.code == "invalid_request" and err.malformed
+
+
+def test_a_nul_or_lone_surrogate_key_is_refused_before_it_reaches_the_wallet():
+    """The issue's poison: a NUL in idempotency_key is 422 invalid_idempotency_key (answered, not a 1008
+    strike), as over HTTP; a lone surrogate anywhere in the frame is a malformed 400."""
+    [err] = p.parse_frame(json.dumps({"type": "send_gift", "ref": "x", "gift_id": "rose", "count": 1,
+                                      "idempotency_key": "k\x00"}))
+    assert isinstance(err, p.ProtocolError)
+    assert (err.code, err.ref, err.malformed) == ("invalid_idempotency_key", "x", False)
+    for frame in ('{"type":"send_gift","ref":"x","gift_id":"rose","count":1,"idempotency_key":"\\ud800"}',
+                  '{"type":"ping","ref":"\\udfff"}', '{"type":"ping","ref":"r","\\ud800":1}'):
+        [err] = p.parse_frame(frame)
+        assert isinstance(err, p.ProtocolError) and err.code == "invalid_request" and err.malformed, frame
+
+
+def test_the_socket_and_http_share_one_validator():
+    """Same rules, same codes: a bad gift id, a bad key, a duplicate key, a bool count."""
+    base = {"type": "send_gift", "ref": 1, "gift_id": "rose", "count": 1, "idempotency_key": "k"}
+    for change, code, malformed in [({"gift_id": "ro se"}, "invalid_value", False),
+                                    ({"gift_id": 5}, "invalid_request", True),
+                                    ({"idempotency_key": ""}, "invalid_idempotency_key", False),
+                                    ({"idempotency_key": None}, "invalid_request", True),
+                                    ({"count": True}, "invalid_count", False)]:
+        [err] = p.parse_frame(json.dumps(base | change))
+        assert isinstance(err, p.ProtocolError) and (err.code, err.malformed) == (code, malformed), change
+    [err] = p.parse_frame('{"type":"ping","ref":1,"ref":2}')
+    assert isinstance(err, p.ProtocolError) and err.code == "invalid_request"
+    [err] = p.parse_frame('{"a": 1}'.encode("utf-16"))
+    assert isinstance(err, p.ProtocolError) and err.code == "invalid_json"
+
+
+def test_a_room_path_with_an_id_that_names_no_stream_is_still_a_room_path():
+    """Item 6: the gateway upgrades ``/v1/streams/abc/live`` and closes 4404 (not an HTTP 404)."""
+    for path in ("/v1/streams/abc/live", "/v1/streams/0/live", "/v1/streams/99999999999999999999/live",
+                 "/v1/streams//live", "/v1/streams/%31/live?token=x"):
+        assert p.live_path(path) is not None and p.parse_path(path) is None, path
+    assert p.live_path("/v1/streams/42/live/") == "42"
+    for other in ("/v1/streams/42", "/v1/streams/42/live/x", "/v1/streams/4/2/live", "/x/v1/streams/1/live"):
+        assert p.live_path(other) is None, other

@@ -23,12 +23,10 @@ from typing import Any
 
 import asyncpg
 
-from wallet import errors
+from wallet import errors, inputs
 from wallet.models import GiftEvent, rfc3339
 from wallet.streams import parse_stream_id
 
-MAX_TITLE = 80
-MAX_TARGET = 1_000_000_000
 GIFT_ID = re.compile(r"^g_([1-9][0-9]{0,17})_([1-9][0-9]{0,17})$")
 
 GOAL_COLUMNS = ("id, stream_id, title, target_coins, gift_id, progress_coins, status, created_at, reached_at, "
@@ -121,14 +119,9 @@ class Block:
 
 
 def check_goal(title: object, target: object, gift_id: object) -> tuple[str, int, str | None]:
-    """A goal's fields, validated (422 invalid_goal)."""
-    if not isinstance(title, str) or not 1 <= len(title) <= MAX_TITLE or not title.strip() or "\x00" in title:
-        raise errors.InvalidGoal(f"title must be 1-{MAX_TITLE} characters")
-    if isinstance(target, bool) or not isinstance(target, int) or not 1 <= target <= MAX_TARGET:
-        raise errors.InvalidGoal(f"target_coins must be an integer from 1 to {MAX_TARGET:,}")
-    if gift_id is not None and (not isinstance(gift_id, str) or not 1 <= len(gift_id) <= 64 or "\x00" in gift_id):
-        raise errors.InvalidGoal("gift_id must be a gift's id")
-    return title.strip(), target, gift_id
+    """A goal's fields, by the boundary validator (422 invalid_goal; a gift id of the wrong shape 404)."""
+    gift = None if gift_id is None else inputs.catalog_id(gift_id, "gift_id")
+    return inputs.goal_title(title), inputs.goal_target(target), gift
 
 
 def parse_gift_id(stream_id: int, raw: str) -> int:

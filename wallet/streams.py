@@ -13,7 +13,7 @@ from typing import Any
 
 import asyncpg
 
-from wallet import errors
+from wallet import errors, inputs
 from wallet.ledger import Ledger
 from wallet.models import rfc3339
 
@@ -32,6 +32,7 @@ UPDATE streams SET status = 'ended', ended_at = now()
  WHERE id = $1 AND status = 'live'
 RETURNING *
 """
+SQL_ENDED_AMONG = "SELECT * FROM streams WHERE id = ANY($1::bigint[]) AND status = 'ended'"
 SQL_LIVE = """
 SELECT s.*, (SELECT to_jsonb(g) FROM goals g WHERE g.stream_id = s.id AND g.status <> 'cleared') AS goal
   FROM streams s WHERE s.status = 'live' ORDER BY s.started_at DESC, s.id DESC LIMIT $1
@@ -96,16 +97,8 @@ def _goal_json(row: asyncpg.Record) -> dict[str, Any] | None:
 
 
 def parse_stream_id(raw: str | int) -> int:
-    """Stream ids are opaque strings to clients; here they are positive bigints."""
-    if isinstance(raw, int) and not isinstance(raw, bool):
-        value = raw
-    elif isinstance(raw, str) and raw.isascii() and raw.isdigit() and len(raw) <= 18:
-        value = int(raw)
-    else:
-        raise errors.UnknownStream()
-    if value <= 0:
-        raise errors.UnknownStream()
-    return value
+    """Stream ids are opaque strings to clients; here they are positive bigints (``inputs.stream_id``)."""
+    return inputs.stream_id(raw)
 
 
 class Streams:
@@ -128,6 +121,10 @@ class Streams:
         if row is None:
             raise errors.UnknownStream()
         return _stream(row)
+
+    async def ended_among(self, stream_ids: list[int]) -> list[Stream]:
+        """The streams of ``stream_ids`` that have ended (one query for a gateway's rooms)."""
+        return [_stream(r) for r in await self.pool.fetch(SQL_ENDED_AMONG, stream_ids)]
 
     async def end(self, stream_id: int | str, user_id: str, is_admin: bool = False) -> tuple[Stream, bool]:
         """Ends a live stream; returns (stream, ended_now). Ending an ended stream changes nothing."""

@@ -1,5 +1,9 @@
 """What every HTTP handler shares: the error shape, JSON parsing, authentication.
 
+Every body, query parameter and path id is parsed through the boundary
+validator (``wallet.inputs``), the same one the WebSocket gateway uses; its
+``InvalidInput`` is a ``WalletError`` and answers with its own status and code.
+
 Errors are ``{"error": {"code", "message"}}``. Domain errors carry their code
 and status; a store that cannot be reached (Postgres down or restarting, a
 connection cut) is a 503 ``unavailable`` the client may retry with the same
@@ -9,7 +13,6 @@ client.
 
 from __future__ import annotations
 
-import json
 import logging
 import time
 from collections.abc import Awaitable, Callable
@@ -20,6 +23,7 @@ from aiohttp import web
 
 from gifting import auth
 from gifting.settings import Settings
+from wallet import inputs
 from wallet.errors import WalletError
 
 log = logging.getLogger("gifting.api")
@@ -90,64 +94,43 @@ async def error_middleware(request: web.Request, handler: Handler) -> web.Stream
 
 
 async def read_json(request: web.Request, allowed: set[str] | None = None) -> dict[str, Any]:
+    """The request's JSON object, through the boundary validator (``wallet.inputs.parse_json``): strict
+    UTF-8, no lone surrogates, no duplicate keys, and with ``allowed`` no unknown field."""
     if request.content_length is not None and request.content_length > MAX_BODY:
         raise ApiError(413, "payload_too_large", f"request body is limited to {MAX_BODY} bytes")
     body = await request.read()
     if not body:
         raise bad_request("request body must be a JSON object")
-    try:
-        doc = json.loads(body)
-    except (ValueError, RecursionError):  # RecursionError: absurdly nested JSON
-        raise bad_request("request body is not valid JSON", "invalid_json") from None
-    if not isinstance(doc, dict):
-        raise bad_request("request body must be a JSON object")
-    if allowed is not None:
-        unknown = sorted(set(doc) - allowed)
-        if unknown:
-            raise bad_request(f"unknown field(s): {', '.join(unknown)}", "unknown_field")
-    return doc
+    doc = inputs.parse_json(body)
+    if allowed is None:
+        if not isinstance(doc, dict):
+            raise bad_request("request body must be a JSON object")
+        return doc
+    return inputs.closed_object(doc, allowed)
+
+
+def field(doc: dict[str, Any], name: str) -> Any:
+    """A body field, or ``inputs.MISSING`` (a JSON null stays None: the validators tell them apart)."""
+    return doc.get(name, inputs.MISSING)
 
 
 def require_str(doc: dict[str, Any], name: str, *, max_len: int = 128, min_len: int = 1) -> str:
-    value = doc.get(name)
-    if value is None:
-        raise bad_request(f"{name} is required")
-    if not isinstance(value, str):
-        raise bad_request(f"{name} must be a string")
-    if not min_len <= len(value) <= max_len:
-        raise invalid(f"{name} must be {min_len}-{max_len} characters")
-    if "\x00" in value:  # Postgres text cannot hold NUL: refuse it here, not with a 500 there
-        raise invalid(f"{name} must not contain NUL characters")
-    return value
+    """A required text field (no NUL, no lone surrogate): ``inputs.text``, kept for existing callers.
+    Text that is shown to people wants ``inputs.text(..., shown=True)`` or a named validator."""
+    return inputs.text(field(doc, name), name, max_len=max_len, min_len=min_len)
 
 
 def idempotency_key(doc: dict[str, Any]) -> str:
-    value = doc.get("idempotency_key")
-    if value is None:
-        raise bad_request("idempotency_key is required")
-    if not isinstance(value, str):
-        raise bad_request("idempotency_key must be a string")
-    if not 1 <= len(value) <= 128:
-        raise invalid("idempotency_key must be 1-128 characters", "invalid_idempotency_key")
-    if "\x00" in value:
-        raise invalid("idempotency_key must not contain NUL characters", "invalid_idempotency_key")
-    return value
+    """The body's ``idempotency_key`` (``inputs.idempotency_key``)."""
+    return inputs.idempotency_key(field(doc, "idempotency_key"))
 
 
 def query_int(request: web.Request, name: str, default: int, lo: int, hi: int) -> int:
-    values = request.query.getall(name, [])
-    if not values:
-        return default
-    if len(values) > 1:
-        raise bad_request(f"{name} is given more than once")
-    raw = values[0]
-    try:
-        value = int(raw)
-    except ValueError:
-        raise bad_request(f"{name} must be an integer") from None
-    if not lo <= value <= hi:
-        raise invalid(f"{name} must be {lo}-{hi}")
-    return value
+    return inputs.query_int(request.query.getall(name, []), name, default, lo, hi)
+
+
+def query_text(request: web.Request, name: str, max_len: int = inputs.MAX_QUERY_TEXT) -> str | None:
+    return inputs.query_text(request.query.getall(name, []), name, max_len)
 
 
 def principal(request: web.Request, *roles: str) -> auth.Principal:

@@ -15,7 +15,8 @@ import time
 from aiohttp import web
 
 from gifting import auth
-from gifting.api.common import SETTINGS, ApiError, invalid, read_json, require_str
+from gifting.api.common import SETTINGS, ApiError, field, invalid, read_json
+from wallet import inputs
 
 routes = web.RouteTableDef()
 
@@ -29,15 +30,13 @@ async def dev_token(request: web.Request) -> web.Response:
         raise web.HTTPNotFound()
     assert settings.jwt_secret
     doc = await read_json(request, {"user_id", "role", "name"})
-    user_id = require_str(doc, "user_id", max_len=64)
-    if not auth.USER_ID.match(user_id):
-        raise invalid("user_id is 1-64 characters of [A-Za-z0-9_-]", "invalid_user_id")
+    user_id = inputs.user_id(field(doc, "user_id"))
     role = doc.get("role", "viewer")
-    if role not in auth.ROLES:
+    if not isinstance(role, str) or role not in auth.ROLES:
         raise invalid(f"role is one of {', '.join(auth.ROLES)}", "invalid_role")
     name = doc.get("name")
     if name is not None:
-        name = require_str(doc, "name", max_len=auth.MAX_NAME)
+        name = inputs.display_name(name, "name", "invalid_name")
     now = int(time.time())
     try:
         token = auth.mint(settings.jwt_secret, user_id, role, name, DEV_TOKEN_TTL, now=now)

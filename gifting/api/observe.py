@@ -27,7 +27,7 @@ METRICS: web.AppKey[Metrics] = web.AppKey("metrics", Metrics)
 # one line per request, even on the hot path.
 LOG_FIELDS: web.RequestKey[dict[str, object]] = web.RequestKey("log_fields", dict)
 HEADER = "X-Request-Id"
-_SANE = re.compile(r"^[A-Za-z0-9._:-]{8,64}$")
+_SANE = re.compile(r"[A-Za-z0-9._:-]{8,64}")  # the whole header: fullmatch
 
 
 def new_request_id() -> str:
@@ -43,7 +43,7 @@ def route_of(request: web.Request) -> str:
 @web.middleware
 async def request_middleware(request: web.Request, handler: Handler) -> web.StreamResponse:
     incoming = request.headers.get(HEADER, "")
-    rid = incoming if _SANE.match(incoming) else new_request_id()
+    rid = incoming if _SANE.fullmatch(incoming) else new_request_id()
     token = request_id.set(rid)
     started = time.perf_counter()
     status = 500
@@ -64,8 +64,10 @@ async def request_middleware(request: web.Request, handler: Handler) -> web.Stre
             metrics.http_requests.labels(request.method, route, str(status)).inc()
             metrics.http_seconds.labels(route).observe(elapsed)
         if route not in ("/metrics", "/healthz", "/readyz"):
-            fields: dict[str, object] = {"method": request.method, "path": request.path, "route": route,
+            # The path as sent (percent-encoded): decoded, a %0A would start a forged log line.
+            path = request.rel_url.raw_path
+            fields: dict[str, object] = {"method": request.method, "path": path, "route": route,
                                          "status": status, "ms": round(elapsed * 1000, 2)}
             fields.update(request.get(LOG_FIELDS) or {})
-            log.info("%s %s %d", request.method, request.path, status, extra=fields)
+            log.info("%s %s %d", request.method, path, status, extra=fields)
         request_id.reset(token)

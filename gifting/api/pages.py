@@ -16,6 +16,7 @@ from importlib import resources
 from aiohttp import web
 
 from gifting.api.common import SETTINGS, ApiError
+from wallet import inputs
 
 routes = web.RouteTableDef()
 
@@ -83,9 +84,10 @@ async def client_config(request: web.Request) -> web.Response:
     s = request.app[SETTINGS]
     # The gateway listens on its own port of the host the page came from. Behind a
     # load balancer that terminates TLS, route wss:// on that port to the gateways.
-    host = request.url.host or "127.0.0.1"
-    if ":" in host:
-        host = f"[{host}]"
+    # The Host header is the caller's text: request.url would raise on one yarl cannot parse (a 500).
+    host = inputs.host(request.host)
+    if host is None:
+        raise ApiError(400, "invalid_request", "the Host header is not a host name")
     scheme = "wss" if request.secure else "ws"
     ws_url = f"{scheme}://{host}:{s.ws_port}"
     return web.json_response({"ws_url": ws_url, "dev_sign_in": s.dev_mode})

@@ -7,9 +7,9 @@ from typing import Any
 
 from aiohttp import web
 
-from gifting import auth
-from gifting.api.common import ApiError, bad_request, invalid, principal, query_int, read_json
+from gifting.api.common import ApiError, field, invalid, principal, query_int, read_json
 from gifting.settings import Settings
+from wallet import inputs
 from wallet.settlement import Settlement
 from wallet.settlement_math import BPS, Policy
 
@@ -25,47 +25,25 @@ def build(settings: Settings, pool: Any) -> Settlement:
 
 def _creator_id(request: web.Request) -> str:
     creator_id = request.match_info["creator_id"]
-    if not auth.USER_ID.match(creator_id):
+    if not inputs.is_user_id(creator_id):
         raise ApiError(404, "unknown_creator", "creator ids are 1-64 characters of [A-Za-z0-9_-]")
     return creator_id
 
 
 def _bps(doc: dict[str, Any], name: str, default: int | None = None) -> int:
     value = doc.get(name, default)
-    if value is None:
-        raise bad_request(f"{name} is required")
-    if type(value) is not int:
-        raise bad_request(f"{name} must be an integer (basis points)")
-    if not 0 <= value <= BPS:
-        raise invalid(f"{name} must be 0-{BPS}", "invalid_split")
-    return value
+    return inputs.integer(value, name, 0, BPS, "invalid_split")
 
 
 def _effective_from(doc: dict[str, Any]) -> datetime:
-    raw = doc.get("effective_from")
-    if raw is None:
-        raise bad_request("effective_from is required")
-    if not isinstance(raw, str):
-        raise bad_request("effective_from must be an RFC 3339 string")
-    try:
-        value = datetime.fromisoformat(raw.replace("Z", "+00:00").replace("z", "+00:00"))
-    except ValueError:
-        raise invalid("effective_from is not an RFC 3339 timestamp", "invalid_split") from None
-    if value.tzinfo is None:
-        raise invalid("effective_from needs a time zone", "invalid_split")
-    # Years 1 and 9999 parse, then overflow when shifted to UTC and back (a 500).
-    if not 1970 <= value.year <= 9000:
-        raise invalid("effective_from must be between the years 1970 and 9000", "invalid_split")
-    return value
+    return inputs.timestamp(field(doc, "effective_from"), "effective_from", "invalid_split")
 
 
 def parse_split(doc: dict[str, Any]) -> tuple[Policy, datetime]:
     creator_bps = _bps(doc, "creator_bps")
     agency_id = doc.get("agency_id")
-    if agency_id is not None and not isinstance(agency_id, str):
-        raise bad_request("agency_id must be a string or null")
-    if agency_id is not None and not auth.USER_ID.match(agency_id):
-        raise invalid("agency_id is 1-64 characters of [A-Za-z0-9_-]", "invalid_split")
+    if agency_id is not None:
+        agency_id = inputs.user_id(agency_id, "agency_id", "invalid_split")
     agency_bps = _bps(doc, "agency_bps", 0)
     if agency_id is None and agency_bps:
         raise invalid("agency_bps needs an agency_id", "invalid_split")
@@ -104,12 +82,6 @@ async def earnings(request: web.Request) -> web.Response:
 async def settlements(request: web.Request) -> web.Response:
     who = principal(request, "creator")
     limit = query_int(request, "limit", 50, 1, 200)
-    raw = request.query.get("cursor") or None
-    after: tuple[int, str] | None = None
-    if raw is not None:
-        run, _, agency = raw.partition(":")
-        if not (run.isascii() and run.isdigit()) or len(run) > 18 or (agency and not auth.USER_ID.match(agency)):
-            raise bad_request("invalid cursor", "invalid_cursor")
-        after = (int(run), agency)
+    after = inputs.settlement_cursor(request.query.getall("cursor", []))
     items, more = await request.app[SETTLEMENT].creator_lines(who.id, limit, after)
     return web.json_response({"items": items, "next_cursor": f"{more[0]}:{more[1]}" if more else None})

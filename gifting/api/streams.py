@@ -9,22 +9,14 @@ from typing import Any
 
 from aiohttp import web
 
-from gifting.api.common import (
-    ApiError,
-    idempotency_key,
-    principal,
-    query_int,
-    read_json,
-    require_str,
-)
+from gifting.api.common import ApiError, field, principal, query_int, query_text, read_json
 from gifting.api.observe import LOG_FIELDS
 from gifting.ratelimit import RateLimiter
 from streams.hot import HotState
-from wallet import errors
-from wallet.gift_decide import GiftRequest, check_count
+from wallet import inputs
+from wallet.gift_decide import GiftRequest
 from wallet.gifts import GiftService
-from wallet.rules.message import validate_message
-from wallet.streams import Stream, Streams, parse_stream_id
+from wallet.streams import Stream, Streams
 
 log = logging.getLogger("gifting.api.streams")
 
@@ -64,10 +56,8 @@ async def stream_json(request: web.Request, stream: Stream) -> dict[str, Any]:
 async def create_stream(request: web.Request) -> web.Response:
     who = principal(request, "creator")
     doc = await read_json(request, {"title"})
-    title = require_str(doc, "title", max_len=200)
-    if not title.strip():
-        raise ApiError(422, "invalid_title", "title must not be blank")
-    stream = await request.app[STREAMS].create(who.id, who.display_name, title.strip())
+    title = inputs.stream_title(field(doc, "title"))
+    stream = await request.app[STREAMS].create(who.id, who.display_name, title)
     log.info("stream %s started by %s", stream.id, who.id)
     return web.json_response({"stream": await stream_json(request, stream)}, status=201)
 
@@ -76,7 +66,7 @@ async def create_stream(request: web.Request) -> web.Response:
 async def end_stream(request: web.Request) -> web.Response:
     who = principal(request)
     stream, ended_now = await request.app[STREAMS].end(
-        request.match_info["stream_id"], who.id, is_admin=who.role == "admin")
+        inputs.stream_id(request.match_info["stream_id"]), who.id, is_admin=who.role == "admin")
     if ended_now:
         hook: StreamEndedHook | None = request.app.get(ON_STREAM_ENDED)
         if hook is not None:
@@ -90,13 +80,13 @@ async def end_stream(request: web.Request) -> web.Response:
 
 @routes.get("/v1/streams/{stream_id}")
 async def get_stream(request: web.Request) -> web.Response:
-    stream = await request.app[STREAMS].get(request.match_info["stream_id"])
+    stream = await request.app[STREAMS].get(inputs.stream_id(request.match_info["stream_id"]))
     return web.json_response({"stream": await stream_json(request, stream)})
 
 
 @routes.get("/v1/streams")
 async def list_streams(request: web.Request) -> web.Response:
-    status = request.query.get("status", "live")
+    status = query_text(request, "status") or "live"
     if status != "live":
         raise ApiError(422, "invalid_status", "status must be 'live'")
     limit = query_int(request, "limit", 100, 1, 500)
@@ -108,13 +98,11 @@ async def list_streams(request: web.Request) -> web.Response:
 async def send_gift(request: web.Request) -> web.Response:
     who = principal(request)
     doc = await read_json(request, {"gift_id", "count", "idempotency_key", "message"})
-    gift_id = require_str(doc, "gift_id", max_len=64)
-    if "count" not in doc:
-        raise errors.InvalidCount("count is required (1-999)")
-    count = check_count(doc["count"])
-    key = idempotency_key(doc)
-    message = validate_message(doc.get("message"))
-    stream_id = parse_stream_id(request.match_info["stream_id"])
+    gift_id = inputs.catalog_id(field(doc, "gift_id"), "gift_id")
+    count = inputs.count(field(doc, "count"))
+    key = inputs.idempotency_key(field(doc, "idempotency_key"))
+    message = inputs.paid_message(field(doc, "message"))
+    stream_id = inputs.stream_id(request.match_info["stream_id"])
     limiter = request.app.get(LIMITER)
     if limiter is not None and not await limiter.allow(f"gift:{who.id}"):
         raise ApiError(429, "rate_limited", "too many gifts; slow down")
@@ -131,7 +119,7 @@ async def send_gift(request: web.Request) -> web.Response:
 async def stream_gifts(request: web.Request) -> web.Response:
     """A room's committed gifts after ``after_seq``, in seq order: what a client reloads over
     HTTP when the gateway answers ``recovered: false`` (added to the contract)."""
-    stream = await request.app[STREAMS].get(request.match_info["stream_id"])
+    stream = await request.app[STREAMS].get(inputs.stream_id(request.match_info["stream_id"]))
     after = query_int(request, "after_seq", 0, 0, 2**62)
     limit = query_int(request, "limit", 100, 1, 1000)
     events = await request.app[GIFTS].events_since(stream.id, after, limit)
@@ -144,6 +132,6 @@ async def stream_gifts(request: web.Request) -> web.Response:
 @routes.get("/v1/streams/{stream_id}/leaderboard")
 async def leaderboard(request: web.Request) -> web.Response:
     limit = query_int(request, "limit", 10, 1, 100)
-    stream = await request.app[STREAMS].get(request.match_info["stream_id"])
+    stream = await request.app[STREAMS].get(inputs.stream_id(request.match_info["stream_id"]))
     top = await request.app[HOT].leaderboard(stream.id, limit)
     return web.json_response({"top": top})

@@ -7,18 +7,10 @@ import time
 
 from aiohttp import web
 
-from gifting.api.common import (
-    SETTINGS,
-    ApiError,
-    bad_request,
-    idempotency_key,
-    principal,
-    query_int,
-    read_json,
-    require_str,
-)
+from gifting.api.common import SETTINGS, ApiError, bad_request, field, principal, query_int, read_json
 from gifting.api.observe import METRICS
 from gifting.provider import PaymentProvider
+from wallet import inputs
 from wallet.errors import WalletError
 from wallet.service import Wallet
 from wallet.webhook import InvalidEvent, InvalidSignature, parse_event, verify
@@ -54,7 +46,7 @@ async def get_wallet(request: web.Request) -> web.Response:
 async def wallet_transactions(request: web.Request) -> web.Response:
     who = principal(request)
     limit = query_int(request, "limit", 50, 1, 200)
-    cursor = request.query.get("cursor") or None
+    cursor = inputs.ledger_cursor(request.query.getall("cursor", []))
     try:
         items, next_cursor = await request.app[WALLET].transactions(who.id, limit, cursor)
     except ValueError:
@@ -66,8 +58,8 @@ async def wallet_transactions(request: web.Request) -> web.Response:
 async def create_purchase(request: web.Request) -> web.Response:
     who = principal(request)
     doc = await read_json(request, {"pack_id", "idempotency_key"})
-    pack_id = require_str(doc, "pack_id", max_len=64)
-    key = idempotency_key(doc)
+    pack_id = inputs.catalog_id(field(doc, "pack_id"), "pack_id")
+    key = inputs.idempotency_key(field(doc, "idempotency_key"))
     purchase, created = await request.app[WALLET].create_purchase(who.id, pack_id, key)
     request.app[METRICS].purchases.labels("created" if created else "replayed").inc()
     body = {"purchase": purchase.to_json(status="pending")}
@@ -81,7 +73,7 @@ async def create_purchase(request: web.Request) -> web.Response:
 @routes.get("/v1/purchases/{purchase_id}")
 async def get_purchase(request: web.Request) -> web.Response:
     who = principal(request)
-    purchase = await request.app[WALLET].purchase(request.match_info["purchase_id"])
+    purchase = await request.app[WALLET].purchase(inputs.purchase_id(request.match_info["purchase_id"]))
     if purchase.user_id != who.id and who.role != "admin":
         raise ApiError(404, "unknown_purchase", "No such purchase.")
     return web.json_response({"purchase": purchase.to_json()})

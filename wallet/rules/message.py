@@ -1,7 +1,7 @@
 """Rule: paid messages. Checks 422 message_not_allowed; sets ``message`` and ``pinned_until``.
 
-The text itself is validated at the boundary (``validate_message``: 1-200
-characters after trimming, no control characters, else 422 invalid_message),
+The text itself is validated at the boundary (``wallet.inputs.paid_message``:
+1-200 characters after trimming, display text only, else 422 invalid_message),
 before a gift reaches a batch, so a malformed text is never stored as a
 refusal. Whether the gift is large enough to carry one needs its price, so it
 is decided here, at the batch's catalog version. The pin's end is the batch's
@@ -11,12 +11,11 @@ gateway and in every replay.
 
 from __future__ import annotations
 
-import unicodedata
 from collections.abc import Mapping
 from datetime import datetime, timedelta
 from typing import Any
 
-from wallet import errors
+from wallet import errors, inputs
 from wallet.models import rfc3339
 from wallet.rules.base import BatchView, Candidate, Rule, RuleState
 
@@ -28,17 +27,9 @@ Tiers = tuple[tuple[int, int], ...]  # (coins, seconds), coins ascending
 
 
 def validate_message(raw: object) -> str | None:
-    """The message to store (trimmed), None when absent; raises InvalidMessage."""
-    if raw is None:
-        return None
-    if not isinstance(raw, str):
-        raise errors.InvalidMessage("message must be a string")
-    text = raw.strip()
-    if not 1 <= len(text) <= MAX_MESSAGE:
-        raise errors.InvalidMessage(f"message must be 1-{MAX_MESSAGE} characters after trimming")
-    if any(unicodedata.category(ch) == "Cc" for ch in text):
-        raise errors.InvalidMessage("message must not contain control characters")
-    return text
+    """The message to store (trimmed), None when absent: the boundary validator's rule
+    (``wallet.inputs.paid_message``: 1-200 characters after trimming, display text only)."""
+    return inputs.paid_message(inputs.MISSING if raw is None else raw)
 
 
 def parse_tiers(raw: str) -> Tiers:
