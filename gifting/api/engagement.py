@@ -15,9 +15,9 @@ from typing import Any
 
 from aiohttp import web
 
-from gifting import auth
-from gifting.api.common import ApiError, bad_request, principal, query_int, read_json
+from gifting.api.common import bad_request, principal, query_int, read_json
 from gifting.api.streams import HOT, STREAMS, stream_json
+from wallet import inputs
 from wallet.engagement import Engagement
 from wallet.streams import Stream, parse_stream_id
 
@@ -52,9 +52,7 @@ async def _stream_message(request: web.Request, stream: Stream) -> dict[str, Any
 
 
 def _user(raw: str) -> str:
-    if not auth.USER_ID.match(raw):
-        raise ApiError(422, "invalid_user", "user_id is 1-64 letters, digits, '_' or '-'")
-    return raw
+    return inputs.user_id(raw)  # 422 invalid_user_id: no token could carry it
 
 
 @routes.put("/v1/streams/{stream_id}/goal")
@@ -138,7 +136,7 @@ async def blocks(request: web.Request) -> web.Response:
     who = principal(request, "creator")
     limit = query_int(request, "limit", 50, 1, 200)
     cursor = request.query.get("cursor", "")
-    if cursor and not auth.USER_ID.match(cursor):
+    if cursor and not inputs.is_user_id(cursor):
         raise bad_request("cursor is not one this API gave")
     items, nxt = await request.app[ENGAGEMENT].blocks(who.id, limit, cursor)
     return web.json_response({"items": [b.to_json() for b in items], "next_cursor": nxt})
