@@ -86,7 +86,9 @@ async def get_stream(request: web.Request) -> web.Response:
 
 @routes.get("/v1/streams")
 async def list_streams(request: web.Request) -> web.Response:
-    status = query_text(request, "status") or "live"
+    status = query_text(request, "status")
+    if status is None:  # absent is the default; given but empty is not a status
+        status = "" if "status" in request.query else "live"
     if status != "live":
         raise ApiError(422, "invalid_status", "status must be 'live'")
     limit = query_int(request, "limit", 100, 1, 500)
