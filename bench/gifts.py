@@ -1,6 +1,6 @@
 """Gift-debit benchmark: this project's gift path vs a naive baseline vs pgbench, in one run.
 
-    ./dev bench gifts [--seconds 10] [--concurrency 64,512] [--viewers 2000]
+    ./dev bench gifts [--seconds 10] [--concurrency 64,512] [--viewers 2000] [--engagement]
 
 Measures on the same database, durable commits (synchronous_commit=on):
 1. GiftService (the wallet's entry point) at each concurrency, with a realistic
@@ -15,6 +15,11 @@ Measures on the same database, durable commits (synchronous_commit=on):
    (SELECT … FOR UPDATE, UPDATE, INSERT), pool 16, 64 concurrent;
 3. pgbench: one conditional UPDATE … WHERE balance >= $1 per transaction,
    32 clients (the machine's single-statement durable limit).
+With --engagement, each concurrency also runs the engagement mix right after
+today's mix, on the same database: a goal on every stream, a third of the gifts
+continuing a combo, 1% carrying a paid message, a few hundred blocks (goals and
+blocks exist only during the engagement runs), and prints its rate as a ratio
+of today's.
 Prints a table and one JSON line. Uses GIFTING_DATABASE_URL or an embedded
 Postgres in a temporary directory.
 """
@@ -128,7 +133,8 @@ async def set_limits(dsn: str, users: list[str], daily: int, weekly: int) -> Non
 
 async def run_ours(dsn: str, concurrency: int, seconds: float, rich: list[str], poor: list[str],
                    streams: list[int], window_ms: float, lanes: int, depth: int = 2,
-                   with_latencies: bool = False, label: str = "", rules: Any = None) -> dict[str, Any]:
+                   with_latencies: bool = False, label: str = "", rules: Any = None,
+                   engagement: bool = False) -> dict[str, Any]:
     pool = await open_pool(dsn, max_size=max(8, lanes * depth + 4))
     gifts = (GiftService(pool, window_ms=window_ms, lanes=lanes, depth=depth) if rules is None
              else GiftService(pool, window_ms=window_ms, lanes=lanes, depth=depth, rules=rules))
@@ -150,6 +156,15 @@ async def run_ours(dsn: str, concurrency: int, seconds: float, rich: list[str], 
                 request = rng.choice(recent)  # a client retry: same key, same request
             elif roll < 0.05:
                 request = GiftRequest(rng.choice(poor), "Poor", rng.choice(streams), "galaxy", 1, f"{run}-{w}-{n}")
+            elif engagement and roll < 0.38 and recent:
+                # a tap on the same gift again: continues that sender's combo
+                last = recent[-1]
+                request = GiftRequest(last.sender_id, last.sender_name, last.stream_id, last.gift_id, last.count,
+                                      f"{run}-{w}-{n}")
+            elif engagement and roll < 0.39:
+                sender = rng.choice(rich)
+                request = GiftRequest(sender, sender, rng.choice(streams), "confetti", 1, f"{run}-{w}-{n}",
+                                      message=f"hello from {sender}")
             else:
                 gift_id, _ = rng.choice(GIFTS)
                 stream = hot if rng.random() < 1 / 3 else rng.choice(streams[1:])
@@ -180,7 +195,7 @@ async def run_ours(dsn: str, concurrency: int, seconds: float, rich: list[str], 
         "wal_bytes_per_gift": wal / committed,
         "python_cpu_us_per_gift": (cpu1 - cpu0) / committed * 1e6,
         "postgres_cpu_us_per_gift": (pg1 - pg0) / committed * 1e6 if POSTMASTER else None,
-        "name": f"gifting GiftService, {concurrency} concurrent{label}",
+        "name": f"gifting GiftService, {concurrency} concurrent{label}" + (", engagement mix" if engagement else ""),
         "requests_per_s": len(latencies) / elapsed,
         "gifts_per_s": outcomes.get("committed", 0) / elapsed,
         "p50_ms": pct(latencies, 0.50), "p99_ms": pct(latencies, 0.99),
@@ -349,6 +364,30 @@ async def prepare_pgbench(dsn: str) -> None:
     await conn.close()
 
 
+async def engagement_on(dsn: str, streams: list[int], rich: list[str], blocks: int, on: bool) -> None:
+    """Goals on every stream and a few hundred blocks (on), or none of either (off)."""
+    from wallet.engagement import Engagement
+    from wallet.gifts import event_from_row
+
+    pool = await open_pool(dsn, max_size=4)
+    eng = Engagement(pool, event_from_row)
+    rng = random.Random(7)
+    creators = {sid: f"c{i}" for i, sid in enumerate(streams)}
+    for sid, creator in creators.items():
+        if on:
+            await eng.set_goal(sid, creator, "bench goal", 1_000_000)
+        else:
+            await eng.clear_goal(sid, creator)
+    for user in rng.sample(rich, min(blocks, len(rich))):
+        creator = rng.choice(list(creators.values()))
+        if on:
+            await eng.block(creator, user)
+    if not on:
+        for r in await pool.fetch("SELECT creator_id, user_id FROM creator_blocks"):
+            await eng.unblock(r["creator_id"], r["user_id"])
+    await pool.close()
+
+
 async def main() -> None:
     ap = cli_help.parser(__doc__)
     ap.add_argument("--seconds", type=float, default=10)
@@ -364,9 +403,13 @@ async def main() -> None:
                     help="with --limits: also run the plain half without the age, self-exclusion and limit rules "
                          "(no spending counters): what the counters cost every gift")
     ap.add_argument("--rounds", type=int, default=2,
-                    help="with --limits: runs of each kind per concurrency, interleaved (ABBA)")
+                    help="with --limits or --engagement: runs of each kind per concurrency, interleaved")
     ap.add_argument("--processes", type=int, default=1,
                     help="also run the largest concurrency split over N processes, each with its own GiftService")
+    ap.add_argument("--engagement", action="store_true",
+                    help="after today's mix at each concurrency, run the engagement mix and report the ratio")
+    ap.add_argument("--blocks", type=int, default=300)
+    ap.add_argument("--no-baselines", action="store_true", help="skip the naive baseline and pgbench")
     args = ap.parse_args()
 
     global POSTMASTER
@@ -391,6 +434,7 @@ async def main() -> None:
         print(f"seeded {len(rich)} viewers, {len(poor)} poor viewers, {len(streams)} streams "
               f"in {time.perf_counter() - t0:.1f}s", file=sys.stderr)
         rows = []
+        engagement_ratios: dict[str, float] = {}
         limited: dict[int, tuple[dict[str, Any], dict[str, Any]]] = {}
         without: dict[int, dict[str, Any]] = {}
         if args.limits:
@@ -399,8 +443,21 @@ async def main() -> None:
             await set_limits(dsn, rich[1::2] + poor[1::2], 10_000_000, 50_000_000)
         for c in [int(x) for x in args.concurrency.split(",")]:
             if not args.limits:
-                rows.append(await run_ours(dsn, c, args.seconds, rich, poor, streams, args.window_ms, args.lanes,
-                                            args.depth))
+                # Alternating the mixes (on a shared, noisy machine) lets neither have the quieter minutes.
+                per_round = []
+                for _ in range(max(1, args.rounds) if args.engagement else 1):
+                    plain = await run_ours(dsn, c, args.seconds, rich, poor, streams, args.window_ms, args.lanes,
+                                           args.depth)
+                    rows.append(plain)
+                    if args.engagement:
+                        await engagement_on(dsn, streams, rich, args.blocks, True)
+                        mixed = await run_ours(dsn, c, args.seconds, rich, poor, streams, args.window_ms,
+                                               args.lanes, args.depth, engagement=True)
+                        await engagement_on(dsn, streams, rich, args.blocks, False)
+                        rows.append(mixed)
+                        per_round.append(mixed["requests_per_s"] / plain["requests_per_s"])
+                if per_round:
+                    engagement_ratios[f"engagement_vs_plain_{c}"] = sorted(per_round)[len(per_round) // 2]
                 continue
             # Interleaved A B B A ...: drift on a shared machine falls on every kind alike.
             kinds = ["plain", "limits"] + (["no_spending_rules"] if args.without_spending_rules else [])
@@ -447,6 +504,7 @@ async def main() -> None:
     ratios = {
         "ours64_vs_naive": ours64["gifts_per_s"] / max(naive["gifts_per_s"], 1),
         "ours64_vs_pgbench": ours64["gifts_per_s"] / max(pgb["gifts_per_s"], 1),
+        **engagement_ratios,
     }
     for c, (plain, capped) in limited.items():
         ratios[f"limits_vs_plain_{c}"] = capped["gifts_per_s"] / max(plain["gifts_per_s"], 1)

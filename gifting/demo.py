@@ -46,6 +46,12 @@ GIFTS = [("rose", 50), ("heart", 25), ("donut", 10), ("hat", 6), ("confetti", 4)
          ("corgi", 1.5), ("money_gun", 0.7), ("galaxy", 0.3)]
 WHALE_GIFTS = [("confetti", 20), ("money_gun", 30), ("galaxy", 25), ("whale", 20), ("lion", 5)]
 PACKS = [("coins_70", 10), ("coins_350", 40), ("coins_700", 30), ("coins_1400", 15), ("coins_3500", 5)]
+# Engagement: the creator's goals (each reached one is followed by a bigger one), taps of one gift in a
+# burst (a combo), and a paid message now and then on a gift big enough to carry one.
+GOALS = [("New microphone", 3_000), ("Pizza for the crew", 8_000), ("Trip to the coast", 20_000)]
+MESSAGE_GIFTS = {"confetti", "sunglasses", "corgi", "money_gun", "galaxy", "whale", "lion"}  # 100+ coins
+MESSAGES = ["Love this stream!", "Greetings from Lisbon", "You made my day", "Play the next one!",
+            "First time here, great vibes", "Happy birthday, Mika!"]
 
 
 def check(settings: Settings) -> str | None:
@@ -87,6 +93,8 @@ class Demo:
         self.battles = 0
         self._stream_lock = asyncio.Lock()
         self.sent = 0
+        self.goals_set = 0
+        self._tasks: set[asyncio.Future[Any]] = set()
 
     def token(self, user: str, role: str, name: str) -> str:
         assert self.settings.jwt_secret
@@ -168,6 +176,9 @@ class Demo:
                     raise RuntimeError(f"demo could not start a stream: {doc}")
                 known = str(doc["stream"]["id"])
                 log.info("demo stream %s of %s is live", known, creator[0])
+                if creator == CREATOR:
+                    self.goals_set = 0
+                    await self.next_goal(known)
             self.stream_ids[creator[0]] = known
             if creator == CREATOR:
                 self.stream_id = known
@@ -198,6 +209,28 @@ class Demo:
                 log.warning("demo battle failed; trying again", exc_info=True)
             await asyncio.sleep(self.rng.uniform(8.0, 15.0))  # a break between battles (or someone else's battle)
 
+    async def next_goal(self, stream_id: str) -> None:
+        """The creator sets the next goal (the first on going live, another once one is reached)."""
+        title, target = GOALS[min(self.goals_set, len(GOALS) - 1)]
+        self.goals_set += 1
+        token = self.token(CREATOR[0], "creator", CREATOR[1])
+        status, doc = await self.call("PUT", f"/v1/streams/{stream_id}/goal", token,
+                                      {"title": title, "target_coins": target * max(1, self.goals_set - 2)})
+        if status != 200:
+            log.warning("demo goal refused: %s", doc)
+
+    def goal_watch(self, gift: dict[str, Any]) -> None:
+        """One viewer (the whale) tells the creator when a goal is reached: a new one follows."""
+        goal = gift.get("goal")
+        if goal and goal.get("reached") and self.stream_id:
+            stream_id = str(self.stream_id)
+            asyncio.get_running_loop().call_later(3, lambda: self._spawn(self.next_goal(stream_id)))
+
+    def _spawn(self, coro: Any) -> None:
+        task = asyncio.ensure_future(coro)
+        self._tasks.add(task)
+        task.add_done_callback(self._tasks.discard)
+
     async def buy(self, api: Http, pack: str) -> None:
         try:  # the sandbox provider's webhook completes it in a moment
             await api.buy(pack, timeout=10)
@@ -219,6 +252,8 @@ class Demo:
             try:
                 # the room resumes by itself after a drop; it stops when the stream ends
                 async with Room(self.ws, stream_id, token, http=api, backoff_cap=10.0) as room:
+                    if whale:
+                        room.on("gift", self.goal_watch)
                     await room.ready()
                     backoff = 0.5
                     await self.watch(room, api, rng, whale)
@@ -231,11 +266,15 @@ class Demo:
     async def watch(self, room: Room, api: Http, rng: random.Random, whale: bool) -> None:
         while not room.stopped.is_set():
             await asyncio.sleep(rng.expovariate(1 / (self.idle * (2.5 if whale else 1))))
+            tapping = rng.random() < 0.5  # a burst of taps on one gift: a combo
+            gift = pick(rng, WHALE_GIFTS if whale else GIFTS)
             for _ in range(rng.choice([1, 1, 2, 3, 4, 6, 10])):
-                gift = pick(rng, WHALE_GIFTS if whale else GIFTS)
+                if not tapping:
+                    gift = pick(rng, WHALE_GIFTS if whale else GIFTS)
                 count = 1 if whale else rng.choices([1, 5, 10], weights=[85, 10, 5])[0]
+                message = rng.choice(MESSAGES) if gift in MESSAGE_GIFTS and rng.random() < 0.3 else None
                 try:
-                    await room.send_gift(gift, count)  # one key per gift, reused by any retry
+                    await room.send_gift(gift, count, message=message)  # one key per gift, reused by any retry
                     self.sent += 1
                 except (InsufficientFunds, WalletInDebt):
                     await self.buy(api, "coins_17500" if whale else pick(rng, PACKS))

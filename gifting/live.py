@@ -18,8 +18,9 @@ from streams.fanout import FanoutConfig
 from streams.gateway import Gateway, GatewayConfig
 from streams.ports import Committed, Identity, Sender, StreamInfo, TokenRejected
 from streams.presence import PresenceConfig, viewer_count
+from wallet.engagement import Engagement
 from wallet.gift_decide import GiftRequest
-from wallet.gifts import GiftService
+from wallet.gifts import GiftService, event_from_row
 from wallet.streams import Streams
 
 
@@ -33,6 +34,8 @@ class WalletAdapter:
         # second, not once per viewer. An end is still seen at once: the room is told.
         self.stream_ttl = stream_ttl
         self._streams: dict[int, tuple[float, StreamInfo]] = {}
+        self.engagement = Engagement(streams.pool, event_from_row)
+        self._pinned: dict[int, tuple[float, list[dict[str, Any]]]] = {}
 
     async def stream(self, stream_id: int) -> StreamInfo:
         now = time.monotonic()
@@ -47,11 +50,24 @@ class WalletAdapter:
         return info
 
     async def send_gift(self, sender: Sender, stream_id: int, gift_id: str, count: int,
-                        idempotency_key: str) -> Committed:
+                        idempotency_key: str, message: str | None = None) -> Committed:
         result = await self.gifts.send(GiftRequest(
             sender_id=sender.id, sender_name=sender.name, stream_id=stream_id, gift_id=gift_id,
-            count=count, idempotency_key=idempotency_key, sender_role=sender.role, adult=sender.adult))
+            count=count, idempotency_key=idempotency_key, sender_role=sender.role, adult=sender.adult,
+            message=message))
         return Committed(result.event.seq, result.event.to_json(), result.balance)
+
+    async def pinned(self, stream_id: int) -> list[dict[str, Any]]:
+        # Read at most once a second per room: the room lays what it heard since over it.
+        now = time.monotonic()
+        hit = self._pinned.get(stream_id)
+        if hit is not None and hit[0] > now:
+            return hit[1]
+        pinned = [e.to_json() for e in await self.engagement.pinned(stream_id)]
+        if len(self._pinned) > 10_000:
+            self._pinned.clear()
+        self._pinned[stream_id] = (now + self.stream_ttl, pinned)
+        return pinned
 
     async def gifts_after(self, stream_id: int, after_seq: int, limit: int) -> list[tuple[int, dict[str, Any]]]:
         events = await self.gifts.events_since(stream_id, after_seq, limit)

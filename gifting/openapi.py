@@ -112,11 +112,11 @@ ERRORS = {
     402: "Not enough coins (`insufficient_funds`).",
     403: "The caller's role or relation does not allow this (`forbidden`, `self_gift`, `wallet_in_debt`, "
          "`age_restricted`, `self_excluded`, `spending_limit` with details `limit`, `remaining_coins`, "
-         "`resets_at`).",
+         "`resets_at`; `blocked`).",
     404: "No such resource.",
     405: "Method not allowed on this path.",
     409: "Conflicts with the current state (`idempotency_conflict`, `already_live`, `stream_not_live`, "
-         "`history_is_settled`).",
+         "`history_is_settled`, `gifts_paused`).",
     413: "Request body over 64 KiB.",
     422: "A value out of range or otherwise invalid.",
     429: "Too many requests (`rate_limited`).",
@@ -366,6 +366,68 @@ PATHS.update({
         "Withdraw an invitation (the inviter, while invited)", {200: ok(BATTLE_ANSWER)},
         tags=["battles"], errors=(403, 404, 409), params=[BATTLE_ID])},
 })
+
+# ---- engagement: goals, combos, paid messages, moderation ----------------------------
+
+def nullable(schema: Schema) -> Schema:
+    return {"anyOf": [schema, {"type": "null"}]}
+
+
+GOAL: Schema = obj({"id": ID, "stream_id": ID, "title": STR, "target_coins": {"type": "integer", "minimum": 1},
+                    "gift_id": {"type": ["string", "null"]}, "progress_coins": {"type": "integer", "minimum": 0},
+                    "status": {"type": "string", "enum": ["active", "reached", "cleared"]},
+                    "created_at": TIME, "reached_at": NULLABLE_TIME})
+SCHEMAS["Goal"] = GOAL
+SCHEMAS["Block"] = obj({"user_id": USER_ID, "created_at": TIME})
+SCHEMAS["Stream"]["properties"].update({"gifts_paused": BOOL, "goal": nullable(ref("Goal"))})
+SCHEMAS["GiftEvent"]["properties"].update({
+    "combo": nullable(obj({"id": ID, "count": {"type": "integer", "minimum": 1}})),
+    "goal": nullable(obj({"id": ID, "progress_coins": INT, "target_coins": INT, "reached": BOOL})),
+    "message": {"type": ["string", "null"], "maxLength": 200},
+    "pinned_until": NULLABLE_TIME,
+    "message_hidden": {"type": ["boolean", "null"]},
+})
+# A paid message on a gift: 1-200 characters after trimming, no control characters.
+SEND_GIFT = PATHS["/v1/streams/{stream_id}/gifts"]["post"]["requestBody"]["content"][JSON]["schema"]
+SEND_GIFT["properties"]["message"] = {"type": ["string", "null"], "minLength": 1, "maxLength": 200,
+                                      "pattern": "^[^\\u0000-\\u001f\\u007f-\\u009f]*$"}
+USER = path_param("user_id", USER_ID)
+GOAL_OUT = ok(obj({"goal": ref("Goal")}))
+
+PATHS.update({
+    "/v1/streams/{stream_id}/goal": {
+        "put": op("Set or replace the stream's goal (its creator); a new goal starts at 0", {200: GOAL_OUT},
+                  tags=["engagement"], errors=(403, 404, 409, 413, 422), params=[STREAM_ID],
+                  request=obj({"title": text(80), "target_coins": {"type": "integer", "minimum": 1,
+                                                                   "maximum": 1_000_000_000}},
+                              {"gift_id": {"type": ["string", "null"], "maxLength": 64}})),
+        "delete": op("Clear the stream's goal (its creator, an admin)", {200: GOAL_OUT}, tags=["engagement"],
+                     errors=(403, 404), params=[STREAM_ID]),
+    },
+    "/v1/streams/{stream_id}/pinned": {"get": op(
+        "Paid messages pinned now and not hidden: most coins first, then lower seq",
+        {200: ok(obj({"pinned": array(ref("GiftEvent"))}))}, tags=["engagement"], security=PUBLIC,
+        errors=(404,), params=[STREAM_ID])},
+    "/v1/streams/{stream_id}/gifts/{gift_id}/hide": {"post": op(
+        "Hide a gift's message everywhere (its creator, an admin); the gift and its coins stay",
+        {200: ok(obj({"gift": ref("GiftEvent")}))}, tags=["engagement"], errors=(403, 404),
+        params=[STREAM_ID, path_param("gift_id")])},
+    "/v1/streams/{stream_id}/gifts-paused": {"put": op(
+        "Pause or resume gifts on a live stream (its creator, an admin)", {200: ok(obj({"stream": ref("Stream")}))},
+        tags=["engagement"], errors=(403, 404, 409, 413), params=[STREAM_ID], request=obj({"paused": BOOL}))},
+    "/v1/creators/me/blocks": {"get": op(
+        "The calling creator's blocked users",
+        {200: ok(obj({"items": array(ref("Block")), "next_cursor": {"type": ["string", "null"]}}))},
+        tags=["engagement"], errors=(403, 422),
+        params=[query_param("limit", {**LIMIT, "maximum": 200}), query_param("cursor", STR)])},
+    "/v1/creators/me/blocks/{user_id}": {
+        "put": op("Block a user from gifting the caller's streams (again: the same block)",
+                  {200: ok(obj({"block": ref("Block")}))}, tags=["engagement"], errors=(403, 422), params=[USER]),
+        "delete": op("Unblock a user", {200: ok(obj({"block": ref("Block")}))}, tags=["engagement"],
+                     errors=(403, 404, 422), params=[USER]),
+    },
+})
+
 
 def document() -> dict[str, Any]:
     responses = {f"E{status}": {"description": text, "content": {JSON: {"schema": ref("Error")}}}

@@ -34,6 +34,14 @@ from wallet.streams import Streams
 log = logging.getLogger("gifting.runtime")
 
 
+def configure_rules(s: Settings) -> None:
+    """The gift rules' settings, set once at start (the rules are the batch's module-level singletons)."""
+    from wallet.rules import combo, message
+
+    combo.RULE.configure(s.combo_window_s)
+    message.RULE.configure(s.message_min_coins, message.parse_tiers(s.pin_tiers))
+
+
 class Runtime:
     def __init__(self, settings: Settings, *, need_redis: bool = True, apply_migrations: bool = True,
                  pool_size: int | None = None, publish_battles: bool = True) -> None:
@@ -113,6 +121,7 @@ class Runtime:
         self.wallet = Wallet(self.pool)
         self.battles = Battles(self.pool)
         self.streams = Streams(self.pool, self.wallet.ledger, self.battles)
+        configure_rules(s)
         self.gifts = GiftService(self.pool, window_ms=s.batch_window_ms, max_batch=s.batch_max,
                                  lanes=s.batch_lanes, depth=s.batch_depth,
                                  rules=with_caps(RULES, Caps(s.daily_coin_cap, s.weekly_coin_cap)))

@@ -13,6 +13,7 @@ import secrets
 from collections.abc import Mapping
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 from urllib.parse import urlsplit, urlunsplit
 
 
@@ -199,6 +200,10 @@ class Settings:
     trace_sample: int = 1000
     trace_log: bool = False  # write those lines (the gifting.trace logger at debug)
     otel: bool = False
+    # Engagement (combos, paid messages).
+    combo_window_s: float = 3.0  # a gift continues a combo whose latest gift is at most this old
+    message_min_coins: int = 100  # a gift needs at least these coins to carry a message
+    pin_tiers: str = "500:120,1000:300,2000:600,5000:1800,10000:3600,20000:7200,50000:18000"  # coins:seconds
 
     def __repr__(self) -> str:
         shown: list[str] = []
@@ -251,6 +256,7 @@ class Settings:
             trace_sample=_int(env, "GIFTING_TRACE_SAMPLE", 1000, 0),
             trace_log=_bool(env, "GIFTING_TRACE_LOG"),
             otel=_bool(env, "GIFTING_OTEL"),
+            **_engagement(env),
         )
 
     def replace(self, **changes: object) -> Settings:
@@ -294,6 +300,18 @@ def _cap(env: Mapping[str, str], name: str) -> int | None:
     if not env.get(name):
         return None
     return _int(env, name, 0, 0, 10**12)
+
+
+def _engagement(env: Mapping[str, str]) -> dict[str, Any]:
+    from wallet.rules.message import DEFAULT_PIN_TIERS, parse_tiers
+
+    tiers = env.get("GIFTING_PIN_TIERS") or DEFAULT_PIN_TIERS
+    try:
+        parse_tiers(tiers)
+    except ValueError as e:
+        raise SettingsError(f"GIFTING_PIN_TIERS: {e}") from None
+    return {"combo_window_s": _float(env, "GIFTING_COMBO_WINDOW_S", 3.0, 0.0, 3600.0),
+            "message_min_coins": _int(env, "GIFTING_MESSAGE_MIN_COINS", 100, 1), "pin_tiers": tiers}
 
 
 def _dev_secret(path: Path) -> str:

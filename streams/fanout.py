@@ -36,6 +36,7 @@ from streams import protocol as p
 from streams.battle_feed import RoomBattle, battle_key
 from streams.hot import RoomKeys, is_cluster
 from streams.ports import WalletPort
+from streams.room_state import STATE_TYPES, RoomState, hide_encoded
 
 log = logging.getLogger("streams.fanout")
 
@@ -118,6 +119,7 @@ class Room:
         self.stamps: deque[tuple[int, int, float, float, float]] = deque()
         self.battle = RoomBattle(stream_id)  # the battle this room shows (streams.battle_feed)
         self.battle_timer: asyncio.TimerHandle | None = None
+        self.engagement = RoomState()  # goal, pause, pinned and hidden messages, for the welcome
 
     # ---- input (from the pub/sub reader, synchronous) ---------------------------------
     def on_gifts(self, msg: dict[str, Any], received: float = 0.0) -> None:
@@ -129,6 +131,7 @@ class Room:
             if seq > self.seq and seq not in self.pending:
                 self.pending[seq] = p.encode(p.gift(seq, item["gift"]))
                 self.battle.observe_gift(item["gift"])
+                self.engagement.on_gift(seq, item["gift"])
         if received and "ct" in msg and top > self.seq and len(self.stamps) < 4096:
             self.stamps.append((int(items[0]["seq"]), top, float(msg["ct"]), float(msg.get("pt") or 0.0), received))
         if top >= self.earn_seq and "stream_coins" in msg:
@@ -170,6 +173,18 @@ class Room:
     def _battle_wake(self) -> None:
         self.battle_timer = None
         self.wake.set()
+
+    def on_state(self, msg: dict[str, Any]) -> None:
+        """``goal``, ``stream``, ``message_hidden``: whole states, passed on behind the gifts."""
+        hidden = self.engagement.on_message(msg)
+        if hidden is not None:
+            # The text goes from what this room replays too.
+            if hidden in self.pending:
+                self.pending[hidden] = hide_encoded(self.pending[hidden])
+            if any(s == hidden for s, _ in self.recent):
+                self.recent = deque(((s, hide_encoded(t) if s == hidden else t) for s, t in self.recent),
+                                    maxlen=self.recent.maxlen)
+        self.send_all(msg)
 
     def check_tail(self, state_seq: int, coins: int | None, unsettled: int | None) -> None:
         """Periodic check: a seq committed for a whole period but never delivered is fetched."""
@@ -509,7 +524,7 @@ class Fanout:
         seq = room.seq
         if recovered is False:
             replay = []
-        self.send(v, welcome(seq, recovered) | {"battle": room.battle.welcome()})
+        self.send(v, room.engagement.patch_welcome(welcome(seq, recovered)) | {"battle": room.battle.welcome()})
         step = self.config.max_items_per_frame
         for i in range(0, len(replay), step):
             self.push(v, p.join_frames([t for _, t in replay[i:i + step]]).encode())
@@ -662,6 +677,8 @@ class Fanout:
                 room.on_ended(doc)
             elif kind == "battle":
                 room.on_battle(doc)
+            elif kind in STATE_TYPES:
+                room.on_state(doc)
         except Exception:
             log.exception("room %s: bad pub/sub message", stream_id)
 

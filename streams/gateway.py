@@ -306,10 +306,11 @@ class Gateway:
             except Exception as e:
                 log.warning("viewer count unavailable for room %d: %s", stream_id, e)
                 count = 0
+            pinned = await self._pinned(stream_id)
 
             def welcome(seq: int, recovered: bool | None) -> dict[str, Any]:
                 return p.welcome(stream.json | {"viewers": count}, identity.id, identity.role, seq, count,
-                                 recovered)
+                                 recovered, pinned)
 
             try:
                 await self.fanout.join(viewer, stream_id, since, welcome)
@@ -335,6 +336,15 @@ class Gateway:
                 self.per_user[identity.id] = left
             else:
                 self.per_user.pop(identity.id, None)
+
+    async def _pinned(self, stream_id: int) -> list[dict[str, Any]]:
+        """Pinned messages for the welcome: best effort (the room adds what it delivered since)."""
+        try:
+            async with asyncio.timeout(self.config.presence_timeout):
+                return await self.wallet.pinned(stream_id)
+        except Exception as e:
+            log.warning("pinned messages unavailable for room %d: %s", stream_id, e)
+            return []
 
     def _arm_expiry(self, conn: Conn) -> None:
         if conn.timer:
@@ -404,7 +414,8 @@ class Gateway:
         tracing.CURRENT.set(trace)  # this task's own context: the gift service stamps it
         try:
             done = await self.wallet.send_gift(Sender(ident.id, ident.name or ident.id, ident.role, ident.adult),
-                                               conn.stream_id, msg.gift_id, msg.count, msg.idempotency_key)
+                                               conn.stream_id, msg.gift_id, msg.count, msg.idempotency_key,
+                                               msg.message)
         except Exception as e:
             code = getattr(e, "code", None)
             if isinstance(code, str) and hasattr(e, "status"):

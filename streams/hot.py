@@ -34,7 +34,7 @@ from typing import Any
 import asyncpg
 
 from wallet.audit import Check
-from wallet.gifts import BalanceChange, CommittedBatch, event_from_row
+from wallet.gifts import MESSAGE_HIDDEN, BalanceChange, CommittedBatch, event_from_row
 from wallet.models import GiftEvent
 from wallet.streams import Streams
 
@@ -178,8 +178,8 @@ SQL_REBUILD_TOTALS = """
 SELECT sender_id, max(sender_name) AS name, sum(coins)::bigint AS coins
   FROM gifts WHERE stream_id = $1 AND seq <= $2 GROUP BY sender_id
 """
-SQL_REBUILD_HISTORY = """
-SELECT g.*, s.creator_id FROM gifts g JOIN streams s ON s.id = g.stream_id
+SQL_REBUILD_HISTORY = f"""
+SELECT g.*, s.creator_id, {MESSAGE_HIDDEN} AS message_hidden FROM gifts g JOIN streams s ON s.id = g.stream_id
  WHERE g.stream_id = $1 AND g.seq > $2::bigint - $3::bigint AND g.seq <= $2::bigint ORDER BY g.seq
 """
 SQL_HEAD = "SELECT last_seq FROM streams WHERE id = $1"
@@ -383,6 +383,19 @@ class HotState:
             await self.redis.spublish(channel, msg)
         else:
             await self.redis.publish(channel, msg)
+
+    async def publish_room(self, stream_id: int, message: str) -> None:
+        """A room message that carries a whole state (``goal``, ``stream``, ``message_hidden``)."""
+        channel = self.keys(stream_id).channel
+        if self.cluster:
+            await self.redis.spublish(channel, message)
+        else:
+            await self.redis.publish(channel, message)
+
+    async def forget_gift(self, stream_id: int, seq: int) -> None:
+        """Drops one gift from the room's replay history (its message was hidden): a replay
+        that needs it finds a hole there and reads the gift from Postgres, without the text."""
+        await self.redis.xdel(self.keys(stream_id).hist, f"{seq}-0")
 
     async def cached_balance(self, user_id: str) -> int | None:
         raw = await self.redis.hget(wallet_key(self.prefix, user_id), "b")

@@ -42,12 +42,16 @@ class WalletPort(Protocol):
         ...
 
     async def send_gift(self, sender: Sender, stream_id: int, gift_id: str, count: int,
-                        idempotency_key: str) -> Committed:
+                        idempotency_key: str, message: str | None = None) -> Committed:
         """Commits one gift (idempotent on the key) or raises a ``WalletError``."""
         ...
 
     async def gifts_after(self, stream_id: int, after_seq: int, limit: int) -> list[tuple[int, dict[str, Any]]]:
         """Committed gifts of a stream with seq > after_seq, in seq order: (seq, GiftEvent JSON)."""
+        ...
+
+    async def pinned(self, stream_id: int) -> list[dict[str, Any]]:
+        """The stream's pinned paid messages now (GiftEvent JSON), for ``welcome``; may be a second old."""
         ...
 
     async def ended(self, stream_ids: list[int]) -> dict[int, tuple[dict[str, Any], int]]:

@@ -65,6 +65,7 @@ class SendGift:
     gift_id: str
     count: int
     idempotency_key: str
+    message: str | None = None  # a paid message, trimmed
 
 
 @dataclass(frozen=True, slots=True)
@@ -140,7 +141,8 @@ def parse_message(doc: Any) -> ClientMessage | ProtocolError:
             gift_id = inputs.catalog_id(doc.get("gift_id", inputs.MISSING), "gift_id")
             count = inputs.count(doc.get("count", 1))  # over the socket count defaults to 1
             key = inputs.idempotency_key(doc.get("idempotency_key", inputs.MISSING))
-            return SendGift(ref, gift_id, count, key)
+            message = inputs.paid_message(doc.get("message", inputs.MISSING))
+            return SendGift(ref, gift_id, count, key, message)
         if kind == "ping":
             return Ping(ref)
         if kind == "auth":
@@ -161,9 +163,10 @@ def parse_message(doc: Any) -> ClientMessage | ProtocolError:
 # ---- server -> client -----------------------------------------------------------------
 
 def welcome(stream: dict[str, Any], user_id: str, role: str, seq: int, viewers: int,
-            recovered: bool | None) -> dict[str, Any]:
+            recovered: bool | None, pinned: list[dict[str, Any]] | None = None) -> dict[str, Any]:
     return {"type": "welcome", "stream": stream, "user": {"id": user_id, "role": role},
-            "seq": seq, "viewers": viewers, "recovered": recovered}
+            "seq": seq, "viewers": viewers, "recovered": recovered,
+            "goal": stream.get("goal"), "pinned": pinned or []}
 
 
 def gift(seq: int, event: dict[str, Any]) -> dict[str, Any]:

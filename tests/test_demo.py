@@ -52,6 +52,10 @@ async def test_the_demo_prints_both_urls_and_its_viewers_buy_coins_and_send_gift
         async with http.get(f"{service.http}/v1/streams/{stream_id}") as r:
             stream = (await r.json())["stream"]
         assert stream["status"] == "live" and stream["coins_received"] > 0 and stream["viewers"] >= 5
+        assert stream["goal"] is not None and stream["goal"]["progress_coins"] > 0  # the creator set a goal
+        async with http.get(f"{service.http}/v1/streams/{stream_id}/gifts?limit=1000") as r:
+            gifts = (await r.json())["gifts"]
+        assert any(g["combo"]["count"] > g["count"] for g in gifts)  # taps of one gift grew a combo
         # the printed viewer URL signs in (development sign-in) like the dashboard's
         async with http.post(f"{service.http}/v1/dev/token", json={"user_id": printed.group(2)}) as r:
             assert r.status == 201

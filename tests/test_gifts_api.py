@@ -33,7 +33,9 @@ async def test_a_gift_commits_with_the_contract_shape_and_debits_the_sender(clie
     assert g["seq"] == 1 and g["stream_id"] == stream["id"] and g["count"] == 3 and g["coins"] == 15
     assert g["sender"] == {"id": "bob", "name": "Bobby"}
     assert g["gift"] == {"id": "heart", "name": "Heart", "coins": 5}
-    assert set(g) == {"id", "stream_id", "seq", "sender", "gift", "count", "coins", "created_at", "battle"}
+    assert set(g) == {"id", "stream_id", "seq", "sender", "gift", "count", "coins", "created_at",
+                      "combo", "goal", "message", "pinned_until", "message_hidden", "battle"}
+    assert g["combo"] == {"id": g["id"], "count": 3} and g["goal"] is None and g["message"] is None
     assert g["battle"] is None
     assert (await (await client.get("/v1/wallet", headers=bearer("bob"))).json())["coins"] == 55
     s = await (await client.get(f"/v1/streams/{stream['id']}")).json()

@@ -59,7 +59,7 @@ def test_paths_name_a_stream_and_nothing_else():
 def test_messages_have_the_contract_shapes():
     assert p.welcome({"id": "1"}, "u", "viewer", 5, 3, None) == {
         "type": "welcome", "stream": {"id": "1"}, "user": {"id": "u", "role": "viewer"}, "seq": 5,
-        "viewers": 3, "recovered": None}
+        "viewers": 3, "recovered": None, "goal": None, "pinned": []}
     assert p.error(None, "rate_limited", "m") == {"type": "error", "ref": None, "code": "rate_limited",
                                                   "message": "m"}
     assert p.earnings(10, 4) == {"type": "earnings", "stream_coins": 10, "unsettled_coins": 4}
@@ -78,6 +78,17 @@ def test_the_token_bucket_allows_a_burst_then_refills_at_its_rate():
 def test_contiguous_takes_only_the_gapless_run_after_the_cursor():
     assert p.contiguous(3, {4: "a", 5: "b", 7: "c"}) == [4, 5]
     assert p.contiguous(3, {5: "b"}) == []
+
+
+def test_send_gift_carries_a_trimmed_message_and_a_bad_one_is_answered_not_held_against_the_client():
+    msg = p.parse_message({"type": "send_gift", "gift_id": "rose", "idempotency_key": "k", "message": "  hi  "})
+    assert isinstance(msg, p.SendGift) and msg.message == "hi"
+    assert p.parse_message({"type": "send_gift", "gift_id": "rose", "idempotency_key": "k"}).message is None  # type: ignore[union-attr]
+    for bad in ("", "   ", "x" * 201, "a\nb", "\x85", "a\u202eb"):
+        err = p.parse_message({"type": "send_gift", "gift_id": "rose", "idempotency_key": "k", "message": bad})
+        assert isinstance(err, p.ProtocolError) and err.code == "invalid_message" and not err.malformed, bad
+    err = p.parse_message({"type": "send_gift", "gift_id": "rose", "idempotency_key": "k", "message": 7})
+    assert isinstance(err, p.ProtocolError) and err.code == "invalid_request" and err.malformed
 
 
 def test_a_nul_or_lone_surrogate_key_is_refused_before_it_reaches_the_wallet():

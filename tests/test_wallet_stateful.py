@@ -2,8 +2,9 @@
 
 Hypothesis drives purchases, key replays, payment events (succeeded, failed,
 refunded, disputed, mismatched amounts, exact repeats, forged replays),
-spending limits and self-exclusion, and gifts over real HTTP against real
-Postgres and Redis, and after every step
+spending limits and self-exclusion, and gifts, with the creator setting and
+clearing goals, blocking and unblocking gifters and pausing gifts in between,
+over real HTTP against real Postgres and Redis, and after every step
 checks the wallets against a plain in-memory model, runs the audit of the
 books, and waits for Redis's hot state to agree with Postgres.
 """
@@ -93,6 +94,10 @@ class WalletMachine(RuleBasedStateMachine):
         self.spent: dict[str, dict[str, int]] = {u: {"daily": 0, "weekly": 0} for u in USERS}
         self.windows: tuple[Any, Any] | None = None
         self.excluded: set[str] = set()
+        # the creator's side: the current goal (id, target, gift filter, progress, reached), blocks, pause
+        self.goal: dict[str, Any] | None = None
+        self.blocked: set[str] = set()
+        self.paused = False
 
     async def _open_client(self) -> TestClient[Any, Any]:
         client: TestClient[Any, Any] = TestClient(TestServer(build_app(self.rt, ExternalProvider())))
@@ -218,6 +223,10 @@ class WalletMachine(RuleBasedStateMachine):
             return
         if user in self.excluded:
             assert (status, body["error"]["code"]) == (403, "self_excluded"), body
+        elif user in self.blocked:
+            assert (status, body["error"]["code"]) == (403, "blocked"), body
+        elif self.paused:
+            assert (status, body["error"]["code"]) == (409, "gifts_paused"), body
         elif self.balances[user] < 0:
             assert (status, body["error"]["code"]) == (403, "wallet_in_debt"), body
         elif self._over_limit(user, cost):
@@ -231,6 +240,52 @@ class WalletMachine(RuleBasedStateMachine):
             self.spent[user]["daily"] += cost
             self.spent[user]["weekly"] += cost
             assert body["balance"] == self.balances[user] and body["gift"]["coins"] == cost
+            goal = self.goal
+            if goal is None or goal["gift_id"] not in (None, gift):
+                assert body["gift"]["goal"] is None, body
+            else:
+                before = goal["progress"]
+                goal["progress"] += cost
+                reached = before < goal["target"] <= goal["progress"]
+                assert body["gift"]["goal"] == {"id": goal["id"], "progress_coins": goal["progress"],
+                                                "target_coins": goal["target"], "reached": reached}, body
+            assert body["gift"]["combo"]["count"] >= count
+
+    @rule(target_coins=st.integers(1, 3000), only=st.sampled_from([None, "rose", "galaxy"]))
+    def set_goal(self, target_coins: int, only: str | None) -> None:
+        doc: dict[str, Any] = {"title": "goal", "target_coins": target_coins}
+        if only is not None:
+            doc["gift_id"] = only
+        status, body = self.run(self._creator("PUT", f"/v1/streams/{self.stream_id}/goal", doc))
+        assert status == 200, body
+        assert body["goal"]["progress_coins"] == 0 and body["goal"]["status"] == "active"
+        self.goal = {"id": body["goal"]["id"], "target": target_coins, "gift_id": only, "progress": 0}
+
+    @rule()
+    def clear_goal(self) -> None:
+        status, body = self.run(self._creator("DELETE", f"/v1/streams/{self.stream_id}/goal"))
+        if self.goal is None:
+            assert status == 404, body
+        else:
+            assert status == 200 and body["goal"]["id"] == self.goal["id"], body
+            assert body["goal"]["progress_coins"] == self.goal["progress"]
+        self.goal = None
+
+    @rule(user=st.sampled_from(USERS), block=st.booleans())
+    def block_or_unblock(self, user: str, block: bool) -> None:
+        status, body = self.run(self._creator("PUT" if block else "DELETE", f"/v1/creators/me/blocks/{user}"))
+        if block or user in self.blocked:
+            assert status == 200 and body["block"]["user_id"] == user, body
+        else:
+            assert status == 404, body
+        (self.blocked.add if block else self.blocked.discard)(user)
+
+    @rule(paused=st.booleans())
+    def pause(self, paused: bool) -> None:
+        status, body = self.run(self._creator("PUT", f"/v1/streams/{self.stream_id}/gifts-paused",
+                                              {"paused": paused}))
+        assert status == 200 and body["stream"]["gifts_paused"] is paused, body
+        self.paused = paused
 
     # ---- responsible spending ------------------------------------------------------
     @rule(user=st.sampled_from(USERS), daily=st.one_of(st.none(), st.integers(0, 3000)),
@@ -346,6 +401,10 @@ class WalletMachine(RuleBasedStateMachine):
             "SELECT kind, balance FROM accounts WHERE kind IN ('chargeback_losses', 'creator_unsettled')")))
         assert platform.get("chargeback_losses") == self.losses
         assert platform.get("creator_unsettled", 0) == self.gifted
+        goal = self.run(self.rt.pool.fetchrow(
+            "SELECT id, progress_coins FROM goals WHERE stream_id = $1 AND status <> 'cleared'", int(self.stream_id)))
+        assert (None if goal is None else (str(goal["id"]), goal["progress_coins"])) == \
+            (None if self.goal is None else (self.goal["id"], self.goal["progress"]))
 
     @invariant()
     def redis_catches_up_with_postgres(self) -> None:
@@ -376,6 +435,10 @@ class WalletMachine(RuleBasedStateMachine):
 
     async def _call(self, method: str, path: str, user: str, body: Any = None) -> tuple[int, Any]:
         resp = await self.client.request(method, path, headers=bearer(user), json=body)
+        return resp.status, await resp.json()
+
+    async def _creator(self, method: str, path: str, doc: Any = None) -> tuple[int, Any]:
+        resp = await self.client.request(method, path, json=doc, headers=bearer(CREATOR, "creator"))
         return resp.status, await resp.json()
 
     async def _post(self, body: bytes, headers: dict[str, str]) -> int:

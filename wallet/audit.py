@@ -13,6 +13,7 @@ from typing import Any
 
 import asyncpg
 
+from wallet.engagement_audit import ENGAGEMENT_CHECKS, configured_checks
 from wallet.settlement_audit import SETTLEMENT_CHECKS
 from wallet.spending_audit import SPENDING_CHECKS
 
@@ -175,6 +176,7 @@ SQL_CHECKS: dict[str, str] = {
     """,
     **SETTLEMENT_CHECKS,
     **SPENDING_CHECKS,
+    **ENGAGEMENT_CHECKS,
 }
 
 SQL_COIN_CONSERVATION = """
@@ -208,6 +210,8 @@ async def audit(pool: asyncpg.Pool, extra: list[ExtraCheck] | None = None) -> Re
         # One snapshot: every check sees the same books.
         for name, sql in SQL_CHECKS.items():
             checks.append(await run_sql_check(conn, name, sql))
+        name = "combos_follow_from_gift_order"
+        checks.append(await run_sql_check(conn, name, configured_checks()[name]))
         row = await conn.fetchrow(SQL_COIN_CONSERVATION)
         totals = dict(row)
         lhs = totals["credited"] - totals["taken_back"]

@@ -7,13 +7,18 @@
     │   ├── AmountMismatch        422 amount_mismatch
     │   ├── InvalidDuration       422 invalid_duration
     │   ├── InvalidLimit          422 invalid_limit
-    │   └── InvalidUntil          422 invalid_until
+    │   ├── InvalidUntil          422 invalid_until
+    │   ├── InvalidGoal           422 invalid_goal
+    │   ├── InvalidMessage        422 invalid_message
+    │   └── MessageNotAllowed     422 message_not_allowed
     ├── NotFound                  404
     │   ├── UnknownPack           404 unknown_pack
     │   ├── UnknownGift           404 unknown_gift
     │   ├── UnknownStream         404 unknown_stream
     │   ├── UnknownPurchase       404 unknown_purchase
-    │   └── UnknownBattle         404 unknown_battle
+    │   ├── UnknownBattle         404 unknown_battle
+    │   ├── UnknownBlock          404 unknown_block
+    │   └── UnknownGoal           404 unknown_goal (the stream has no goal to clear)
     ├── InsufficientFunds         402 insufficient_funds
     ├── Forbidden                 403
     │   ├── WalletInDebt          403 wallet_in_debt
@@ -21,6 +26,7 @@
     │   ├── AgeRestricted         403 age_restricted
     │   ├── SelfExcluded          403 self_excluded
     │   ├── SpendingLimit         403 spending_limit (details: limit, remaining_coins, resets_at)
+    │   ├── Blocked               403 blocked (the creator blocked the sender)
     │   ├── NotStreamOwner        403 forbidden
     │   ├── SelfBattle            403 forbidden
     │   └── NotBattler            403 forbidden
@@ -30,7 +36,8 @@
     │   ├── AlreadyLive           409 already_live
     │   ├── HistoryIsSettled      409 history_is_settled
     │   ├── AlreadyInBattle       409 already_in_battle
-    │   └── BattleNotOpen         409 battle_not_open
+    │   ├── BattleNotOpen         409 battle_not_open
+    │   └── GiftsPaused           409 gifts_paused
     └── Unavailable               503 unavailable (shutting down, store unreachable)
 
 Driver errors never leave this package untranslated where they carry meaning
@@ -271,3 +278,47 @@ class InvalidUntil(InvalidRequest):
     """until must be 1 day to 5 years ahead, and never before a self-exclusion already set."""
 
     code = "invalid_until"
+
+
+# ---- engagement: goals, paid messages, moderation --------------------------------------
+
+class InvalidGoal(InvalidRequest):
+    """A goal needs a title of 1-80 characters and target_coins from 1 to 1,000,000,000."""
+
+    code = "invalid_goal"
+
+
+class InvalidMessage(InvalidRequest):
+    """A message is 1-200 characters after trimming, with no control characters."""
+
+    code = "invalid_message"
+
+
+class MessageNotAllowed(InvalidRequest):
+    """This gift is too small to carry a message."""
+
+    code = "message_not_allowed"
+
+
+class UnknownBlock(NotFound):
+    """That user is not blocked."""
+
+    code = "unknown_block"
+
+
+class UnknownGoal(NotFound):
+    """The stream has no goal."""
+
+    code = "unknown_goal"
+
+
+class Blocked(Forbidden):
+    """The creator has blocked you from sending gifts to their streams."""
+
+    code = "blocked"
+
+
+class GiftsPaused(Conflict):
+    """The creator has paused gifts on this stream."""
+
+    code = "gifts_paused"

@@ -5,7 +5,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 from wallet import errors
-from wallet.models import GiftEvent
+from wallet.models import GiftEvent, request_hash
 
 MAX_COUNT = 999
 
@@ -22,12 +22,17 @@ class GiftRequest:
     # The age gate lets the sender gift: the token's adult claim, or GIFTING_AGE_GATE=off
     # (set at the boundary; direct callers of the wallet are trusted code).
     adult: bool = True
+    # A paid message (validated at the boundary: wallet.rules.message.validate_message).
+    message: str | None = None
 
     @property
     def fingerprint(self) -> str:
         """What makes two requests with one key the same request (the sender is in the key).
 
         Short and plain on purpose: it is computed for every gift on the hot path."""
+        if self.message is not None:
+            # Another text under the same key is another request (409 idempotency_conflict).
+            return f"gift|{self.stream_id}|{self.gift_id}|{self.count}|{request_hash(self.message)}"
         return f"gift|{self.stream_id}|{self.gift_id}|{self.count}"
 
 

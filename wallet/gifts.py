@@ -70,8 +70,10 @@ log = logging.getLogger("wallet.gifts")
 # The batch's two statements, composed once from the rules (wallet.gift_sql has the
 # arm order, which is the lock order, and the parameters).
 SQL = compose(RULES)
-SQL_EVENTS_SINCE = """
-SELECT g.*, s.creator_id FROM gifts g JOIN streams s ON s.id = g.stream_id
+# Every read of gift rows says which messages were hidden (gift_hides): their text never leaves.
+MESSAGE_HIDDEN = "EXISTS (SELECT 1 FROM gift_hides h WHERE h.stream_id = g.stream_id AND h.seq = g.seq)"
+SQL_EVENTS_SINCE = f"""
+SELECT g.*, s.creator_id, {MESSAGE_HIDDEN} AS message_hidden FROM gifts g JOIN streams s ON s.id = g.stream_id
  WHERE g.stream_id = $1 AND g.seq > $2 ORDER BY g.seq LIMIT $3
 """
 
@@ -80,12 +82,14 @@ def event_from_row(row: Mapping[str, Any], creator_id: str = "", rules: tuple[Ru
                    sql: GiftSql | None = None) -> GiftEvent:
     """A committed gift's event from its row (a replay, the history, a room catching up)."""
     columns = (sql or SQL).rule_columns
+    extra = render({c: row[c] for c, _ in columns if c in row}, rules)
+    if row.get("message_hidden") and extra.get("message") is not None:
+        extra = {**extra, "message": None, "message_hidden": True}  # hidden by the creator: the gift stays
     return GiftEvent(
         stream_id=row["stream_id"], seq=row["seq"], sender_id=row["sender_id"],
         sender_name=row["sender_name"], gift_id=row["gift_id"], gift_name=row["gift_name"],
         unit_coins=row["unit_coins"], count=row["count"], coins=row["coins"],
-        created_at=row["created_at"], creator_id=creator_id,
-        extra=render({c: row[c] for c, _ in columns if c in row}, rules),
+        created_at=row["created_at"], creator_id=creator_id, extra=extra,
     )
 
 

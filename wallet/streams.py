@@ -6,6 +6,7 @@ The wallet owns them because a gift locks its stream row to take the next
 
 from __future__ import annotations
 
+import json
 from dataclasses import dataclass
 from datetime import datetime
 from typing import TYPE_CHECKING, Any
@@ -24,14 +25,21 @@ INSERT INTO streams (creator_id, creator_name, creator_account, title)
 VALUES ($1, $2, $3, $4)
 RETURNING *
 """
-SQL_GET = "SELECT * FROM streams WHERE id = $1"
+# A stream with its current goal (active or reached; NULL when none or cleared).
+SQL_GET = """
+SELECT s.*, (SELECT to_jsonb(g) FROM goals g WHERE g.stream_id = s.id AND g.status <> 'cleared') AS goal
+  FROM streams s WHERE s.id = $1
+"""
 SQL_END = """
 UPDATE streams SET status = 'ended', ended_at = now()
  WHERE id = $1 AND status = 'live'
 RETURNING *
 """
 SQL_ENDED_AMONG = "SELECT * FROM streams WHERE id = ANY($1::bigint[]) AND status = 'ended'"
-SQL_LIVE = "SELECT * FROM streams WHERE status = 'live' ORDER BY started_at DESC, id DESC LIMIT $1"
+SQL_LIVE = """
+SELECT s.*, (SELECT to_jsonb(g) FROM goals g WHERE g.stream_id = s.id AND g.status <> 'cleared') AS goal
+  FROM streams s WHERE s.status = 'live' ORDER BY s.started_at DESC, s.id DESC LIMIT $1
+"""
 SQL_RECENT = """
 SELECT id, last_seq FROM streams
  WHERE status = 'live' OR ended_at > now() - make_interval(secs => $1::double precision)
@@ -50,6 +58,8 @@ class Stream:
     last_seq: int
     coins_received: int
     battle_id: int | None = None
+    gifts_paused: bool = False
+    goal: dict[str, Any] | None = None  # the current Goal's JSON
 
     def to_json(self, viewers: int = 0) -> dict[str, Any]:
         return {
@@ -62,6 +72,8 @@ class Stream:
             "viewers": viewers,
             "coins_received": self.coins_received,
             "battle_id": str(self.battle_id) if self.battle_id is not None else None,
+            "gifts_paused": self.gifts_paused,
+            "goal": self.goal,
         }
 
 
@@ -70,7 +82,23 @@ def _stream(row: asyncpg.Record) -> Stream:
         id=row["id"], creator_id=row["creator_id"], creator_name=row["creator_name"], title=row["title"],
         status=row["status"], started_at=row["started_at"], ended_at=row["ended_at"],
         last_seq=row["last_seq"], coins_received=row["coins_received"], battle_id=row.get("battle_id"),
+        gifts_paused=row["gifts_paused"], goal=_goal_json(row),
     )
+
+
+def _goal_json(row: asyncpg.Record) -> dict[str, Any] | None:
+    doc = row.get("goal")
+    if doc is None:
+        return None
+    if isinstance(doc, str):
+        doc = json.loads(doc)
+    from wallet.engagement import goal_from_row
+
+    fields = dict(doc)
+    for k in ("created_at", "reached_at"):
+        if fields.get(k) is not None:
+            fields[k] = datetime.fromisoformat(fields[k])
+    return goal_from_row(fields).to_json()
 
 
 def parse_stream_id(raw: str | int) -> int:
@@ -132,10 +160,8 @@ class Streams:
                 raise errors.Unavailable("the stream's battle kept changing; retry")
         if ending is not None and self.battles is not None:
             await self.battles.after_stream_end(ending)
-        if ended is None:
-            row = await self.pool.fetchrow(SQL_GET, sid)
-            return _stream(row), False
-        return _stream(ended), True
+        row = await self.pool.fetchrow(SQL_GET, sid)  # with its goal, which an end keeps as it was
+        return _stream(row), ended is not None
 
     async def live(self, limit: int = 100) -> list[Stream]:
         rows = await self.pool.fetch(SQL_LIVE, limit)

@@ -6,7 +6,7 @@ from typing import Any
 
 from aiohttp import web
 
-from gifting.api import battles, dev, observe, ops, pages, settlement, spending, streams, wallet
+from gifting.api import battles, dev, engagement, observe, ops, pages, settlement, spending, streams, wallet
 from gifting.api.common import MAX_BODY, SETTINGS, error_middleware
 from gifting.metrics import Metrics
 from gifting.provider import PaymentProvider
@@ -24,6 +24,7 @@ def create_app(settings: Settings, *, pool: Any, redis: Any, wallet_service: Wal
     app[wallet.PROVIDER] = provider
     app[settlement.SETTLEMENT] = settlement.build(settings, pool)
     app[spending.SPENDING] = spending.build(settings, pool)
+    app[engagement.ENGAGEMENT] = engagement.build(pool)
     for key, value in (extra or {}).items():
         app[key] = value
     if observe.METRICS not in app:
@@ -34,6 +35,7 @@ def create_app(settings: Settings, *, pool: Any, redis: Any, wallet_service: Wal
     app.add_routes(battles.routes)
     app.add_routes(settlement.routes)
     app.add_routes(spending.routes)
+    app.add_routes(engagement.routes)
     app.add_routes(pages.routes)
     if settings.dev_mode:  # development sign-in: never with real secrets
         app.add_routes(dev.routes)

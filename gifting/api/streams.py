@@ -102,17 +102,18 @@ async def list_streams(request: web.Request) -> web.Response:
 @routes.post("/v1/streams/{stream_id}/gifts")
 async def send_gift(request: web.Request) -> web.Response:
     who = principal(request)
-    doc = await read_json(request, {"gift_id", "count", "idempotency_key"})
+    doc = await read_json(request, {"gift_id", "count", "idempotency_key", "message"})
     gift_id = inputs.catalog_id(field(doc, "gift_id"), "gift_id")
     count = inputs.count(field(doc, "count"))
     key = inputs.idempotency_key(field(doc, "idempotency_key"))
+    message = inputs.paid_message(field(doc, "message"))
     stream_id = inputs.stream_id(request.match_info["stream_id"])
     limiter = request.app.get(LIMITER)
     if limiter is not None and not await limiter.allow(f"gift:{who.id}"):
         raise ApiError(429, "rate_limited", "too many gifts; slow down")
     result = await request.app[GIFTS].send(GiftRequest(
         sender_id=who.id, sender_name=who.display_name, stream_id=stream_id, gift_id=gift_id,
-        count=count, idempotency_key=key, sender_role=who.role, adult=may_spend(request, who),
+        count=count, idempotency_key=key, sender_role=who.role, adult=may_spend(request, who), message=message,
     ))
     request[LOG_FIELDS] = {"gift_id": result.event.id, "stream_id": stream_id, "seq": result.event.seq,
                            "sender_id": who.id, "coins": result.event.coins, "replayed": result.replayed}

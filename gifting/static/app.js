@@ -129,9 +129,9 @@ const G = (() => {
 
     // Resolves with the ack ({gift, balance}) after the durable commit. The key is the user's
     // action's: the SDK resends it after a drop and falls back to HTTP with it when offline.
-    sendGift(giftId, count, idempotencyKey) {
+    sendGift(giftId, count, idempotencyKey, message) {
       if (!this.room) return Promise.reject(Object.assign(new Error("not connected"), { code: "disconnected" }));
-      return this.room.sendGift(giftId, count, { idempotencyKey });
+      return this.room.sendGift(giftId, count, message == null ? { idempotencyKey } : { idempotencyKey, message });
     }
 
     // For tests and the curious: drop the connection as a network failure would,
@@ -149,7 +149,7 @@ const G = (() => {
   }
 
   function renderTop(list, top, highlight) {
-    list.replaceChildren(...top.map((t, i) => el("li", { class: t.user_id === highlight ? "me" : "" },
+    list.replaceChildren(...top.map((t, i) => el("li", { class: t.user_id === highlight ? "me" : "", dataset: { user: t.user_id } },
       el("span", { class: "rank" }, String(i + 1)), el("span", { class: "who" }, t.name || t.user_id),
       el("span", { class: "amount" }, coins(t.coins)))));
     if (!top.length) list.replaceChildren(el("li", { class: "empty" }, "No gifts yet"));

@@ -198,6 +198,7 @@
     G.renderTop($("#top"), top, "");
     battle = battle || new G.battle.BattlePanel($("#battle"), { streamId: () => stream && stream.id, me: () => me.id, creator: true });
     battle.loadLive();
+    G.engage.decorateTop();
     const handlers = {
       status: (st) => { $("#conn").textContent = st; $("#conn").dataset.state = st; },
       reset: (w, missed) => { setStreamCoins(w.stream.coins_received); if (missed) say("Reconnected; some gifts were missed in the feed."); },
@@ -218,7 +219,7 @@
       ended: () => { showLive(null); loadEarnings(); },
       unauthorized: () => { G.signOut("creator"); location.reload(); },
     };
-    room = new G.LiveRoom(s.id, G.battle.hook(handlers, battle));
+    room = new G.LiveRoom(s.id, G.engage.wrap(G.battle.hook(handlers, battle), s.id, "creator"));
     window.gifting = { room };
     await room.open();
   }

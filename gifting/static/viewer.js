@@ -180,23 +180,28 @@
   async function sendGift(g, count) {
     if (!streamId) { say("Pick a live stream first.", "bad"); return; }
     const k = key("gift"); // once per send: a retry below reuses it
+    const message = G.engage.message();
     try {
       let res;
       try {
-        res = await room.sendGift(g.id, count, k);
+        res = await room.sendGift(g.id, count, k, message);
       } catch (e) {
         if (e.code !== "disconnected") throw e;
         // Not connected right now: the HTTP API takes the same request (same key, same effect).
         res = await api("POST", `/v1/streams/${encodeURIComponent(streamId)}/gifts`,
-                        { gift_id: g.id, count, idempotency_key: k });
+                        message === null ? { gift_id: g.id, count, idempotency_key: k }
+                          : { gift_id: g.id, count, idempotency_key: k, message });
       }
+      if (message !== null) G.engage.sent();
       setBalance(res.balance);
       say(`You sent ${g.name}${count > 1 ? " ×" + count : ""}`, "ok");
       Spending.refresh().catch(() => {});
     } catch (e) {
       const text = Spending.explain(e) || { insufficient_funds: "Not enough coins: recharge.", wallet_in_debt: "Your wallet is in debt.",
                      self_gift: "You cannot gift your own stream.", stream_not_live: "This stream has ended.",
-                     rate_limited: "Slow down a little." }[e.code] || e.message;
+                     rate_limited: "Slow down a little.", blocked: "The creator does not take your gifts.",
+                     gifts_paused: "The creator has paused gifts.",
+                     message_not_allowed: "A message needs a bigger gift." }[e.code] || e.message;
       say(text, "bad");
       if (e.code === "insufficient_funds") showPacks(true);
     }
@@ -277,7 +282,7 @@
       ended: () => loadStreams().catch(() => {}),
       unauthorized: () => { G.signOut("viewer"); location.reload(); },
     };
-    room = new G.LiveRoom(streamId, G.battle.hook(handlers, battle));
+    room = new G.LiveRoom(streamId, G.engage.wrap(G.battle.hook(handlers, battle), streamId, "viewer"));
     window.gifting = { room }; // for tests: room.drop() simulates a network drop
     await room.open();
   }

@@ -65,6 +65,7 @@ from gifting.client import (
 from gifting.embedded import EmbeddedPostgres, EmbeddedRedis
 from gifting.migrate import migrate
 from tests.serve import spawn_serve, wait_serving
+from wallet.engagement_audit import engagement_checks
 from wallet.webhook import sign
 
 JWT_SECRET = "faults-jwt-secret-0123456789abcdef"
@@ -425,6 +426,10 @@ class Run:
             if status != 201:
                 raise RuntimeError(f"could not start a stream: {status} {doc}")
             self.streams[int(doc["stream"]["id"])] = creator
+            # A goal on every stream, small enough to be reached under the faults (combos are always on).
+            sid = doc["stream"]["id"]
+            await self.until_ok("goal", lambda c=creator, s=sid: self.put(
+                f"/v1/streams/{s}/goal", {"title": "fault goal", "target_coins": 150}, bearer(c, "creator")), (200,))
 
     async def put(self, path: str, body: Any, headers: dict[str, str]) -> tuple[int, Any]:
         answer = await self.request("PUT", path, body, headers)
@@ -708,6 +713,13 @@ class Run:
                 "SELECT DISTINCT p.user_id FROM purchases p JOIN payment_events e ON e.purchase_id = p.id "
                 "WHERE e.outcome = 'taken_back'")}
             credited = await conn.fetchval("SELECT count(*) FROM payment_events WHERE outcome = 'credited'")
+            # Each goal reached by exactly the gift that crossed its target, once; combos as the order says.
+            goals = await conn.fetch(
+                "SELECT o.id, o.target_coins, o.progress_coins, o.status, "
+                "       count(g.*) FILTER (WHERE g.goal_reached) AS reached, coalesce(sum(g.coins), 0) AS total "
+                "  FROM goals o LEFT JOIN gifts g ON g.goal_id = o.id GROUP BY o.id")
+            combo_breaks = await conn.fetchval(
+                f"SELECT count(*) FROM ({engagement_checks()['combos_follow_from_gift_order']}) x")
             total_coins = await conn.fetchval("SELECT coalesce(sum(coins), 0)::bigint FROM gifts")
         finally:
             await conn.close()
@@ -738,6 +750,14 @@ class Run:
                 unknown += 1
                 if len(found) > 1:
                     v.append(f"gift {k} stored {len(found)} times")
+        for goal in goals:
+            want = 1 if goal["total"] >= goal["target_coins"] else 0
+            if goal["reached"] != want or goal["progress_coins"] != goal["total"]:
+                v.append(f"goal {goal['id']}: {goal['reached']} gifts say reached (want {want}), "
+                         f"progress {goal['progress_coins']} vs gifts {goal['total']}")
+        if combo_breaks:
+            v.append(f"{combo_breaks} gifts' stored combos do not follow from the gift order")
+        self.figures["goals_reached"] = sum(g["reached"] for g in goals)
         strangers = [k for k in by_key if k not in h.gifts]
         if strangers:
             v.append(f"{len(strangers)} gifts stored that no client asked for, e.g. {strangers[:3]}")

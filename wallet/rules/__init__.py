@@ -18,9 +18,16 @@ in this table (``tests/test_gift_rules.py`` holds the batch to it):
 | 5  | 403 self_excluded        | self_exclusion | wallet/rules/spending.py |
 | 6  | 409 stream_not_live      | live          | wallet/rules/live.py      |
 | 7  | 403 self_gift            | self_gift     | wallet/rules/self_gift.py |
-| 8  | 403 wallet_in_debt       | debt          | wallet/rules/funds.py     |
-| 9  | 403 spending_limit       | spending_limit | wallet/rules/spending.py |
-| 10 | 402 insufficient_funds   | funds         | wallet/rules/funds.py     |
+| 8  | 403 blocked              | blocked       | wallet/rules/moderation.py |
+| 9  | 409 gifts_paused         | gifts_paused  | wallet/rules/moderation.py |
+| 10 | 422 message_not_allowed  | message       | wallet/rules/message.py   |
+| 11 | 403 wallet_in_debt       | debt          | wallet/rules/funds.py     |
+| 12 | 403 spending_limit       | spending_limit | wallet/rules/spending.py |
+| 13 | 402 insufficient_funds   | funds         | wallet/rules/funds.py     |
+
+Annotating rules, after every check (they refuse nothing): ``combo``
+(wallet/rules/combo.py), ``goal`` (wallet/rules/goal.py), ``battle``
+(wallet/rules/battle.py); the pin is set by ``message``.
 
 A gift that passes every check is then accepted by every rule, in the same
 order: that is where annotating rules (combo, goal, battle, pin) fold it into
@@ -49,7 +56,7 @@ from __future__ import annotations
 from collections.abc import Mapping
 from typing import Any
 
-from wallet.rules import age, battle, funds, live, self_gift, spending
+from wallet.rules import age, battle, combo, funds, goal, live, message, moderation, self_gift, spending
 from wallet.rules.base import Rule
 
 RULES: tuple[Rule, ...] = (
@@ -57,10 +64,14 @@ RULES: tuple[Rule, ...] = (
     spending.EXCLUSION,
     live.RULE,
     self_gift.RULE,
+    moderation.BLOCKED,
+    moderation.PAUSED,
+    message.RULE,
     funds.DEBT,
     spending.LIMITS,
     funds.FUNDS,
-    # annotating rules (refuse nothing), after every refusal
+    combo.RULE,
+    goal.RULE,
     battle.RULE,
 )
 

@@ -1,0 +1,59 @@
+"""Rules: a creator's blocks (403 blocked) and a stream's pause (409 gifts_paused).
+
+Blocks live in ``creator_blocks``, read without a lock: every change to them
+bumps ``streams.rules_version`` of the creator's live stream under its row
+lock, so a batch that read them from an older snapshot reads again (see
+``wallet.rules``). The pause is a column of the stream row, which the batch
+locks: always current. Either way no gift committed after the change's commit
+gets through, on any process.
+"""
+
+from __future__ import annotations
+
+from wallet import errors
+from wallet.rules.base import BatchView, Candidate, Rule, RuleState
+
+
+def is_blocked(blocks: set[tuple[str, str]], creator_id: str, sender_id: str) -> bool:
+    return (creator_id, sender_id) in blocks
+
+
+class _Blocked(RuleState):
+    def __init__(self, blocks: set[tuple[str, str]]) -> None:
+        self.blocks = blocks
+
+    def check(self, c: Candidate) -> errors.WalletError | None:
+        return errors.Blocked() if is_blocked(self.blocks, c.stream.creator_id, c.request.sender_id) else None
+
+
+class Blocked(Rule):
+    kind = "blocked"
+    codes = ("blocked",)
+    # Only the batch's senders, only the batch's creators: a handful of index probes.
+    read_sql = """
+SELECT b.creator_id, b.user_id FROM creator_blocks b
+ WHERE b.user_id = ANY($2::text[]) AND b.creator_id IN (SELECT creator_id FROM s)
+"""
+
+    def begin(self, view: BatchView) -> RuleState:
+        return _Blocked({(r["creator_id"], r["user_id"]) for r in view.docs.get(self.kind, ())})
+
+
+class _Paused(RuleState):
+    def __init__(self, paused: set[int]) -> None:
+        self.paused = paused
+
+    def check(self, c: Candidate) -> errors.WalletError | None:
+        return errors.GiftsPaused() if c.stream.id in self.paused else None
+
+
+class Paused(Rule):
+    kind = "gifts_paused"
+    codes = ("gifts_paused",)
+
+    def begin(self, view: BatchView) -> RuleState:
+        return _Paused({sid for sid, doc in view.stream_docs.items() if doc.get("gifts_paused")})
+
+
+BLOCKED = Blocked()
+PAUSED = Paused()
