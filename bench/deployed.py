@@ -56,6 +56,7 @@ from live_common import (
     loadavg,
     pct,
     print_table,
+    run_loadgen_process,
     start_gateway,
     stop,
     token,
@@ -193,16 +194,7 @@ async def _worker(conn: Any) -> None:
 
 
 def _worker_main(conn: Any) -> None:
-    import resource
-
-    _, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
-    resource.setrlimit(resource.RLIMIT_NOFILE, (hard, hard))
-    try:
-        import uvloop
-
-        uvloop.run(_worker(conn))
-    except ImportError:
-        asyncio.run(_worker(conn))
+    run_loadgen_process(_worker, conn)
 
 
 class Workers:

@@ -388,7 +388,8 @@ async def _loadgen(conn: Any) -> None:
             return
 
 
-def _loadgen_main(conn: Any) -> None:
+def run_loadgen_process(main: Any, conn: Any) -> None:
+    """A load-generator process's body: every file descriptor it may have, then ``main(conn)`` on uvloop."""
     import resource
 
     _, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
@@ -396,9 +397,13 @@ def _loadgen_main(conn: Any) -> None:
     try:  # the load generator should cost as little CPU as it can
         import uvloop
 
-        uvloop.run(_loadgen(conn))
+        uvloop.run(main(conn))
     except ImportError:
-        asyncio.run(_loadgen(conn))
+        asyncio.run(main(conn))
+
+
+def _loadgen_main(conn: Any) -> None:
+    run_loadgen_process(_loadgen, conn)
 
 
 def pin(pid: int, cpus: set[int]) -> None:
