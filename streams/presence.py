@@ -181,11 +181,18 @@ class Presence:
         self._forget.clear()
         by_id = {r.stream_id: r for r in rooms}
         want_top = [s for s in order if s in by_id and by_id[s].top_dirty]
+        for s in want_top:  # cleared before the read: a gift landing during it marks the room again
+            by_id[s].top_dirty = False
         counts = {s: self.local.get(s, 0) for s in order}
-        if self.fanout.sharded:
-            results = await self._tick_calls(order, counts, want_top)
-        else:
-            results = await self._tick_pipeline(order, counts, want_top)
+        try:
+            if self.fanout.sharded:
+                results = await self._tick_calls(order, counts, want_top)
+            else:
+                results = await self._tick_pipeline(order, counts, want_top)
+        except BaseException:
+            for s in want_top:
+                by_id[s].top_dirty = True
+            raise
         now = time.monotonic()
         for i, s in enumerate(order):
             total, state = int(results[2 * i]), results[2 * i + 1]
@@ -246,8 +253,8 @@ class Presence:
     def _maybe_top(self, room: Room, top: list[dict[str, Any]], now: float) -> None:
         last = self.sent_top.get(room.stream_id)
         if last is not None and now - last[1] < self.config.min_interval - 0.01:
-            return  # stays dirty: sent on a later tick
-        room.top_dirty = False
+            room.top_dirty = True  # sent on a later tick
+            return
         if last is not None and last[0] == top:
             return
         self.sent_top[room.stream_id] = (top, now)

@@ -124,3 +124,28 @@ async def test_on_redis_cluster_viewers_get_every_gift_of_their_room_in_order_th
                 await gateway.stop()
     finally:
         await delete_prefix(redis_cluster_url, settings.redis_prefix)
+
+
+async def test_a_gift_landing_while_the_leaderboard_is_read_still_reaches_the_leaderboard(rt, gw):
+    """The tick reads the top gifters; a gift committed during that read marks the room again, so the
+    next tick sends the leaderboard with it (it used to be cleared after the read and lost)."""
+    s = await rt.streams.create("cr", "Cr", "t")
+    c = await Client.open(url(gw, s.id, "v"))
+    await c.wait_type("welcome")
+    presence = gw.presence
+    read = presence._tick_pipeline
+    landed = False
+
+    async def read_then_land(order: list[int], counts: dict[int, int], want_top: list[int]) -> list[Any]:
+        nonlocal landed
+        results = await read(order, counts, want_top)
+        if want_top and not landed:  # the read is done; the gift commits and is delivered before it returns
+            landed = True
+            await apply(rt, s.id, [1])
+            await c.wait(lambda c: c.gift_seqs)
+        return results
+
+    presence._tick_pipeline = read_then_land  # type: ignore[method-assign]
+    top = await c.wait(lambda c: [m for m in c.of("leaderboard") if m["top"]], 10)
+    assert landed and top[-1]["top"] == [{"user_id": "u1", "name": "U1", "coins": 1}]
+    await c.close()
