@@ -222,6 +222,32 @@ async def test_buy_select_then_send_with_a_confirmation_and_everyone_sees_it(bro
     await close_all(alice, bob, dash)
 
 
+async def test_go_live_pressed_while_the_dashboard_still_loads_stays_live(browser, service):
+    """The dashboard asks for the creator's live stream when it opens; "Go live" pressed before that
+    answer came (a slow phone network) must not be undone by it."""
+    context = await browser.new_context(viewport=SIZES["desktop"])
+    page = await context.new_page()
+    held: asyncio.Future[Any] = asyncio.get_running_loop().create_future()
+
+    async def hold(route: Any) -> None:
+        if not held.done():
+            held.set_result(route)
+        else:
+            await route.continue_()
+
+    await page.route("**/v1/streams?status=live*", hold)
+    await page.goto(f"{service.http}/dashboard?user=early_bird&title=Early")
+    route = await asyncio.wait_for(held, 30)  # the opening list is asked for: answered now, delivered late
+    answer = await route.fetch()
+    await page.click("#start")
+    await page.wait_for_selector("#live-controls:not([hidden])")
+    await route.fulfill(response=answer)  # no stream of this creator was live when it was asked
+    await page.wait_for_function("document.querySelector('#conn').dataset.state === 'live'")
+    await page.wait_for_timeout(300)
+    assert await page.is_visible("#live-controls") and await page.is_hidden("#offline-controls")
+    await context.close()
+
+
 @sizes
 async def test_the_dashboard_chart_and_the_cash_estimate_come_back_after_a_reload(browser, service, size):
     """The chart's history is the server's (coins per minute from committed gifts), not the page's."""

@@ -249,6 +249,8 @@
 
   async function findMine() {
     const { streams } = await api("GET", "/v1/streams?status=live&limit=500");
+    // "Go live" may have been pressed while this list was on its way: that stream wins.
+    if (stream) return;
     const mine = streams.find((s) => s.creator_id === me.id);
     if (mine) await watch(mine);
     else showLive(null);

@@ -35,9 +35,12 @@
     m.className = "message " + (kind || "");
   }
 
+  // Answers can arrive out of order: a balance read older than the last one shown is dropped.
+  let balanceGen = 0;
   async function refreshBalance() {
+    const gen = ++balanceGen;
     const w = await api("GET", "/v1/wallet");
-    setBalance(w.coins);
+    if (gen === balanceGen) setBalance(w.coins);
   }
 
   function setBalance(n) {
@@ -193,6 +196,7 @@
                           : { gift_id: g.id, count, idempotency_key: k, message });
       }
       if (message !== null) G.engage.sent();
+      balanceGen++;
       setBalance(res.balance);
       say(`You sent ${g.name}${count > 1 ? " ×" + count : ""}`, "ok");
       Spending.refresh().catch(() => {});
