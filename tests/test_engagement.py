@@ -4,10 +4,14 @@ two gift services (as two API processes would run them)."""
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import random
+from collections.abc import AsyncIterator
+from datetime import UTC, datetime, timedelta
 from typing import Any
 
 from gifting.runtime import Runtime
+from gifting.stores import open_pool
 from tests.conftest import bearer
 from tests.helpers import fund
 from wallet import errors
@@ -258,21 +262,35 @@ async def test_one_senders_gifts_through_two_services_agree_on_one_combo(rt):
     await assert_audit(rt)
 
 
+@contextlib.asynccontextmanager
+async def clocked(rt: Runtime, when: datetime) -> AsyncIterator[GiftService]:
+    """A GiftService whose batches commit at ``when`` (gifting_now(), set for its sessions): no sleeping."""
+    assert rt.settings.database_url
+    pool = await open_pool(rt.settings.database_url, min_size=1, max_size=2,
+                           server_settings={"gifting.now": when.isoformat()})
+    service = GiftService(pool, window_ms=1.0)
+    await service.start()
+    try:
+        yield service
+    finally:
+        await service.close()
+        await pool.close()
+
+
 async def test_a_combo_window_past_its_end_starts_a_new_combo(rt):
     sid = (await rt.streams.create("alice", "Alice", "live")).id
     await fund(rt.wallet, "bob", 70)
-    first = await rt.gifts.send(req("bob", sid, "k1", "rose", 5))
-    # Age the combo row as if 3 s passed (the window is decided on commit times, not wall waits).
-    doc = await rt.pool.fetchval("SELECT combos FROM sender_combos WHERE sender_id = 'bob'")
-    doc[f"{sid}:rose"]["at"] -= 3_001_000  # microseconds
-    doc["99:heart"] = {"id": "g_99_1", "n": 1, "at": doc[f"{sid}:rose"]["at"]}  # an old one elsewhere
-    await rt.pool.execute("UPDATE sender_combos SET combos = $1 WHERE sender_id = 'bob'", doc)
-    second = await rt.gifts.send(req("bob", sid, "k2", "rose", 1))
+    t0 = datetime.now(UTC)
+    async with clocked(rt, t0) as svc:
+        first = await svc.send(req("bob", sid, "k1", "rose", 5))
+    async with clocked(rt, t0 + timedelta(seconds=3)) as svc:  # exactly the window: continues
+        second = await svc.send(req("bob", sid, "k2", "rose", 1))
+    async with clocked(rt, t0 + timedelta(seconds=6, microseconds=1)) as svc:  # 3 s and 1 us after it: a new one
+        third = await svc.send(req("bob", sid, "k3", "rose", 2))
     assert first.event.extra["combo"] == {"id": f"g_{sid}_1", "count": 5}
-    assert second.event.extra["combo"] == {"id": f"g_{sid}_2", "count": 1}
-    # the write kept only what a later gift could continue
-    doc = await rt.pool.fetchval("SELECT combos FROM sender_combos WHERE sender_id = 'bob'")
-    assert list(doc) == [f"{sid}:rose"] and doc[f"{sid}:rose"]["id"] == f"g_{sid}_2"
+    assert second.event.extra["combo"] == {"id": f"g_{sid}_1", "count": 6}
+    assert third.event.extra["combo"] == {"id": f"g_{sid}_3", "count": 2}
+    await assert_audit(rt)
 
 
 async def test_a_block_committed_while_gifts_stream_in_lets_none_through_after_its_commit(rt):
@@ -361,16 +379,19 @@ async def test_a_configured_combo_window_is_the_one_the_rule_and_the_audit_use(r
     await fund(rt.wallet, "bob", 70)
     combo.RULE.configure(10.0)
     try:
-        await rt.gifts.send(req("bob", sid, "k1"))
-        # 5 s later (aged in the stored state and on the first gift's clock): still one combo with a 10 s window
-        doc = await rt.pool.fetchval("SELECT combos FROM sender_combos WHERE sender_id = 'bob'")
-        doc[f"{sid}:rose"]["at"] -= 5_000_000
-        await rt.pool.execute("UPDATE sender_combos SET combos = $1 WHERE sender_id = 'bob'", doc)
-        second = await rt.gifts.send(req("bob", sid, "k2"))
+        t0 = datetime.now(UTC)
+        async with clocked(rt, t0) as svc:
+            await svc.send(req("bob", sid, "k1"))
+        # 5 s later by the database's clock: still one combo with a 10 s window
+        async with clocked(rt, t0 + timedelta(seconds=5)) as svc:
+            second = await svc.send(req("bob", sid, "k2"))
         assert second.event.extra["combo"] == {"id": f"g_{sid}_1", "count": 2}
         # the audit reads the window from the configured rule, as the gift path does
         from wallet.engagement_audit import configured_checks, engagement_checks
         assert configured_checks() == engagement_checks(10.0)
+        await assert_audit(rt)  # with the 10 s window these two gifts are one combo
+        combo.RULE.configure(3.0)
+        report = await audit(rt.pool)  # with 3 s they would be two: the audit says so
+        assert [c.name for c in report.checks if not c.ok] == ["combos_follow_from_gift_order"]
     finally:
         combo.RULE.configure(3.0)
-    await assert_audit(rt)

@@ -40,10 +40,16 @@ def run(rule: Rule, v: BatchView, cands: list[Candidate]) -> RuleState:
     return state
 
 
-def combo_rows(state: RuleState) -> list[dict[str, Any]]:
-    """The rows combo's write leaves, as the next batch locks them (through to_jsonb)."""
-    senders, patches, _cutoff = state.write_args()
-    return [{"sender_id": s, "combos": d} for s, d in zip(senders, patches, strict=True)]  # type: ignore[call-overload]
+def combo_rows(v: BatchView, cands: list[Candidate]) -> list[dict[str, Any]]:
+    """What the next batch's read returns for these committed gifts: the latest gift of each
+    (stream, sender, gift), its combo and commit time (through to_jsonb)."""
+    latest: dict[tuple[int, str, str], dict[str, Any]] = {}
+    for c in cands:
+        latest[(c.stream.id, c.request.sender_id, c.price.gift_id)] = {
+            "stream_id": c.stream.id, "sender_id": c.request.sender_id, "gift_id": c.price.gift_id,
+            "combo_id": c.facts["combo_id"], "combo_count": c.facts["combo_count"],
+            "created_at": v.now.isoformat()}
+    return list(latest.values())
 
 
 # ---- combos -----------------------------------------------------------------------
@@ -80,8 +86,8 @@ def test_another_senders_gift_is_its_own_combo():
 def test_a_combo_continues_across_batches_up_to_exactly_the_window(gap: timedelta, continues: bool):
     v1 = view(T0, last_seq=0)
     first = cand(v1, count=4)
-    rows = combo_rows(run(combo.Combo(window_s=3), v1, [first]))
-    v2 = view(T0 + gap, last_seq=1, locked={"combo": rows})
+    run(combo.Combo(window_s=3), v1, [first])
+    v2 = view(T0 + gap, last_seq=1, docs={"combo": combo_rows(v1, [first])})
     second = cand(v2, count=2)
     run(combo.Combo(window_s=3), v2, [second])
     if continues:
@@ -93,10 +99,10 @@ def test_a_combo_continues_across_batches_up_to_exactly_the_window(gap: timedelt
 def test_the_window_counts_from_the_combos_latest_gift_not_its_first():
     rule = combo.Combo(window_s=3)
     v1 = view(T0)
-    rows = combo_rows(run(rule, v1, [cand(v1)]))
-    v2 = view(T0 + timedelta(seconds=2.5), last_seq=1, locked={"combo": rows})
-    rows = combo_rows(run(rule, v2, [cand(v2)]))
-    v3 = view(T0 + timedelta(seconds=5), last_seq=2, locked={"combo": rows})
+    run(rule, v1, c1 := [cand(v1)])
+    v2 = view(T0 + timedelta(seconds=2.5), last_seq=1, docs={"combo": combo_rows(v1, c1)})
+    run(rule, v2, c2 := [cand(v2)])
+    v3 = view(T0 + timedelta(seconds=5), last_seq=2, docs={"combo": combo_rows(v2, c2)})
     c = cand(v3)
     run(rule, v3, [c])
     assert c.facts == {"combo_id": "g_1_1", "combo_count": 3}
@@ -273,13 +279,15 @@ def test_a_paused_stream_refuses_every_gift():
     assert moderation.PAUSED.begin(v).check(cand(v)) is None
 
 
-def test_combo_writes_back_only_the_entries_its_gifts_touched_and_the_cutoff_for_the_rest():
+def test_combo_writes_nothing_of_its_own_and_a_pre_combo_gift_starts_a_new_one():
+    """The state is the gifts: nothing to write back; a latest gift without a combo (stored before
+    combos existed) is continued by none."""
     rule = combo.Combo(window_s=3)
-    v1 = view(T0)
-    state = run(rule, v1, [cand(v1), cand(v1, 1, price=LION), cand(v1, 2, count=2)])
-    senders, patches, cutoff = state.write_args()
-    at = combo.micros(T0)
-    assert senders == ["u1"]
-    assert patches == [{"1:rose": {"id": "g_1_1", "n": 3, "at": at}, "1:lion": {"id": "g_1_2", "n": 1, "at": at}}]
-    assert cutoff == at - 3_000_000  # entries older than this can continue nothing: the write drops them
-    assert combo.stored(patches[0]["1:rose"]) == combo.ComboState("g_1_1", 3, T0)  # type: ignore[index]
+    assert rule.write_sql == "" and rule.lock_sql == ""
+    v = view(T0 + timedelta(seconds=1), last_seq=1, docs={"combo": [
+        {"stream_id": 1, "sender_id": "u1", "gift_id": "rose", "combo_id": None, "combo_count": None,
+         "created_at": T0.isoformat()}]})
+    c = cand(v)
+    state = run(rule, v, [c])
+    assert state.write_args() == []
+    assert c.facts == {"combo_id": "g_1_2", "combo_count": 1}

@@ -16,7 +16,7 @@ EXPECTED_TABLES = {
     "payment_events", "streams", "gifts", "schema_migrations",
     "split_policies", "settlement_runs", "settlement_lines", "payout_batches", "payout_items",
     "spending", "self_exclusions", "spending_limit_changes",
-    "goals", "sender_combos", "creator_blocks", "moderation_log", "gift_hides",
+    "goals", "creator_blocks", "moderation_log", "gift_hides",
 }
 
 

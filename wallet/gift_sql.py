@@ -1,22 +1,28 @@
-"""The gift batch's SQL: one read statement and one write statement, composed from the rules.
+"""The gift batch's SQL: a lock statement, a read statement and a write statement, composed from the rules.
 
-Owns: the text of the two statements, built once from ``wallet.rules.RULES``
+Owns: the text of the three statements, built once from ``wallet.rules.RULES``
 (each rule's lock, read and write fragments and its gift-row columns), and
 the parameter numbering. Runs nothing: ``wallet.gifts`` executes them.
 
-The read's arms run in this order, which is the lock order for every writer:
+The lock statement takes every lock, in this order, which is the lock order for
+every writer, and returns the locked rows:
   1. ``s``: the batch's stream rows, locked by id;
   2. each rule's ``lock_sql`` rows (``l:<kind>``), in RULES order;
-  3. ``a``: the account rows (sender wallets, creators' unsettled income), by id;
-  then, without locks: prices (``p``), committed keys (``e``), stored refusals
-  (``r``), each rule's ``read_sql`` rows (``d:<kind>``), the staleness guard
-  (``v``) and the transaction's clock (``n``).
+  3. ``a``: the account rows (sender wallets, creators' unsettled income), by id.
+The read statement runs next, in the same transaction, with every lock held: its
+snapshot (READ COMMITTED takes one per statement) is taken after the last batch or
+writer that held those rows committed, so what it reads is current for every row
+those locks guard. It returns, without locks: prices (``p``), committed keys
+(``e``), stored refusals (``r``), each rule's ``read_sql`` rows (``d:<kind>``,
+which may name ``s``: the batch's stream rows, as of this snapshot) and the
+transaction's clock (``n``).
 Every arm has the same columns (k, id, t1, t2, n1, n2, n3, b, j); a rule's rows
 travel as ``j`` (jsonb).
 
-Parameters of the read, for the rules' fragments too:
-  $1 bigint[] stream ids, $2 text[] sender ids, $3 text[] gift ids (distinct, sorted);
-  $4 text[] sender, $5 text[] idempotency key, $6 bigint[] stream, $7 text[] gift (one per request).
+Parameters, for the rules' fragments too:
+  $1 bigint[] stream ids, $2 text[] sender ids (distinct, sorted): the lock statement takes these two;
+  the read statement takes them and $3 text[] gift ids (distinct, sorted), then one per request:
+  $4 text[] sender, $5 text[] idempotency key, $6 bigint[] stream, $7 text[] gift.
 """
 
 from __future__ import annotations
@@ -45,23 +51,22 @@ _ACCOUNTS = """a AS (
 _STREAM_ARM = ("SELECT 's' AS k, id, creator_id AS t1, ''::text AS t2, creator_account AS n1, last_seq AS n2,"
                " coins_received AS n3, status = 'live' AS b, to_jsonb(s) AS j FROM s")
 _ACCOUNT_ARM = "SELECT 'a', id, kind, owner, balance, version, 0::bigint, false, NULL::jsonb FROM a"
-_PRICE_ARM = ("SELECT 'p', version::bigint, id, name, coins, 0::bigint, 0::bigint, false, NULL::jsonb"
+_PRICE_ARM = ("SELECT 'p' AS k, version::bigint AS id, id AS t1, name AS t2, coins AS n1, 0::bigint AS n2,"
+              " 0::bigint AS n3, false AS b, NULL::jsonb AS j"
               " FROM gift_catalog_current WHERE id = ANY($3::text[]) AND active")
 # unnest(...) JOIN gifts: a plan that stays good when asyncpg prepares it.
 _EXISTING_ARM = (f"SELECT 'e', {_PAD}, to_jsonb(g) FROM unnest($4::text[], $5::text[]) AS u(s, k)"
                  " JOIN gifts g ON g.sender_id = u.s AND g.idempotency_key = u.k")
 _REFUSED_ARM = (f"SELECT 'r', {_PAD}, to_jsonb(r) FROM unnest($4::text[], $5::text[]) AS u(s, k)"
                 " JOIN gift_refusals r ON r.sender_id = u.s AND r.idempotency_key = u.k")
-# A locked row comes back at its newest version, a plain scan of the same table at the
-# statement's snapshot: where they differ, a change to rule state committed while the
-# read waited. (Keys need no such guard: a key committed meanwhile fails the write's
-# unique checks, and the batch decides again.)
-_GUARD_ARM = (f"SELECT 'v', {_PAD}, to_jsonb(count(*))"
-              " FROM s JOIN streams o ON o.id = s.id WHERE o.rules_version <> s.rules_version")
+_PLAIN_STREAMS = """s AS (
+    SELECT * FROM streams WHERE id = ANY($1::bigint[])
+)"""
 # The clock every gift of the batch is stamped with: the transaction's now() (only
 # tests move it, through gifting_now(), see migrations/0008); $6 and $7 are named here so the
 # statement always takes all seven parameters, whichever rules use them.
-_NOW_ARM = ("SELECT 'n', cardinality($6::bigint[])::bigint + cardinality($7::text[]), ''::text, ''::text,"
+_NOW_ARM = ("SELECT 'n', cardinality($2::text[])::bigint + cardinality($6::bigint[]) + cardinality($7::text[]),"
+            " ''::text, ''::text,"
             " 0::bigint, 0::bigint, 0::bigint, false, to_jsonb(gifting_now())")
 
 BASE_GIFT_COLUMNS: tuple[tuple[str, str], ...] = (
@@ -80,6 +85,7 @@ _PLACEHOLDER = re.compile(r"\{(\d+)\}")
 
 @dataclass(frozen=True)
 class GiftSql:
+    lock: str
     read: str
     write: str
     rule_columns: tuple[tuple[str, str], ...]  # every rule's gift columns, in RULES order
@@ -102,15 +108,19 @@ def compose(rules: tuple[Rule, ...]) -> GiftSql:
     arms = [_STREAM_ARM]
     for r in rules:
         if r.lock_sql:
+            if re.search(r"\$[3-9]", r.lock_sql):
+                raise ValueError(f"rule {r.kind}: lock_sql may use only $1 and $2")
             ctes.append(f"l_{r.kind} AS (\n    {r.lock_sql}\n)")
             arms.append(f"SELECT 'l:{r.kind}', {_PAD}, to_jsonb(x) FROM l_{r.kind} x")
     ctes.append(_ACCOUNTS)
-    arms += [_ACCOUNT_ARM, _PRICE_ARM, _EXISTING_ARM, _REFUSED_ARM]
+    arms.append(_ACCOUNT_ARM)
+    lock = "WITH " + ",\n".join(ctes) + "\n" + "\nUNION ALL\n".join(arms)
+    arms = [_PRICE_ARM, _EXISTING_ARM, _REFUSED_ARM]
     for r in rules:
         if r.read_sql:
             arms.append(f"SELECT 'd:{r.kind}', {_PAD}, to_jsonb(x) FROM (\n    {r.read_sql}\n) x")
-    arms += [_GUARD_ARM, _NOW_ARM]
-    read = "WITH " + ",\n".join(ctes) + "\n" + "\nUNION ALL\n".join(arms)
+    arms.append(_NOW_ARM)
+    read = "WITH " + _PLAIN_STREAMS + "\n" + "\nUNION ALL\n".join(arms)
 
     rule_columns = tuple(col for r in rules for col in r.gift_columns)
     gift_cols = BASE_GIFT_COLUMNS + rule_columns
@@ -185,4 +195,4 @@ UNION ALL SELECT 's', id, '', '', coins_received, 0 FROM st
 UNION ALL SELECT 'g', count(*), '', '', 0, 0 FROM ins
 UNION ALL SELECT 'r', count(*), '', '', 0, 0 FROM ref
 UNION ALL SELECT 'k', n, '', '', 0, 0 FROM taken""")
-    return GiftSql(read=read, write=write, rule_columns=rule_columns, rule_params=tuple(counts))
+    return GiftSql(lock=lock, read=read, write=write, rule_columns=rule_columns, rule_params=tuple(counts))

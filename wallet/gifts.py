@@ -22,13 +22,13 @@ every change to rule state: goals, blocks, pauses, battles, spending limits):
 A writer may skip a level, never go back up one. That order is what keeps
 concurrent batches, in this process or another, free of deadlocks.
 
-What a batch decides from (``wallet.gift_sql``): one read statement (the locks
-above, then prices, committed keys, stored refusals, each rule's plain read),
-``decide()`` over it (``wallet.gift_decide``, composing ``wallet.rules``), one
-write statement (gifts with every rule's columns, accounts, streams, stored
-refusals, each rule's write). A read that waited for a lock while a rule's state
-changed is run once more before deciding (the staleness rule in
-``wallet.rules``); a key that got an outcome meanwhile fails the write's unique
+What a batch decides from (``wallet.gift_sql``): one lock statement (the locks
+above, in that order), then one read statement whose snapshot is taken with
+every lock held (prices, committed keys, stored refusals, each rule's plain
+read: the staleness rule in ``wallet.rules``), ``decide()`` over both
+(``wallet.gift_decide``, composing ``wallet.rules``), one write statement
+(gifts with every rule's columns, accounts, streams, stored refusals, each
+rule's write). A key that got an outcome meanwhile fails the write's unique
 checks and the batch decides again. A batch that fails on one request's value is split
 until that request fails alone (``POISON``).
 """
@@ -111,7 +111,7 @@ def refused_from_json(doc: dict[str, Any]) -> Refused:
 
 @dataclass
 class _Read:
-    """One run of the read statement, parsed."""
+    """The lock and read statements' rows, parsed."""
 
     streams: dict[int, StreamRow] = field(default_factory=dict)
     stream_docs: dict[int, dict[str, Any]] = field(default_factory=dict)
@@ -122,12 +122,11 @@ class _Read:
     refused: dict[tuple[str, str], Refused] = field(default_factory=dict)
     locked: dict[str, list[dict[str, Any]]] = field(default_factory=dict)
     docs: dict[str, list[dict[str, Any]]] = field(default_factory=dict)
-    moved: int = 0
     now: datetime | None = None
 
 
-def _parse_read(rows: list[Any], rules: tuple[Rule, ...], sql: GiftSql) -> _Read:
-    out = _Read()
+def _parse_read(rows: list[Any], rules: tuple[Rule, ...], sql: GiftSql, into: _Read | None = None) -> _Read:
+    out = _Read() if into is None else into
     for r in rows:
         k = r["k"]
         if k == "a":
@@ -144,8 +143,6 @@ def _parse_read(rows: list[Any], rules: tuple[Rule, ...], sql: GiftSql) -> _Read
             out.existing[(prior.event.sender_id, r["j"]["idempotency_key"])] = prior
         elif k == "r":
             out.refused[(r["j"]["sender_id"], r["j"]["idempotency_key"])] = refused_from_json(r["j"])
-        elif k == "v":
-            out.moved = int(r["j"])
         elif k == "n":
             out.now = datetime.fromisoformat(r["j"])
         elif k.startswith("l:"):
@@ -232,8 +229,8 @@ class GiftService:
         self._listeners: list[CommitListener] = []
         self._closing = False
         self.stats = {"batches": 0, "committed": 0, "rejected": 0, "replayed": 0, "listener_errors": 0,
-                      "rereads": 0, "split": 0}
-        self.replan_after = 5.0  # seconds a lane connection keeps its prepared plans (two PREPAREs per renewal)
+                      "split": 0}
+        self.replan_after = 5.0  # seconds a lane connection keeps its prepared plans (three PREPAREs per renewal)
         self._planned: dict[int, tuple[float, float]] = {}  # connection -> (planned at, next interval)
         self.batch_observer: Callable[[int, float], None] | None = None
         self.outcome_observer: Callable[[str], None] | None = None
@@ -509,13 +506,10 @@ class GiftService:
             [r.idempotency_key for r in requests], [r.stream_id for r in requests], [r.gift_id for r in requests],
         ]
         async with conn.transaction():
-            read = _parse_read(await conn.fetch(self.sql.read, *args), self.rules, self.sql)
+            # Every lock first; then the read, whose snapshot is taken with them all held.
+            read = _parse_read(await conn.fetch(self.sql.lock, args[0], args[1]), self.rules, self.sql)
             locked.set()
-            if read.moved:
-                # A rule's state changed while the read waited for its locks: read
-                # again. The locks are held now, so this read is current.
-                self.stats["rereads"] += 1
-                read = _parse_read(await conn.fetch(self.sql.read, *args), self.rules, self.sql)
+            _parse_read(await conn.fetch(self.sql.read, *args), self.rules, self.sql, read)
             created_at = read.now
             assert created_at is not None
             missing = {st.creator_account for st in read.streams.values()} - read.owners.keys()

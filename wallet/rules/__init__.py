@@ -33,18 +33,18 @@ A gift that passes every check is then accepted by every rule, in the same
 order: that is where annotating rules (combo, goal, battle, pin) fold it into
 their running state and set its columns.
 
-The staleness rule. The batch's read is one statement in READ COMMITTED: its
-snapshot is taken when it starts, possibly before it waits for a row lock.
-Rows it locks come back at their newest version, every other row as of the
-snapshot. So a rule decides only on (a) rows the batch locks (the stream rows,
-the sender wallets, a rule's ``lock_sql``), or (b) rows whose every change
-outside the batch bumps ``streams.rules_version`` of the affected streams in
-the same transaction, taking the stream row's lock first. The batch compares
-each locked stream's ``rules_version`` with its snapshot and, when one moved
-while it waited, reads again: it holds the locks by then, so the second read
-is current. Per-sender state lives in rows the batch locks (the wallet, a
-rule's ``lock_sql``); a key committed while the read waited fails the write's
-unique checks, and the batch decides again.
+The staleness rule. In READ COMMITTED each statement has its own snapshot,
+taken when it starts. The batch takes every lock first, in one statement (the
+stream rows, each rule's ``lock_sql``, the accounts), and reads in a second one
+(prices, keys, refusals, each rule's ``read_sql``), whose snapshot is taken
+with every lock held. So a rule decides only on (a) rows the batch locks, or
+(b) rows every writer of which holds a lock the batch also takes, while it
+writes them: changes to rule state made outside a batch take the affected
+stream row's lock first (and bump ``streams.rules_version``, a count of such
+changes), and every gift of a stream is written by a batch holding that
+stream's lock (which is why ``combo`` can read the latest gift). One key has
+one outcome across gifts and refusals (the write's unique checks, for senders
+without a wallet to lock); a batch that loses that race decides again.
 
 Rules never write ``gifts``, ``accounts`` or ``streams`` in their
 ``write_sql`` (one statement cannot change a row twice): they own tables of

@@ -1,4 +1,4 @@
-"""What a gift rule is: a pure decision over its own slice of the batch's one read.
+"""What a gift rule is: a pure decision over its own slice of the batch's read.
 
 Owns: the ``Rule`` / ``RuleState`` interface, ``Candidate`` (one gift being
 decided) and ``BatchView`` (everything the batch's read returned). No I/O, no
@@ -41,7 +41,7 @@ class Candidate:
 
 @dataclass
 class BatchView:
-    """The batch's one read, parsed. Read-only for rules."""
+    """The batch's lock and read statements, parsed. Read-only for rules."""
 
     now: datetime
     requests: list[GiftRequest]

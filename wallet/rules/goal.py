@@ -7,8 +7,8 @@ the one that took the progress to the target or past it.
 
 The goal row is locked by the batch and its progress kept on it, so a batch
 always adds to the newest progress; a goal set or cleared outside a batch
-bumps ``streams.rules_version`` (its row may not be in this batch's
-snapshot). The unique index ``gifts_goal_reached_once`` makes "exactly one"
+takes the stream row's lock first (a new goal row is not one the batch could
+have locked). The unique index ``gifts_goal_reached_once`` makes "exactly one"
 a property of the store as well.
 """
 

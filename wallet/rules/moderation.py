@@ -1,9 +1,9 @@
 """Rules: a creator's blocks (403 blocked) and a stream's pause (409 gifts_paused).
 
-Blocks live in ``creator_blocks``, read without a lock: every change to them
-bumps ``streams.rules_version`` of the creator's live stream under its row
-lock, so a batch that read them from an older snapshot reads again (see
-``wallet.rules``). The pause is a column of the stream row, which the batch
+Blocks live in ``creator_blocks``, read without a lock but with the batch's
+locks held: every change to them takes the creator's live stream row's lock
+first (see ``wallet.rules``), so it committed before the read or waits for the
+batch. The pause is a column of the stream row, which the batch
 locks: always current. Either way no gift committed after the change's commit
 gets through, on any process.
 """
