@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import json
 from typing import Any
+
+import orjson
 from urllib.parse import urlsplit
 
 import asyncpg
@@ -12,7 +14,9 @@ from redis.asyncio.cluster import ClusterNode, RedisCluster
 
 
 async def _init_connection(conn: asyncpg.Connection) -> None:
-    await conn.set_type_codec("jsonb", encoder=json.dumps, decoder=json.loads, schema="pg_catalog")
+    # orjson reads jsonb several times faster than json (the gift batch's rule rows travel as
+    # jsonb: ~5% of the batch's Python time with json); json writes, as before.
+    await conn.set_type_codec("jsonb", encoder=json.dumps, decoder=orjson.loads, schema="pg_catalog")
 
 
 async def open_pool(dsn: str, *, min_size: int = 2, max_size: int = 16, **kwargs: Any) -> asyncpg.Pool:

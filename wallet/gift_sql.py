@@ -48,8 +48,9 @@ _ACCOUNTS = """a AS (
                             UNION ALL SELECT creator_account FROM s))
      ORDER BY a.id FOR UPDATE
 )"""
+# The stream rows' columns every batch reads; ``j`` carries those the rules ask for (``stream_columns``).
 _STREAM_ARM = ("SELECT 's' AS k, id, creator_id AS t1, ''::text AS t2, creator_account AS n1, last_seq AS n2,"
-               " coins_received AS n3, status = 'live' AS b, to_jsonb(s) AS j FROM s")
+               " coins_received AS n3, status = 'live' AS b, {doc} AS j FROM s")
 _ACCOUNT_ARM = "SELECT 'a', id, kind, owner, balance, version, 0::bigint, false, NULL::jsonb FROM a"
 _PRICE_ARM = ("SELECT 'p' AS k, version::bigint AS id, id AS t1, name AS t2, coins AS n1, 0::bigint AS n2,"
               " 0::bigint AS n3, false AS b, NULL::jsonb AS j"
@@ -104,8 +105,12 @@ def compose(rules: tuple[Rule, ...]) -> GiftSql:
     kinds = [r.kind for r in rules]
     if len(set(kinds)) != len(kinds) or not all(re.fullmatch(r"[a-z_]+", k) for k in kinds):
         raise ValueError(f"rule kinds must be unique snake_case names: {kinds}")
+    wanted = sorted({c for r in rules for c in r.stream_columns})
+    if not all(re.fullmatch(r"[a-z_]+", c) for c in wanted):
+        raise ValueError(f"stream_columns must be column names: {wanted}")
+    doc = ("jsonb_build_object(" + ", ".join(f"'{c}', s.{c}" for c in wanted) + ")") if wanted else "NULL::jsonb"
     ctes = [_STREAMS]
-    arms = [_STREAM_ARM]
+    arms = [_STREAM_ARM.format(doc=doc)]
     for r in rules:
         if r.lock_sql:
             if re.search(r"\$[3-9]", r.lock_sql):

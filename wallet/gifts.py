@@ -135,7 +135,7 @@ def _parse_read(rows: list[Any], rules: tuple[Rule, ...], sql: GiftSql, into: _R
                 out.wallets[r["t2"]] = (r["id"], r["n1"])
         elif k == "s":
             out.streams[r["id"]] = StreamRow(r["id"], r["t1"], r["n1"], r["b"], r["n2"], r["n3"])
-            out.stream_docs[r["id"]] = r["j"]
+            out.stream_docs[r["id"]] = r["j"] or {}
         elif k == "p":
             out.prices[r["t1"]] = Price(r["t1"], r["id"], r["t2"], r["n1"])
         elif k == "e":

@@ -46,7 +46,7 @@ class BatchView:
     now: datetime
     requests: list[GiftRequest]
     streams: dict[int, StreamRow]
-    stream_docs: dict[int, dict[str, Any]]  # every column of each locked stream row
+    stream_docs: dict[int, dict[str, Any]]  # each locked stream row's columns the rules asked for
     wallets: dict[str, tuple[int, int]]  # sender -> (wallet account id, balance)
     prices: dict[str, Price]
     locked: dict[str, list[dict[str, Any]]] = field(default_factory=dict)  # rule kind -> its locked rows
@@ -78,6 +78,8 @@ class Rule:
     lock_sql: str = ""
     # A plain SELECT (no lock); its rows must be guarded by a locked row (see wallet.rules).
     read_sql: str = ""
+    # Columns of the locked stream rows this rule reads, in ``BatchView.stream_docs``.
+    stream_columns: tuple[str, ...] = ()
     # Columns this rule stores on every gift row: (name, Postgres type).
     gift_columns: tuple[tuple[str, str], ...] = ()
     # One data-modifying statement with {0}, {1}, ... placeholders; harmless with empty arrays.

@@ -50,9 +50,10 @@ class _Paused(RuleState):
 class Paused(Rule):
     kind = "gifts_paused"
     codes = ("gifts_paused",)
+    stream_columns = ("gifts_paused",)
 
     def begin(self, view: BatchView) -> RuleState:
-        return _Paused({sid for sid, doc in view.stream_docs.items() if doc.get("gifts_paused")})
+        return _Paused({sid for sid, doc in view.stream_docs.items() if doc["gifts_paused"]})
 
 
 BLOCKED = Blocked()
