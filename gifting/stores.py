@@ -4,11 +4,10 @@ from __future__ import annotations
 
 import json
 from typing import Any
-
-import orjson
 from urllib.parse import urlsplit
 
 import asyncpg
+import orjson
 import redis.asyncio as aioredis
 from redis.asyncio.cluster import ClusterNode, RedisCluster
 
