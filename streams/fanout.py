@@ -29,6 +29,7 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
 
+import orjson
 from websockets.asyncio.server import ServerConnection
 from websockets.protocol import OPEN
 
@@ -669,7 +670,7 @@ class Fanout:
         if room is None:
             return
         try:
-            doc = json.loads(data)
+            doc = orjson.loads(data)
             kind = doc.get("type")
             if kind == "gifts":
                 room.on_gifts(doc, time.time() if self.delivery_observer is not None else 0.0)
@@ -698,7 +699,7 @@ class Fanout:
                                               min=f"({after}-0", max=f"{upto}-0", count=upto - after)
             for entry_id, fields in entries:
                 seq = int(str(entry_id).partition("-")[0])
-                out.append((seq, p.encode(p.gift(seq, json.loads(fields["g"])))))
+                out.append((seq, p.encode(p.gift(seq, orjson.loads(fields["g"])))))
         except Exception:
             log.exception("room %s: history read failed", stream_id)
             out = []

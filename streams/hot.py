@@ -32,6 +32,7 @@ from dataclasses import dataclass
 from typing import Any
 
 import asyncpg
+import orjson
 
 from wallet.audit import Check
 from wallet.gifts import MESSAGE_HIDDEN, BalanceChange, CommittedBatch, event_from_row
@@ -186,7 +187,7 @@ SQL_HEAD = "SELECT last_seq FROM streams WHERE id = $1"
 
 
 def gift_json(event: GiftEvent) -> str:
-    return json.dumps(event.to_json(), separators=(",", ":"))
+    return orjson.dumps(event.to_json()).decode()
 
 
 EventsSince = Callable[[int, int, int], Awaitable[list[GiftEvent]]]

@@ -17,10 +17,11 @@ the client.
 
 from __future__ import annotations
 
-import json
 import re
 from dataclasses import dataclass
 from typing import Any
+
+import orjson
 
 from wallet import errors, inputs
 
@@ -46,12 +47,14 @@ CLOSE_RATE_LIMITED = 4429
 # path of this shape with an id that names no stream is a close 4404, not an HTTP 404).
 PATH = re.compile(r"/v1/streams/([^/]*)/live/?")
 
-_dumps = json.JSONEncoder(ensure_ascii=False, separators=(",", ":")).encode
-
-
 def encode(message: dict[str, Any] | list[Any]) -> str:
-    """Compact JSON text of one message (or a list of messages) as sent on the wire."""
-    return _dumps(message)
+    """Compact JSON text of one message (or a list of messages) as sent on the wire.
+
+    orjson: the same compact UTF-8 text as ``json`` with ``ensure_ascii=False`` (keys in
+    insertion order), at a fraction of the gateway's CPU. Every text in a message was
+    validated at the boundary, so none holds a lone surrogate (which orjson refuses).
+    """
+    return orjson.dumps(message, option=orjson.OPT_NON_STR_KEYS).decode()
 
 
 # ---- client -> server -----------------------------------------------------------------

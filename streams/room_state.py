@@ -9,9 +9,10 @@ up to a second old), together with the pinned gifts it delivered since.
 
 from __future__ import annotations
 
-import json
 from datetime import UTC, datetime
 from typing import Any
+
+import orjson
 
 STATE_TYPES = frozenset({"goal", "stream", "message_hidden"})
 MAX_PINNED = 50
@@ -27,9 +28,9 @@ def hide_message(gift: dict[str, Any]) -> dict[str, Any]:
 
 def hide_encoded(text: str) -> str:
     """An encoded ``gift`` message with its text taken away (the gift stays)."""
-    doc = json.loads(text)
+    doc = orjson.loads(text)
     doc["gift"] = hide_message(doc["gift"])
-    return json.dumps(doc, ensure_ascii=False, separators=(",", ":"))
+    return orjson.dumps(doc).decode()
 
 
 def pinned_order(gifts: list[dict[str, Any]]) -> list[dict[str, Any]]:
