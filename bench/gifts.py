@@ -1,6 +1,6 @@
 """Gift-debit benchmark: this project's gift path vs a naive baseline vs pgbench, in one run.
 
-    ./dev bench gifts [--seconds 10] [--concurrency 64,512] [--viewers 2000] [--engagement]
+    ./dev bench gifts [--seconds 10] [--concurrency 64,512] [--viewers 2000] [--engagement] [--rule-costs]
 
 Measures on the same database, durable commits (synchronous_commit=on):
 1. GiftService (the wallet's entry point) at each concurrency, with a realistic
@@ -15,6 +15,10 @@ Measures on the same database, durable commits (synchronous_commit=on):
    (SELECT … FOR UPDATE, UPDATE, INSERT), pool 16, 64 concurrent;
 3. pgbench: one conditional UPDATE … WHERE balance >= $1 per transaction,
    32 clients (the machine's single-statement durable limit).
+With --rule-costs, each concurrency also runs (interleaved with the others) the
+path without the combo rule, without the spending rules, and with only the rules
+every gift needs (live stream, not to oneself, no debt, enough coins): what each
+group costs, as a ratio of the path with every rule, in the same run.
 With --engagement, each concurrency also runs the engagement mix right after
 today's mix, on the same database: a goal on every stream, a third of the gifts
 continuing a combo, 1% carrying a paid message, a few hundred blocks (goals and
@@ -212,6 +216,28 @@ def base_rules() -> Any:
     return tuple(r for r in RULES if r.kind != "age" and not isinstance(r, SelfExclusion | SpendingLimits))
 
 
+def rules_without(*kinds: str) -> Any:
+    """The gift rules less those of these kinds."""
+    from wallet.rules import RULES
+
+    return tuple(r for r in RULES if r.kind not in kinds)
+
+
+def only_rules(*kinds: str) -> Any:
+    from wallet.rules import RULES
+
+    return tuple(r for r in RULES if r.kind in kinds)
+
+
+# --rule-costs: what the path gives up for each group of rules, in the same run.
+FLOOR = ("live", "self_gift", "debt", "funds")  # what every gift needs: a live stream, not to oneself, the money
+ABLATIONS: dict[str, tuple[str, Any]] = {
+    "no_combo": (", without the combo rule", lambda: rules_without("combo")),
+    "no_spending_rules": (", without the spending rules", lambda: base_rules()),
+    "floor": (", only " + "/".join(FLOOR), lambda: only_rules(*FLOOR)),
+}
+
+
 def merge(runs: list[dict[str, Any]]) -> dict[str, Any]:
     """Several runs of one kind as one row: the mean of each figure, outcomes added up."""
     out = dict(runs[0])
@@ -402,6 +428,10 @@ async def main() -> None:
     ap.add_argument("--without-spending-rules", action="store_true",
                     help="with --limits: also run the plain half without the age, self-exclusion and limit rules "
                          "(no spending counters): what the counters cost every gift")
+    ap.add_argument("--rule-costs", action="store_true",
+                    help="with --limits: also run the plain half without the combo rule, without the spending "
+                         "rules, and with only the rules every gift needs (live, self gift, debt, funds), "
+                         "interleaved: what each costs the path")
     ap.add_argument("--rounds", type=int, default=2,
                     help="with --limits or --engagement: runs of each kind per concurrency, interleaved")
     ap.add_argument("--processes", type=int, default=1,
@@ -436,7 +466,7 @@ async def main() -> None:
         rows = []
         engagement_ratios: dict[str, float] = {}
         limited: dict[int, tuple[dict[str, Any], dict[str, Any]]] = {}
-        without: dict[int, dict[str, Any]] = {}
+        without: dict[int, dict[str, dict[str, Any]]] = {}
         if args.limits:
             # Limits on every sender of the second half: 10M coins a day, 50M a week (the mix spends
             # ~20 coins a gift, so no sender meets them in a run: every gift pays for the check).
@@ -460,7 +490,11 @@ async def main() -> None:
                     engagement_ratios[f"engagement_vs_plain_{c}"] = sorted(per_round)[len(per_round) // 2]
                 continue
             # Interleaved A B B A ...: drift on a shared machine falls on every kind alike.
-            kinds = ["plain", "limits"] + (["no_spending_rules"] if args.without_spending_rules else [])
+            kinds = ["plain", "limits"]
+            if args.rule_costs:
+                kinds += list(ABLATIONS)
+            elif args.without_spending_rules:
+                kinds.append("no_spending_rules")
             runs: dict[str, list[dict[str, Any]]] = {k: [] for k in kinds}
             for r in range(args.rounds):
                 for kind in (kinds if r % 2 == 0 else kinds[::-1]):
@@ -468,13 +502,14 @@ async def main() -> None:
                     runs[kind].append(await run_ours(
                         dsn, c, args.seconds, rich[half::2], poor[half::2], streams, args.window_ms, args.lanes,
                         args.depth, label={"plain": "", "limits": ", limits on every sender",
-                                           "no_spending_rules": ", without the spending rules"}[kind],
-                        rules=base_rules() if kind == "no_spending_rules" else None))
+                                           **{k: v[0] for k, v in ABLATIONS.items()}}[kind],
+                        rules=ABLATIONS[kind][1]() if kind in ABLATIONS else None))
             merged = {k: merge(v) for k, v in runs.items()}
             rows += list(merged.values())
             limited[c] = (merged["plain"], merged["limits"])
-            if "no_spending_rules" in merged:
-                without[c] = merged["no_spending_rules"]
+            for kind in ABLATIONS:
+                if kind in merged:
+                    without.setdefault(c, {})[kind] = merged[kind]
         if args.processes > 1:
             rows.append(await run_processes(dsn, args, rich, poor, streams))
         # The audit runs before the naive baseline: that one inserts gifts around the wallet's
@@ -508,13 +543,13 @@ async def main() -> None:
     }
     for c, (plain, capped) in limited.items():
         ratios[f"limits_vs_plain_{c}"] = capped["gifts_per_s"] / max(plain["gifts_per_s"], 1)
-        if c in without:
-            ratios[f"plain_vs_no_spending_rules_{c}"] = plain["gifts_per_s"] / max(without[c]["gifts_per_s"], 1)
+        for kind, row in without.get(c, {}).items():
+            ratios[f"plain_vs_{kind}_{c}"] = plain["gifts_per_s"] / max(row["gifts_per_s"], 1)
     print(f"ratios: {json.dumps({k: round(v, 2) for k, v in ratios.items()})}")
     print(f"audit violations after the GiftService runs: {sum(bad.values())} {bad if sum(bad.values()) else ''}")
-    if args.without_spending_rules:
-        print("  (the runs without the spending rules leave their senders' counters behind their gifts:"
-              " the spending checks flag exactly those)")
+    if args.without_spending_rules or args.rule_costs:
+        print("  (the runs without some rules leave those rules' state behind their gifts: spending counters,"
+              " combos; the audit's checks of those rules flag exactly that)")
     for r in rows:
         if "outcomes" in r:
             print(f"  {r['name']}: {r['outcomes']} avg batch {r['avg_batch']}, "
