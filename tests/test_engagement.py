@@ -148,6 +148,9 @@ async def test_a_paid_message_needs_enough_coins_is_pinned_by_tier_and_hiding_ta
     history = (await (await client.get(f"/v1/streams/{sid}/gifts")).json())["gifts"]
     assert [g for g in history if g["id"] == big["id"]] == [hidden]
     assert "<b>big</b>" not in str(history)
+    # the sender's retry with the same key replays the gift as it is now: hidden, for them too
+    replay = await gift(client, sid, "bob", "m2", "galaxy", 1, "<b>big</b>")
+    assert (await replay.json())["gift"] == hidden
     assert await error_code(await client.post(f"/v1/streams/{sid}/gifts/g_{sid}_99/hide", headers=CREATOR)) == \
         (404, "unknown_gift")
     assert await rt.wallet.balance("alice") == 0  # coins stay with the creator's income, not refunded

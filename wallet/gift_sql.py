@@ -56,7 +56,10 @@ _PRICE_ARM = ("SELECT 'p' AS k, version::bigint AS id, id AS t1, name AS t2, coi
               " 0::bigint AS n3, false AS b, NULL::jsonb AS j"
               " FROM gift_catalog_current WHERE id = ANY($3::text[]) AND active")
 # unnest(...) JOIN gifts: a plan that stays good when asyncpg prepares it.
-_EXISTING_ARM = (f"SELECT 'e', {_PAD}, to_jsonb(g) FROM unnest($4::text[], $5::text[]) AS u(s, k)"
+# A replay says whether the creator hid the gift's message since (gift_hides), as every read of gifts does.
+_EXISTING_ARM = (f"SELECT 'e', {_PAD}, to_jsonb(g) || jsonb_build_object('message_hidden', EXISTS ("
+                 "SELECT 1 FROM gift_hides h WHERE h.stream_id = g.stream_id AND h.seq = g.seq))"
+                 " FROM unnest($4::text[], $5::text[]) AS u(s, k)"
                  " JOIN gifts g ON g.sender_id = u.s AND g.idempotency_key = u.k")
 _REFUSED_ARM = (f"SELECT 'r', {_PAD}, to_jsonb(r) FROM unnest($4::text[], $5::text[]) AS u(s, k)"
                 " JOIN gift_refusals r ON r.sender_id = u.s AND r.idempotency_key = u.k")
