@@ -4,7 +4,7 @@
 //   section.control  the stream's controls; room controls (goal, pause, blocks) go right after it
 //   #battle          the battle panel (battle.js)
 //   #goal            the goal bar (engagement.js); its card shows only while #goal is shown
-//   #overlay         a layer over the page: #combos (combo bubbles), #celebration (big gifts)
+//   #overlay         in the stream card: #combos (combo bubbles); #celebration (big gifts) over the page
 //   #pinned-box      pinned messages: fill #pinned, unhide the box (engagement.js)
 //   #settings-slot   in the header menu: a settings panel (spending.js)
 // Live-room handlers are one object passed to `new G.LiveRoom(id, handlers)` in watch():

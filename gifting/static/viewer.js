@@ -4,7 +4,7 @@
 //   #stage           the stream's stage (where the video would be: #stage-video)
 //   #goal            the goal bar, on the stage (engagement.js)
 //   #battle          the battle split bar, on the stage (battle.js)
-//   #overlay         a layer over the stage: #combos (combo bubbles), #celebration (big gifts)
+//   #overlay         on the stage: #combos (combo bubbles, above the battle), #celebration (big gifts, over it)
 //   #pinned-box      pinned messages: fill #pinned, unhide the box (engagement.js)
 //   #gift-message-slot  in the gift sheet, before the status line: a message input (engagement.js)
 //   #settings-slot   in the header menu: a settings panel (spending.js)
