@@ -188,6 +188,25 @@ async def test_rule_state_committed_while_a_batch_waits_for_its_locks_is_what_th
     assert await rt.wallet.balance("bob") == 70
 
 
+async def test_a_goal_set_while_a_batch_waits_for_the_stream_counts_that_batchs_gift(rt):
+    """A new goal row is not one the batch's lock statement can see if it was inserted after that
+    statement's snapshot: the stream's rules_version moved while it waited, so it locks and reads again."""
+    sid = await live_stream(rt)
+    await fund(rt.wallet, "bob", 70)
+    async with rt.pool.acquire() as holder, holder.transaction():
+        await holder.execute("UPDATE streams SET rules_version = rules_version + 1 WHERE id = $1", sid)
+        sent = asyncio.ensure_future(rt.gifts.send(req("bob", sid, "k", "heart", 2)))
+        await _until_waiting(rt, 1)
+        await holder.execute("INSERT INTO goals (stream_id, title, target_coins, start_seq) VALUES ($1, 'g', 100, 0)",
+                             sid)
+    result = await sent
+    assert result.event.extra["goal"] == {"id": result.event.extra["goal"]["id"], "progress_coins": 10,
+                                          "target_coins": 100, "reached": False}
+    assert rt.gifts.stats["rereads"] == 1
+    assert await rt.pool.fetchval("SELECT progress_coins FROM goals WHERE stream_id = $1", sid) == 10
+    assert (await audit(rt.pool)).ok
+
+
 async def _until_waiting(rt: Runtime, n: int) -> None:
     """Waits until n other backends are waiting for a row lock."""
     async with asyncio.timeout(10):

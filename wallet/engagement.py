@@ -4,9 +4,10 @@ Owns the SQL of ``goals``, ``creator_blocks``, ``moderation_log`` and
 ``gift_hides`` (the gift batch only reads them, through the rules in
 ``wallet.rules``). Every change that a batch decides on takes the affected
 stream row's lock FIRST and bumps ``streams.rules_version`` in the same
-transaction (lock order: streams, then the rule's rows). The batch reads
-rule state only once it holds the stream row's lock (``wallet.gift_sql``), so it
-never decides on a snapshot older than the change: a block, a pause or a new goal holds for the next commit on
+transaction (lock order: streams, then the rule's rows): a batch whose lock
+statement waited for that lock sees the version move and locks again, and
+its read statement runs with the lock held (``wallet.gift_sql``), so it never
+decides on a snapshot older than the change: a block, a pause or a new goal holds for the next commit on
 every process.
 
 Must never: change a gift row (gifts are append-only; a hidden message is a
@@ -32,8 +33,8 @@ GIFT_ID = re.compile(r"^g_([1-9][0-9]{0,17})_([1-9][0-9]{0,17})$")
 GOAL_COLUMNS = ("id, stream_id, title, target_coins, gift_id, progress_coins, status, created_at, reached_at, "
                 "start_seq")
 
-# Takes the stream row's lock first (and counts the change in rules_version): a batch
-# reads rule state only with that lock held, so after this commits or before it begins.
+# Takes the stream row's lock first and tells every batch whose lock statement took
+# its snapshot before this commit to lock again.
 SQL_LOCK_STREAM = """
 UPDATE streams SET rules_version = rules_version + 1 WHERE id = $1
 RETURNING id, creator_id, status, last_seq

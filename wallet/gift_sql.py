@@ -8,7 +8,13 @@ The lock statement takes every lock, in this order, which is the lock order for
 every writer, and returns the locked rows:
   1. ``s``: the batch's stream rows, locked by id;
   2. each rule's ``lock_sql`` rows (``l:<kind>``), in RULES order;
-  3. ``a``: the account rows (sender wallets, creators' unsettled income), by id.
+  3. ``a``: the account rows (sender wallets, creators' unsettled income), by id;
+and the staleness guard (``v``): how many locked stream rows moved their
+``rules_version`` since the statement's snapshot. A rule's locked rows are read
+at the statement's snapshot, so a row inserted while the statement waited for
+the stream rows (a new goal) would be missing; every such change bumps
+``rules_version`` under the stream lock, so a moved version runs the lock
+statement again, with the stream locks held.
 The read statement runs next, in the same transaction, with every lock held: its
 snapshot (READ COMMITTED takes one per statement) is taken after the last batch or
 writer that held those rows committed, so what it reads is current for every row
@@ -63,6 +69,13 @@ _EXISTING_ARM = (f"SELECT 'e', {_PAD}, to_jsonb(g) || jsonb_build_object('messag
                  " JOIN gifts g ON g.sender_id = u.s AND g.idempotency_key = u.k")
 _REFUSED_ARM = (f"SELECT 'r', {_PAD}, to_jsonb(r) FROM unnest($4::text[], $5::text[]) AS u(s, k)"
                 " JOIN gift_refusals r ON r.sender_id = u.s AND r.idempotency_key = u.k")
+# A locked row comes back at its newest version, a plain scan of the same table at the
+# statement's snapshot: where they differ, a change to rule state committed while the lock
+# statement waited for the stream rows, and a rule row it inserted (a new goal) may be missing
+# from the statement's other locks. The batch then runs the lock statement again: it holds the
+# stream locks by then, so that run sees every such change.
+_GUARD_ARM = (f"SELECT 'v', {_PAD}, to_jsonb(count(*))"
+              " FROM s JOIN streams o ON o.id = s.id WHERE o.rules_version <> s.rules_version")
 _PLAIN_STREAMS = """s AS (
     SELECT * FROM streams WHERE id = ANY($1::bigint[])
 )"""
@@ -121,7 +134,7 @@ def compose(rules: tuple[Rule, ...]) -> GiftSql:
             ctes.append(f"l_{r.kind} AS (\n    {r.lock_sql}\n)")
             arms.append(f"SELECT 'l:{r.kind}', {_PAD}, to_jsonb(x) FROM l_{r.kind} x")
     ctes.append(_ACCOUNTS)
-    arms.append(_ACCOUNT_ARM)
+    arms += [_ACCOUNT_ARM, _GUARD_ARM]
     lock = "WITH " + ",\n".join(ctes) + "\n" + "\nUNION ALL\n".join(arms)
     arms = [_PRICE_ARM, _EXISTING_ARM, _REFUSED_ARM]
     for r in rules:

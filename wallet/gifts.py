@@ -23,7 +23,8 @@ A writer may skip a level, never go back up one. That order is what keeps
 concurrent batches, in this process or another, free of deadlocks.
 
 What a batch decides from (``wallet.gift_sql``): one lock statement (the locks
-above, in that order), then one read statement whose snapshot is taken with
+above, in that order; run again when a rule's state changed while it waited
+for the streams), then one read statement whose snapshot is taken with
 every lock held (prices, committed keys, stored refusals, each rule's plain
 read: the staleness rule in ``wallet.rules``), ``decide()`` over both
 (``wallet.gift_decide``, composing ``wallet.rules``), one write statement
@@ -122,6 +123,7 @@ class _Read:
     refused: dict[tuple[str, str], Refused] = field(default_factory=dict)
     locked: dict[str, list[dict[str, Any]]] = field(default_factory=dict)
     docs: dict[str, list[dict[str, Any]]] = field(default_factory=dict)
+    moved: int = 0
     now: datetime | None = None
 
 
@@ -143,6 +145,8 @@ def _parse_read(rows: list[Any], rules: tuple[Rule, ...], sql: GiftSql, into: _R
             out.existing[(prior.event.sender_id, r["j"]["idempotency_key"])] = prior
         elif k == "r":
             out.refused[(r["j"]["sender_id"], r["j"]["idempotency_key"])] = refused_from_json(r["j"])
+        elif k == "v":
+            out.moved = int(r["j"])
         elif k == "n":
             out.now = datetime.fromisoformat(r["j"])
         elif k.startswith("l:"):
@@ -229,7 +233,7 @@ class GiftService:
         self._listeners: list[CommitListener] = []
         self._closing = False
         self.stats = {"batches": 0, "committed": 0, "rejected": 0, "replayed": 0, "listener_errors": 0,
-                      "split": 0}
+                      "rereads": 0, "split": 0}
         self.replan_after = 5.0  # seconds a lane connection keeps its prepared plans (three PREPAREs per renewal)
         self._planned: dict[int, tuple[float, float]] = {}  # connection -> (planned at, next interval)
         self.batch_observer: Callable[[int, float], None] | None = None
@@ -509,6 +513,11 @@ class GiftService:
             # Every lock first; then the read, whose snapshot is taken with them all held.
             read = _parse_read(await conn.fetch(self.sql.lock, args[0], args[1]), self.rules, self.sql)
             locked.set()
+            if read.moved:
+                # A rule's state changed while the lock statement waited for the streams (a new
+                # goal row is not in its snapshot): lock again, holding them now, so it is current.
+                self.stats["rereads"] += 1
+                read = _parse_read(await conn.fetch(self.sql.lock, args[0], args[1]), self.rules, self.sql)
             _parse_read(await conn.fetch(self.sql.read, *args), self.rules, self.sql, read)
             created_at = read.now
             assert created_at is not None

@@ -34,17 +34,23 @@ order: that is where annotating rules (combo, goal, battle, pin) fold it into
 their running state and set its columns.
 
 The staleness rule. In READ COMMITTED each statement has its own snapshot,
-taken when it starts. The batch takes every lock first, in one statement (the
-stream rows, each rule's ``lock_sql``, the accounts), and reads in a second one
-(prices, keys, refusals, each rule's ``read_sql``), whose snapshot is taken
-with every lock held. So a rule decides only on (a) rows the batch locks, or
-(b) rows every writer of which holds a lock the batch also takes, while it
-writes them: changes to rule state made outside a batch take the affected
-stream row's lock first (and bump ``streams.rules_version``, a count of such
-changes), and every gift of a stream is written by a batch holding that
-stream's lock (which is why ``combo`` can read the latest gift). One key has
-one outcome across gifts and refusals (the write's unique checks, for senders
-without a wallet to lock); a batch that loses that race decides again.
+taken when it starts, possibly before it waits for a row lock. Rows it locks
+come back at their newest version, every other row as of the snapshot. The
+batch therefore runs two statements. The lock statement takes every lock (the
+stream rows, each rule's ``lock_sql``, the accounts) and compares each locked
+stream's ``rules_version`` with its snapshot: every change to rule state made
+outside a batch bumps it under the stream row's lock, in the same transaction,
+so when one moved while the statement waited (a goal row inserted then is not
+in its snapshot, and so not locked) the batch runs the lock statement again,
+holding the stream locks. The read statement (prices, keys, refusals, each
+rule's ``read_sql``) runs after that, with every lock held, so its snapshot
+sees every commit of every batch or writer that held those locks before. So a
+rule decides only on (a) rows the batch locks, or (b) rows whose every writer
+holds a lock the batch takes while it writes them: blocks change under the
+stream row's lock, and every gift of a stream is written by a batch holding
+that stream's lock (which is why ``combo`` can read the latest gift). One key
+has one outcome across gifts and refusals (the write's unique checks, for
+senders without a wallet to lock); a batch that loses that race decides again.
 
 Rules never write ``gifts``, ``accounts`` or ``streams`` in their
 ``write_sql`` (one statement cannot change a row twice): they own tables of

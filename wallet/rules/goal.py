@@ -7,9 +7,10 @@ the one that took the progress to the target or past it.
 
 The goal row is locked by the batch and its progress kept on it, so a batch
 always adds to the newest progress; a goal set or cleared outside a batch
-takes the stream row's lock first (a new goal row is not one the batch could
-have locked). The unique index ``gifts_goal_reached_once`` makes "exactly one"
-a property of the store as well.
+bumps ``streams.rules_version`` under the stream row's lock (a new goal row
+may not be in the batch's lock snapshot: the batch then locks again). The
+unique index ``gifts_goal_reached_once`` makes "exactly one" a property of
+the store as well.
 """
 
 from __future__ import annotations
