@@ -3,18 +3,15 @@
 from __future__ import annotations
 
 import asyncio
-import secrets
 from collections.abc import AsyncIterator
 from typing import Any
 
-import asyncpg
 import pytest
 
-from tests.conftest import create_test_db, delete_prefix, drop_test_db, token, with_database
+from tests.conftest import token
 from tests.helpers import fund
 from tests.live import Client
-from tests.test_live_e2e import Cluster, send_gifts
-from wallet.service import Wallet
+from tests.test_live_e2e import Cluster, running, send_gifts
 
 pytestmark = pytest.mark.filterwarnings("ignore::ResourceWarning")
 
@@ -22,25 +19,8 @@ pytestmark = pytest.mark.filterwarnings("ignore::ResourceWarning")
 @pytest.fixture(scope="module")
 async def cluster(servers: dict[str, str], template_db: str,
                   tmp_path_factory: pytest.TempPathFactory) -> AsyncIterator[Cluster]:
-    import aiohttp
-
-    name = await create_test_db(servers, template_db)
-    prefix = f"t{secrets.token_hex(5)}:"
-    c = Cluster(with_database(servers["database_url"], name), servers["redis_url"], prefix,
-                tmp_path_factory.mktemp("battle"))
-    c.pool = await asyncpg.create_pool(c.db_url, min_size=1, max_size=4)
-    c.wallet = Wallet(c.pool)
-    c.http = aiohttp.ClientSession()
-    try:
-        await asyncio.gather(c.api.start(), *(g.start() for g in c.gw))
+    async with running(servers, template_db, servers["redis_url"], tmp_path_factory.mktemp("battle")) as c:
         yield c
-    finally:
-        codes = await asyncio.gather(*(p.stop() for p in [*c.gw, c.api]))
-        await c.http.close()
-        await c.pool.close()
-        await drop_test_db(servers, name)
-        await delete_prefix(servers["redis_url"], prefix)
-        assert codes == [0, 0, 0], f"unclean exits {codes}: see {c.tmp}"
 
 
 async def post(c: Cluster, path: str, who: str, body: dict[str, Any] | None = None) -> dict[str, Any]:

@@ -6,6 +6,7 @@ Every test here talks to real ``gifting serve`` children over real sockets.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import json
 import secrets
 import signal
@@ -73,15 +74,12 @@ class Cluster:
         return c
 
 
-@pytest.fixture(scope="module", params=["redis", "redis-cluster"])
-async def cluster(request: pytest.FixtureRequest, servers: dict[str, str], template_db: str,
-                  tmp_path_factory: pytest.TempPathFactory) -> AsyncIterator[Cluster]:
-    """The same processes on single Redis and on a three-master Redis Cluster (sharded pub/sub)."""
-    redis_url = servers["redis_url"] if request.param == "redis" else request.getfixturevalue("redis_cluster_url")
+@contextlib.asynccontextmanager
+async def running(servers: dict[str, str], template_db: str, redis_url: str, tmp: Path) -> AsyncIterator[Cluster]:
+    """One API and two gateway processes on a database of their own; every exit must be clean."""
     name = await create_test_db(servers, template_db)
     prefix = f"t{secrets.token_hex(5)}:"
-    c = Cluster(with_database(servers["database_url"], name), redis_url, prefix,
-                tmp_path_factory.mktemp("live"))
+    c = Cluster(with_database(servers["database_url"], name), redis_url, prefix, tmp)
     c.pool = await asyncpg.create_pool(c.db_url, min_size=1, max_size=4)
     c.wallet = Wallet(c.pool)
     c.http = aiohttp.ClientSession()
@@ -95,6 +93,15 @@ async def cluster(request: pytest.FixtureRequest, servers: dict[str, str], templ
         await drop_test_db(servers, name)
         await delete_prefix(redis_url, prefix)
         assert codes == [0, 0, 0], f"unclean exits {codes}: see {c.tmp}"
+
+
+@pytest.fixture(scope="module", params=["redis", "redis-cluster"])
+async def cluster(request: pytest.FixtureRequest, servers: dict[str, str], template_db: str,
+                  tmp_path_factory: pytest.TempPathFactory) -> AsyncIterator[Cluster]:
+    """The same processes on single Redis and on a three-master Redis Cluster (sharded pub/sub)."""
+    redis_url = servers["redis_url"] if request.param == "redis" else request.getfixturevalue("redis_cluster_url")
+    async with running(servers, template_db, redis_url, tmp_path_factory.mktemp("live")) as c:
+        yield c
 
 
 def answers(c: Client, tag: str) -> list[dict[str, Any]]:
