@@ -68,6 +68,17 @@ class Service:
         return self.log_path.read_text(errors="replace")
 
 
+async def stop_process(proc: subprocess.Popen[bytes]) -> None:
+    """SIGTERM (a clean drain), then SIGKILL if it has not exited within 20 s."""
+    if proc.poll() is None:
+        proc.send_signal(signal.SIGTERM)
+        try:
+            await asyncio.to_thread(proc.wait, 20)
+        except subprocess.TimeoutExpired:
+            proc.kill()
+            await asyncio.to_thread(proc.wait)
+
+
 async def _wait_ready(service: Service, timeout: float) -> None:
     deadline = time.monotonic() + timeout
     async with aiohttp.ClientSession() as s:
@@ -115,12 +126,6 @@ async def running_service(servers: dict[str, str], template_db: str, tmp: Path, 
         await _wait_ready(service, 60)
         yield service
     finally:
-        if proc.poll() is None:
-            proc.send_signal(signal.SIGTERM)
-            try:
-                await asyncio.to_thread(proc.wait, 20)
-            except subprocess.TimeoutExpired:
-                proc.kill()
-                await asyncio.to_thread(proc.wait)
+        await stop_process(proc)
         await drop_test_db(servers, db)
         await delete_prefix(servers["redis_url"], prefix)

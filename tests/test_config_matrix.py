@@ -29,6 +29,7 @@ from gifting.server import describe
 from gifting.settings import DEVELOPMENT, PRODUCTION, Mode, Settings, SettingsError, decide_mode
 from tests.conftest import create_test_db, delete_prefix, drop_test_db, with_database
 from tests.live import free_port
+from tests.service import stop_process
 
 ROOT = Path(__file__).resolve().parent.parent
 JWT = "matrix-jwt-" + secrets.token_hex(16)
@@ -172,13 +173,7 @@ async def start(servers: dict[str, str], template_db: str, tmp_path: Path) -> As
 
     yield run
     for proc, db, prefix in started:
-        if proc.poll() is None:
-            proc.send_signal(signal.SIGTERM)
-            try:
-                await asyncio.to_thread(proc.wait, 20)
-            except subprocess.TimeoutExpired:
-                proc.kill()
-                await asyncio.to_thread(proc.wait)
+        await stop_process(proc)
         await drop_test_db(servers, db)
         await delete_prefix(servers["redis_url"], prefix)
 
