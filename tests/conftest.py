@@ -182,6 +182,19 @@ async def client(rt: Runtime) -> AsyncIterator[TestClient[Any, Any]]:
         yield c
 
 
+@pytest.fixture
+async def gateway(rt: Runtime) -> AsyncIterator[Any]:
+    """The runtime's WebSocket gateway, in this process, on a free port."""
+    from gifting.live import build_gateway
+
+    gw = build_gateway(rt)
+    await gw.start("127.0.0.1", 0)
+    try:
+        yield gw
+    finally:
+        await gw.stop()
+
+
 def token(user: str, role: str = "viewer", name: str | None = None, ttl: int = 3600) -> str:
     return auth.mint(JWT_SECRET, user, role, name, ttl)
 

@@ -18,7 +18,6 @@ from websockets.asyncio.client import connect
 from websockets.exceptions import ConnectionClosed
 
 from gifting import auth
-from gifting.live import build_gateway
 from tests.conftest import bearer, token
 from tests.wallet_helpers import buy_paid, snapshot
 
@@ -202,16 +201,6 @@ async def test_a_creator_sees_only_its_own_earnings_and_split(world, client):
     assert status == 200 and theirs["creator_id"] == "cr2" and theirs["unsettled_coins"] == 0
     status, _ = await world.call("other_creator", "GET", "/v1/admin/creators/cr1/split")
     assert status == 403
-
-
-@pytest.fixture
-async def gateway(rt: Any) -> AsyncIterator[Any]:
-    gw = build_gateway(rt)
-    await gw.start("127.0.0.1", 0)
-    try:
-        yield gw
-    finally:
-        await gw.stop()
 
 
 async def ws_open(gw: Any, sid: str, tok: str | None) -> Any:

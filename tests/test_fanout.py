@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import asyncio
-from collections.abc import AsyncIterator
 from datetime import UTC, datetime
 from typing import Any
 
@@ -20,13 +19,8 @@ from wallet.models import GiftEvent
 
 
 @pytest.fixture
-async def gw(rt: Any) -> AsyncIterator[Gateway]:
-    gateway = build_gateway(rt)
-    await gateway.start("127.0.0.1", 0)
-    try:
-        yield gateway
-    finally:
-        await gateway.stop()
+def gw(gateway: Gateway) -> Gateway:
+    return gateway
 
 
 def url(gw: Gateway, sid: int, user: str, since: int | None = None) -> str:

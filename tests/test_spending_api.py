@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import json
 import secrets
-from collections.abc import AsyncIterator
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
@@ -13,7 +12,6 @@ from aiohttp.test_utils import TestClient, TestServer
 from websockets.asyncio.client import connect
 
 from gifting import auth
-from gifting.live import build_gateway
 from gifting.provider import ExternalProvider
 from gifting.server import build_app
 from tests.conftest import JWT_SECRET, bearer
@@ -29,16 +27,6 @@ async def go_live(client: Any, creator: str = "cr1") -> str:
     resp = await client.post("/v1/streams", json={"title": "live"}, headers=bearer(creator, "creator"))
     assert resp.status == 201, await resp.text()
     return str((await resp.json())["stream"]["id"])
-
-
-@pytest.fixture
-async def gateway(rt: Any) -> AsyncIterator[Any]:
-    gw = build_gateway(rt)
-    await gw.start("127.0.0.1", 0)
-    try:
-        yield gw
-    finally:
-        await gw.stop()
 
 
 async def ws_gift(gw: Any, sid: str, tok: str, gift: str = "rose", count: int = 1) -> dict[str, Any]:
