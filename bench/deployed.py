@@ -110,14 +110,8 @@ class Client(RawClient):
                 self.sent.pop(int(m.group(1)), None)
             st.errors += 1
             return
-        n = payload.count(b'"type":"gift"')
-        if not n:
-            return
-        now = time.time()
-        st.frames += 1
-        st.deliveries += n
-        st.last_recv = now
-        if self.sample:
+        now = self.count_gifts(payload)
+        if now is not None and self.sample:
             self.seen.extend((int(s), now) for s in GIFT_SEQ.findall(payload))
 
     def gift(self) -> None:

@@ -292,6 +292,18 @@ class RawClient(asyncio.Protocol):
                 assert self.transport is not None
                 self.transport.close()
 
+    def count_gifts(self, payload: bytes) -> float | None:
+        """Counts the frame's gift messages as delivered; the wall time it was read, None without any."""
+        n = payload.count(self.marker)
+        if not n:
+            return None
+        now = time.time()
+        st = self.stats
+        st.frames += 1
+        st.deliveries += n
+        st.last_recv = now
+        return now
+
     def on_text(self, payload: bytes) -> None:
         st = self.stats
         if self.mode == "socketio":
@@ -317,14 +329,8 @@ class RawClient(asyncio.Protocol):
                     self.send_gift()
                 else:
                     self.gift_until = 0.0
-        n = payload.count(self.marker)
-        if not n:
-            return
-        now = time.time()
-        st.frames += 1
-        st.deliveries += n
-        st.last_recv = now
-        if self.sample:
+        now = self.count_gifts(payload)
+        if now is not None and self.sample:
             for m in CREATED_AT.finditer(payload):
                 st.latencies.append(now - datetime.fromisoformat(m.group(1).decode()).timestamp())
 
