@@ -1,20 +1,22 @@
 """The gift batch's SQL: a lock statement, a read statement and a write statement, composed from the rules.
 
 Owns: the text of the three statements, built once from ``wallet.rules.RULES``
-(each rule's lock, read and write fragments and its gift-row columns), and
-the parameter numbering. Runs nothing: ``wallet.gifts`` executes them.
+(each rule's lock, read and write fragments and its gift-row columns), the
+session function that runs the first two in one round trip, and the parameter
+numbering. Runs nothing: ``wallet.gifts`` executes them.
 
 The lock statement takes every lock, in this order, which is the lock order for
 every writer, and returns the locked rows:
   1. ``s``: the batch's stream rows, locked by id;
   2. each rule's ``lock_sql`` rows (``l:<kind>``), in RULES order;
-  3. ``a``: the account rows (sender wallets, creators' unsettled income), by id;
-and the staleness guard (``v``): how many locked stream rows moved their
-``rules_version`` since the statement's snapshot. A rule's locked rows are read
-at the statement's snapshot, so a row inserted while the statement waited for
-the stream rows (a new goal) would be missing; every such change bumps
-``rules_version`` under the stream lock, so a moved version runs the lock
-statement again, with the stream locks held.
+  3. ``a``: the account rows (sender wallets, creators' unsettled income), by id.
+A rule's locked rows are read at the statement's snapshot, so a row inserted
+while the statement waited for the stream rows (a new goal) would be missing;
+every such change bumps ``rules_version`` under the stream lock. The staleness
+guard compares the stream rows' ``rules_version`` read before the statement with
+the one read once it holds every lock; where one moved, the lock statement runs
+again (a ``v`` row first: the rows before it no longer count), with the stream
+locks held.
 The read statement runs next, in the same transaction, with every lock held: its
 snapshot (READ COMMITTED takes one per statement) is taken after the last batch or
 writer that held those rows committed, so what it reads is current for every row
@@ -22,17 +24,22 @@ those locks guard. It returns, without locks: prices (``p``), committed keys
 (``e``), stored refusals (``r``), each rule's ``read_sql`` rows (``d:<kind>``,
 which may name ``s``: the batch's stream rows, as of this snapshot) and the
 transaction's clock (``n``).
+Both run inside one call (``begin``) of a plpgsql function each lane connection
+creates in its own ``pg_temp`` (``begin_ddl``): a VOLATILE function takes a new
+snapshot for each statement, so the guarantees are those of two statements sent
+one after the other, for one round trip instead of two or three.
 Every arm has the same columns (k, id, t1, t2, n1, n2, n3, b, j); a rule's rows
 travel as ``j`` (jsonb).
 
 Parameters, for the rules' fragments too:
-  $1 bigint[] stream ids, $2 text[] sender ids (distinct, sorted): the lock statement takes these two;
+  $1 bigint[] stream ids, $2 text[] sender ids (distinct, sorted): the lock statement uses only these two;
   the read statement takes them and $3 text[] gift ids (distinct, sorted), then one per request:
   $4 text[] sender, $5 text[] idempotency key, $6 bigint[] stream, $7 text[] gift.
 """
 
 from __future__ import annotations
 
+import hashlib
 import re
 from dataclasses import dataclass
 
@@ -69,13 +76,36 @@ _EXISTING_ARM = (f"SELECT 'e', {_PAD}, to_jsonb(g) || jsonb_build_object('messag
                  " JOIN gifts g ON g.sender_id = u.s AND g.idempotency_key = u.k")
 _REFUSED_ARM = (f"SELECT 'r', {_PAD}, to_jsonb(r) FROM unnest($4::text[], $5::text[]) AS u(s, k)"
                 " JOIN gift_refusals r ON r.sender_id = u.s AND r.idempotency_key = u.k")
-# A locked row comes back at its newest version, a plain scan of the same table at the
-# statement's snapshot: where they differ, a change to rule state committed while the lock
-# statement waited for the stream rows, and a rule row it inserted (a new goal) may be missing
-# from the statement's other locks. The batch then runs the lock statement again: it holds the
-# stream locks by then, so that run sees every such change.
-_GUARD_ARM = (f"SELECT 'v', {_PAD}, to_jsonb(count(*))"
-              " FROM s JOIN streams o ON o.id = s.id WHERE o.rules_version <> s.rules_version")
+# The staleness guard: the batch's stream rows' rules_version, read before the lock
+# statement (so at a snapshot no later than its own) and again once it holds every lock.
+# Where they differ, a change to rule state committed while the lock statement waited for
+# the stream rows, and a rule row it inserted (a new goal) may be missing from the
+# statement's other locks. The function then emits a 'v' row (the batch forgets the rows
+# before it) and runs the lock statement again: it holds the stream locks by then, so that
+# run sees every such change. (rules_version only grows, so equal means unchanged.)
+_VERSIONS = "SELECT array_agg(rules_version ORDER BY id) FROM streams WHERE id = ANY($1::bigint[])"
+# One round trip for every read a batch makes before it decides. A VOLATILE plpgsql
+# function takes a new snapshot for each statement (READ COMMITTED), so the read
+# statement's snapshot is taken after the lock statement returned, with every lock held,
+# exactly as if it were sent on its own. It lives in the session's pg_temp schema, named by
+# a hash of its text: nothing to migrate, and processes with other rules never collide.
+# (It takes the read statement's parameters; the lock statement uses $1 and $2 of them.)
+_BEGIN = """CREATE OR REPLACE FUNCTION pg_temp.{name}(bigint[], text[], text[], text[], text[], bigint[], text[])
+RETURNS TABLE (k text, id bigint, t1 text, t2 text, n1 bigint, n2 bigint, n3 bigint, b boolean, j jsonb)
+LANGUAGE plpgsql VOLATILE AS $gift_batch$
+#variable_conflict use_column
+DECLARE
+    before bigint[];
+BEGIN
+    before := ({versions});
+    RETURN QUERY {lock};
+    IF ({versions}) IS DISTINCT FROM before THEN
+        RETURN QUERY SELECT 'v'::text, {pad}, NULL::jsonb;
+        RETURN QUERY {lock};
+    END IF;
+    RETURN QUERY {read};
+END
+$gift_batch$"""
 _PLAIN_STREAMS = """s AS (
     SELECT * FROM streams WHERE id = ANY($1::bigint[])
 )"""
@@ -107,6 +137,8 @@ class GiftSql:
     write: str
     rule_columns: tuple[tuple[str, str], ...]  # every rule's gift columns, in RULES order
     rule_params: tuple[int, ...]  # how many placeholders each rule's write_sql takes
+    begin_ddl: str  # creates the session's function that runs the lock and read statements in one call
+    begin: str  # calls it, with the read statement's seven parameters
 
 
 def _renumber(sql: str, first: int) -> tuple[str, int]:
@@ -134,7 +166,7 @@ def compose(rules: tuple[Rule, ...]) -> GiftSql:
             ctes.append(f"l_{r.kind} AS (\n    {r.lock_sql}\n)")
             arms.append(f"SELECT 'l:{r.kind}', {_PAD}, to_jsonb(x) FROM l_{r.kind} x")
     ctes.append(_ACCOUNTS)
-    arms += [_ACCOUNT_ARM, _GUARD_ARM]
+    arms.append(_ACCOUNT_ARM)
     lock = "WITH " + ",\n".join(ctes) + "\n" + "\nUNION ALL\n".join(arms)
     arms = [_PRICE_ARM, _EXISTING_ARM, _REFUSED_ARM]
     for r in rules:
@@ -142,6 +174,8 @@ def compose(rules: tuple[Rule, ...]) -> GiftSql:
             arms.append(f"SELECT 'd:{r.kind}', {_PAD}, to_jsonb(x) FROM (\n    {r.read_sql}\n) x")
     arms.append(_NOW_ARM)
     read = "WITH " + _PLAIN_STREAMS + "\n" + "\nUNION ALL\n".join(arms)
+    begin_name = "gift_batch_begin_" + hashlib.sha256((lock + read).encode()).hexdigest()[:16]
+    begin = _BEGIN.format(name=begin_name, lock=lock, read=read, versions=_VERSIONS, pad=_PAD)
 
     rule_columns = tuple(col for r in rules for col in r.gift_columns)
     gift_cols = BASE_GIFT_COLUMNS + rule_columns
@@ -216,4 +250,5 @@ UNION ALL SELECT 's', id, '', '', coins_received, 0 FROM st
 UNION ALL SELECT 'g', count(*), '', '', 0, 0 FROM ins
 UNION ALL SELECT 'r', count(*), '', '', 0, 0 FROM ref
 UNION ALL SELECT 'k', n, '', '', 0, 0 FROM taken""")
-    return GiftSql(lock=lock, read=read, write=write, rule_columns=rule_columns, rule_params=tuple(counts))
+    return GiftSql(lock=lock, read=read, write=write, rule_columns=rule_columns, rule_params=tuple(counts),
+                   begin_ddl=begin, begin=f"SELECT * FROM pg_temp.{begin_name}($1, $2, $3, $4, $5, $6, $7)")

@@ -22,11 +22,11 @@ every change to rule state: goals, blocks, pauses, battles, spending limits):
 A writer may skip a level, never go back up one. That order is what keeps
 concurrent batches, in this process or another, free of deadlocks.
 
-What a batch decides from (``wallet.gift_sql``): one lock statement (the locks
-above, in that order; run again when a rule's state changed while it waited
-for the streams), then one read statement whose snapshot is taken with
-every lock held (prices, committed keys, stored refusals, each rule's plain
-read: the staleness rule in ``wallet.rules``), ``decide()`` over both
+What a batch decides from (``wallet.gift_sql``), in one round trip: one lock
+statement (the locks above, in that order; run again when a rule's state changed
+while it waited for the streams), then one read statement whose snapshot is taken
+with every lock held (prices, committed keys, stored refusals, each rule's plain
+read: the staleness rule in ``wallet.rules``); then ``decide()`` over both
 (``wallet.gift_decide``, composing ``wallet.rules``), one write statement
 (gifts with every rule's columns, accounts, streams, stored refusals, each
 rule's write). A key that got an outcome meanwhile fails the write's unique
@@ -146,7 +146,14 @@ def _parse_read(rows: list[Any], rules: tuple[Rule, ...], sql: GiftSql, into: _R
         elif k == "r":
             out.refused[(r["j"]["sender_id"], r["j"]["idempotency_key"])] = refused_from_json(r["j"])
         elif k == "v":
-            out.moved = int(r["j"])
+            # The stream rows' rule state moved while the lock statement waited: it ran
+            # again, holding them, and only the rows after this one count.
+            out.moved += 1
+            out.streams.clear()
+            out.stream_docs.clear()
+            out.wallets.clear()
+            out.owners.clear()
+            out.locked.clear()
         elif k == "n":
             out.now = datetime.fromisoformat(r["j"])
         elif k.startswith("l:"):
@@ -234,7 +241,7 @@ class GiftService:
         self._closing = False
         self.stats = {"batches": 0, "committed": 0, "rejected": 0, "replayed": 0, "listener_errors": 0,
                       "rereads": 0, "split": 0}
-        self.replan_after = 5.0  # seconds a lane connection keeps its prepared plans (three PREPAREs per renewal)
+        self.replan_after = 5.0  # seconds a lane connection keeps its cached plans
         self._planned: dict[int, tuple[float, float]] = {}  # connection -> (planned at, next interval)
         self.batch_observer: Callable[[int, float], None] | None = None
         self.outcome_observer: Callable[[str], None] | None = None
@@ -362,7 +369,7 @@ class GiftService:
         if now - planned > interval:
             # Soon after a start the tables grow fastest: re-plan after 0.25 s, then
             # twice as long each time, up to ``replan_after``.
-            await conn.reload_schema_state()  # drops asyncpg's statement cache: re-prepared on next use
+            await conn.execute("DISCARD PLANS")  # every cached plan, the batch function's too: re-planned on next use
             self._planned[id(conn)] = (now, min(interval * 2, self.replan_after))
 
     async def _lane_connection(self) -> Any:
@@ -371,6 +378,7 @@ class GiftService:
             # The batch statements take arrays; their generic plans are as good as any
             # custom plan, and replanning them for every batch cost ~1 ms of Postgres CPU.
             await conn.execute("SET plan_cache_mode = force_generic_plan")
+            await conn.execute(self.sql.begin_ddl)  # the batch's lock-and-read function, in this session's pg_temp
         except BaseException:
             # Never keep a connection we could not set up, nor lose it to the pool.
             await self._discard(conn)
@@ -510,15 +518,12 @@ class GiftService:
             [r.idempotency_key for r in requests], [r.stream_id for r in requests], [r.gift_id for r in requests],
         ]
         async with conn.transaction():
-            # Every lock first; then the read, whose snapshot is taken with them all held.
-            read = _parse_read(await conn.fetch(self.sql.lock, args[0], args[1]), self.rules, self.sql)
+            # Every lock first, then the read, whose snapshot is taken with them all held: one
+            # call (wallet.gift_sql), which locks again when a rule's state changed while it
+            # waited for the streams (a new goal row is not in the first lock's snapshot).
+            read = _parse_read(await conn.fetch(self.sql.begin, *args), self.rules, self.sql)
             locked.set()
-            if read.moved:
-                # A rule's state changed while the lock statement waited for the streams (a new
-                # goal row is not in its snapshot): lock again, holding them now, so it is current.
-                self.stats["rereads"] += 1
-                read = _parse_read(await conn.fetch(self.sql.lock, args[0], args[1]), self.rules, self.sql)
-            _parse_read(await conn.fetch(self.sql.read, *args), self.rules, self.sql, read)
+            self.stats["rereads"] += read.moved
             created_at = read.now
             assert created_at is not None
             missing = {st.creator_account for st in read.streams.values()} - read.owners.keys()

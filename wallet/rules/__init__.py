@@ -36,13 +36,13 @@ their running state and set its columns.
 The staleness rule. In READ COMMITTED each statement has its own snapshot,
 taken when it starts, possibly before it waits for a row lock. Rows it locks
 come back at their newest version, every other row as of the snapshot. The
-batch therefore runs two statements. The lock statement takes every lock (the
-stream rows, each rule's ``lock_sql``, the accounts) and compares each locked
-stream's ``rules_version`` with its snapshot: every change to rule state made
-outside a batch bumps it under the stream row's lock, in the same transaction,
-so when one moved while the statement waited (a goal row inserted then is not
-in its snapshot, and so not locked) the batch runs the lock statement again,
-holding the stream locks. The read statement (prices, keys, refusals, each
+batch therefore runs two statements (in one round trip: ``wallet.gift_sql``).
+The lock statement takes every lock (the stream rows, each rule's ``lock_sql``,
+the accounts); each locked stream's ``rules_version`` is compared with its value
+before the statement: every change to rule state made outside a batch bumps it
+under the stream row's lock, in the same transaction, so when one moved while
+the statement waited (a goal row inserted then is not in its snapshot, and so
+not locked) the lock statement runs again, holding the stream locks. The read statement (prices, keys, refusals, each
 rule's ``read_sql``) runs after that, with every lock held, so its snapshot
 sees every commit of every batch or writer that held those locks before. So a
 rule decides only on (a) rows the batch locks, or (b) rows whose every writer
