@@ -18,6 +18,7 @@ from typing import Any
 from gifting import auth, settlement_cli
 from gifting.logs import setup_logging
 from gifting.settings import Settings, SettingsError
+from wallet.errors import DatabaseSetupError
 
 log = logging.getLogger("gifting")
 
@@ -166,9 +167,10 @@ def main(argv: list[str] | None = None) -> int:
         settings = _settings(args)
         with asyncio.Runner(loop_factory=_loop_factory()) as runner:
             return runner.run(commands[args.command](args, settings))
-    except SettingsError as e:
+    except (SettingsError, DatabaseSetupError) as e:
         # A setting the service cannot run with (half-configured secrets, a taken port,
-        # a number that does not parse): one line naming it, never a traceback.
+        # a number that does not parse, a database role without TEMPORARY): one line
+        # naming it, never a traceback.
         print(f"gifting: {e}", file=sys.stderr, flush=True)
         return 2
     except KeyboardInterrupt:

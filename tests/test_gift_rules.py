@@ -214,3 +214,47 @@ async def _until_waiting(rt: Runtime, n: int) -> None:
                 "SELECT count(*) FROM pg_stat_activity WHERE wait_event_type = 'Lock' AND datname = current_database()"
         ) < n:
             await asyncio.sleep(0.01)
+
+
+async def test_a_database_role_that_cannot_create_temporary_objects_fails_the_start_in_one_clear_error(
+        db_url: str) -> None:
+    """The batch's lock-and-read function lives in the session's pg_temp: a role without TEMPORARY
+    must learn that when the service starts, not from every gift failing."""
+    import secrets
+    from urllib.parse import urlsplit, urlunsplit
+
+    import asyncpg
+
+    from gifting.stores import open_pool
+
+    role = "no_temp_" + secrets.token_hex(4)
+    parts = urlsplit(db_url)
+    name = parts.path.lstrip("/")
+    admin = await asyncpg.connect(db_url)
+    try:
+        await admin.execute(f'CREATE ROLE {role} LOGIN; REVOKE TEMPORARY ON DATABASE "{name}" FROM PUBLIC')
+        host = parts.netloc.rsplit("@", 1)[-1]
+        pool = await open_pool(urlunsplit(parts._replace(netloc=f"{role}@{host}")), max_size=2)
+        try:
+            with pytest.raises(errors.DatabaseSetupError, match="GRANT TEMPORARY ON DATABASE"):
+                await GiftService(pool).start()
+        finally:
+            await pool.close()
+        await admin.execute(f'GRANT TEMPORARY ON DATABASE "{name}" TO {role}')
+        pool = await open_pool(urlunsplit(parts._replace(netloc=f"{role}@{host}")), max_size=2)
+        try:
+            service = GiftService(pool)
+            await service.start()  # with the privilege, the same role starts
+            await service.close()
+        finally:
+            await pool.close()
+    finally:
+        await admin.execute(f'GRANT TEMPORARY ON DATABASE "{name}" TO PUBLIC')
+        await admin.execute(f'REVOKE ALL ON DATABASE "{name}" FROM {role}')
+        for _ in range(50):  # the role's sessions drop their pg_temp objects as they exit
+            try:
+                await admin.execute(f"DROP ROLE IF EXISTS {role}")
+                break
+            except asyncpg.DependentObjectsStillExistError:
+                await asyncio.sleep(0.05)
+        await admin.close()

@@ -322,3 +322,7 @@ class GiftsPaused(Conflict):
     """The creator has paused gifts on this stream."""
 
     code = "gifts_paused"
+
+
+class DatabaseSetupError(RuntimeError):
+    """The database cannot run the service as configured (a missing privilege): said once, at start."""

@@ -252,6 +252,8 @@ class GiftService:
         self._listeners.append(listener)
 
     async def start(self) -> None:
+        # One lane connection now: a database this path cannot run on fails the start, not every batch.
+        self._lanes[0].idle.append(await self._lane_connection())
         for lane in self._lanes:
             lane.task = asyncio.create_task(self._run_lane(lane), name="gift-lane")
 
@@ -378,7 +380,12 @@ class GiftService:
             # The batch statements take arrays; their generic plans are as good as any
             # custom plan, and replanning them for every batch cost ~1 ms of Postgres CPU.
             await conn.execute("SET plan_cache_mode = force_generic_plan")
-            await conn.execute(self.sql.begin_ddl)  # the batch's lock-and-read function, in this session's pg_temp
+            try:
+                await conn.execute(self.sql.begin_ddl)  # the batch's lock-and-read function, in this session's pg_temp
+            except asyncpg.InsufficientPrivilegeError as e:
+                raise errors.DatabaseSetupError(
+                    "the database role cannot create temporary objects, which the gift batch needs "
+                    "(GRANT TEMPORARY ON DATABASE <name> TO <role>)") from e
         except BaseException:
             # Never keep a connection we could not set up, nor lose it to the pool.
             await self._discard(conn)

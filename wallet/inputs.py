@@ -159,11 +159,15 @@ class _DuplicateKey(ValueError):
     pass
 
 
+# One decoder for every document: json.loads with hooks builds a new one per call.
+_DECODER = json.JSONDecoder(parse_constant=_no_constant, object_pairs_hook=_pairs)
+
+
 def parse_json(raw: bytes | str) -> Any:
     """A JSON document from outside, strictly: see the module docstring."""
     try:
         text = raw.decode("utf-8") if isinstance(raw, bytes | bytearray) else raw
-        doc = json.loads(text, parse_constant=_no_constant, object_pairs_hook=_pairs)
+        doc = _DECODER.decode(text)
     except _DuplicateKey:
         raise _malformed("body", "a JSON object has a key twice") from None
     except (ValueError, RecursionError):  # UnicodeDecodeError is a ValueError; RecursionError: absurd nesting
