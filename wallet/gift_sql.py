@@ -192,18 +192,25 @@ def compose(rules: tuple[Rule, ...]) -> GiftSql:
             out.append(f"${n}::{pgtype}[]")
         return out
 
-    gift_params = params(gift_cols)
+    n += 1
+    gift_rows = f"${n}::json"
     n += 1
     now = f"${n}::timestamptz"
     account_params = params((("id", "bigint"), ("delta", "bigint"), ("n", "bigint")))
     stream_params = params((("id", "bigint"), ("seq", "bigint"), ("coins", "bigint")))
     refusal_list = param_list(REFUSAL_COLUMNS)
     refusal_params, refusal_keys = ", ".join(refusal_list), ", ".join(refusal_list[:2])
-    gift_keys = params((("sender_id", "text"), ("idempotency_key", "text")))
+    names = ", ".join(c for c, _ in gift_cols)
     write_ctes = [
+        # The new gifts travel as one JSON array of objects keyed by column, read into the
+        # table's own row type: encoded by orjson in one C call where ~30 arrays cost the
+        # driver a type check per element (~10 µs of Python a gift, measured).
+        f"""incoming AS MATERIALIZED (
+    SELECT {names} FROM json_populate_recordset(NULL::gifts, {gift_rows})
+)""",
         f"""ins AS (
-    INSERT INTO gifts ({", ".join(c for c, _ in gift_cols)}, created_at)
-    SELECT u.*, {now} FROM unnest({gift_params}) AS u
+    INSERT INTO gifts ({names}, created_at)
+    SELECT {names}, {now} FROM incoming
     RETURNING 1
 )""",
         f"""acc AS (
@@ -230,8 +237,8 @@ def compose(rules: tuple[Rule, ...]) -> GiftSql:
         SELECT 1 FROM unnest({refusal_keys}) AS u(s, k)
           JOIN gifts g ON g.sender_id = u.s AND g.idempotency_key = u.k
         UNION ALL
-        SELECT 1 FROM unnest({gift_keys}) AS u(s, k)
-          JOIN gift_refusals r ON r.sender_id = u.s AND r.idempotency_key = u.k
+        SELECT 1 FROM incoming u
+          JOIN gift_refusals r ON r.sender_id = u.sender_id AND r.idempotency_key = u.idempotency_key
     ) both_kinds
 )""",
     ]

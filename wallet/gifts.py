@@ -46,6 +46,7 @@ from datetime import datetime
 from typing import Any
 
 import asyncpg
+import orjson
 
 from wallet import errors
 from wallet.gift_decide import (
@@ -561,14 +562,14 @@ class GiftService:
     @staticmethod
     def _write_args(sql: GiftSql, d: Decision, created_at: datetime) -> list[object]:
         acc = d.accepted
-        # One pass building rows, then a C-level transpose into the columns unnest() takes.
+        # The new gifts as one JSON array of objects keyed by column (wallet.gift_sql).
         rule_columns = [c for c, _ in sql.rule_columns]
-        rows = [(a.request.stream_id, a.seq, a.request.sender_id, a.request.sender_name, a.sender_account,
-                 a.creator_account, a.price.gift_id, a.price.version, a.price.name, a.price.coins,
-                 a.request.count, a.coins, a.balance_after, a.request.idempotency_key,
-                 a.request.fingerprint, *[a.facts.get(c) for c in rule_columns]) for a in acc]
-        width = 15 + len(rule_columns)
-        columns: list[object] = [list(col) for col in zip(*rows, strict=True)] if rows else [[] for _ in range(width)]
+        rows = [{"stream_id": a.request.stream_id, "seq": a.seq, "sender_id": a.request.sender_id,
+                 "sender_name": a.request.sender_name, "sender_account": a.sender_account,
+                 "creator_account": a.creator_account, "gift_id": a.price.gift_id, "gift_version": a.price.version,
+                 "gift_name": a.price.name, "unit_coins": a.price.coins, "count": a.request.count,
+                 "coins": a.coins, "balance_after": a.balance_after, "idempotency_key": a.request.idempotency_key,
+                 "request_hash": a.request.fingerprint, **{c: a.facts.get(c) for c in rule_columns}} for a in acc]
         refusals = [(f.request.sender_id, f.request.idempotency_key, f.request.fingerprint, f.request.stream_id,
                      f.error.code, f.error.message, f.error.details) for f in d.refusals]
         refusal_columns: list[object] = ([list(col) for col in zip(*refusals, strict=True)] if refusals
@@ -579,13 +580,12 @@ class GiftService:
                 raise RuntimeError(f"a rule gave {len(given)} write arrays for {wanted} placeholders")
             rule_args += given
         return [
-            *columns, created_at,
+            orjson.dumps(rows).decode(), created_at,
             list(d.account_deltas), [v[0] for v in d.account_deltas.values()],
             [v[1] for v in d.account_deltas.values()],
             list(d.stream_updates), [v[0] for v in d.stream_updates.values()],
             [v[1] for v in d.stream_updates.values()],
-            *refusal_columns, [a.request.sender_id for a in acc], [a.request.idempotency_key for a in acc],
-            *rule_args,
+            *refusal_columns, *rule_args,
         ]
 
     def _results(self, c: _Committed) -> dict[int, GiftResult]:
