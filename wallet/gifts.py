@@ -203,7 +203,8 @@ class _Poisoned(Exception):
 # driver refuses (a lone surrogate), a Postgres data exception (class 22: NUL in
 # text, a number out of range) or a CHECK on a column. Raised by one item, never by
 # the batch as a whole, so the batch is split until the item is alone.
-POISON = (asyncpg.DataError, asyncpg.CheckViolationError, UnicodeError, OverflowError)
+POISON = (asyncpg.DataError, asyncpg.CheckViolationError, UnicodeError, OverflowError,
+          orjson.JSONEncodeError)  # the new gift rows' JSON: a lone surrogate, an integer past 64 bits
 
 
 @dataclass
@@ -277,6 +278,14 @@ class GiftService:
                     await self.pool.release(lane.idle.pop())
 
     async def send(self, request: GiftRequest) -> GiftResult:
+        # Cancelling the caller cancels only this future: a gift not yet in a batch is
+        # dropped, one already in a batch commits (or not) whole with its batch, which
+        # runs in its own task. Either way nothing is half-applied.
+        return await self.submit(request, CURRENT.get())
+
+    def submit(self, request: GiftRequest, trace: GiftTrace | None = None) -> asyncio.Future[GiftResult]:
+        """Queues a gift; its future resolves after its batch's commit. ``send`` without the await
+        (the gateway answers from a callback: no task per gift). Raises what ``send`` would."""
         check_count(request.count)
         if not 1 <= len(request.idempotency_key) <= 128:
             raise errors.InvalidRequest("idempotency_key must be 1-128 characters")
@@ -284,14 +293,10 @@ class GiftService:
             raise errors.Unavailable("the service is shutting down; retry with the same idempotency key")
         future: asyncio.Future[GiftResult] = asyncio.get_running_loop().create_future()
         lane = self._lanes[request.stream_id % len(self._lanes)]
-        trace = CURRENT.get()
         if trace is not None:
             trace.enqueued = time.perf_counter()
         lane.queue.put_nowait(_Item(request, future, trace))
-        # Cancelling the caller cancels only this future: a gift not yet in a batch is
-        # dropped, one already in a batch commits (or not) whole with its batch, which
-        # runs in its own task. Either way nothing is half-applied.
-        return await future
+        return future
 
     async def events_since(self, stream_id: int, after_seq: int, limit: int = 1000) -> list[GiftEvent]:
         rows = await self.pool.fetch(SQL_EVENTS_SINCE, stream_id, after_seq, limit)
