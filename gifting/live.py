@@ -7,8 +7,9 @@ token check in ``gifting.auth`` to the narrow interface in ``streams.ports``.
 
 from __future__ import annotations
 
+import asyncio
 import time
-from typing import Any
+from typing import Any, cast
 
 from gifting import auth
 from gifting.runtime import Runtime
@@ -22,6 +23,7 @@ from wallet.engagement import Engagement
 from wallet.gift_decide import GiftRequest
 from wallet.gifts import GiftService, event_from_row
 from wallet.streams import Streams
+from wallet.tracing import GiftTrace
 
 
 class WalletAdapter:
@@ -49,13 +51,13 @@ class WalletAdapter:
         self._streams[stream_id] = (now + self.stream_ttl, info)
         return info
 
-    async def send_gift(self, sender: Sender, stream_id: int, gift_id: str, count: int,
-                        idempotency_key: str, message: str | None = None) -> Committed:
-        result = await self.gifts.send(GiftRequest(
+    def submit_gift(self, sender: Sender, stream_id: int, gift_id: str, count: int, idempotency_key: str,
+                    message: str | None = None, trace: GiftTrace | None = None) -> asyncio.Future[Committed]:
+        # A GiftResult has the Committed shape (seq, event_json, balance).
+        return cast("asyncio.Future[Committed]", self.gifts.submit(GiftRequest(
             sender_id=sender.id, sender_name=sender.name, stream_id=stream_id, gift_id=gift_id,
             count=count, idempotency_key=idempotency_key, sender_role=sender.role, adult=sender.adult,
-            message=message))
-        return Committed(result.event.seq, result.event.to_json(), result.balance)
+            message=message), trace))
 
     async def pinned(self, stream_id: int) -> list[dict[str, Any]]:
         # Read at most once a second per room: the room lays what it heard since over it.

@@ -464,7 +464,7 @@ class Fanout:
             v.closing = True
 
     def send(self, v: Viewer, message: dict[str, Any]) -> None:
-        self.push(v, p.encode(message).encode())
+        self.push(v, p.encode_bytes(message))
 
     def cut(self, v: Viewer, code: int, reason: str) -> None:
         """Closes a viewer's connection with ``code`` (in its own task: never waits here)."""

@@ -16,6 +16,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import dataclasses
+import functools
 import gc
 import logging
 import os
@@ -28,6 +29,7 @@ from http import HTTPStatus
 from typing import Any
 from urllib.parse import parse_qs, urlsplit
 
+import orjson
 from websockets.asyncio.server import Server, ServerConnection, serve
 from websockets.datastructures import Headers
 from websockets.exceptions import ConnectionClosed
@@ -35,7 +37,7 @@ from websockets.http11 import Request, Response
 
 from streams import protocol as p
 from streams.fanout import Fanout, FanoutConfig, StreamGone, Viewer
-from streams.ports import Authenticator, Identity, Sender, TokenRejected, WalletPort
+from streams.ports import Authenticator, Committed, Identity, Sender, TokenRejected, WalletPort
 from streams.presence import Presence, PresenceConfig
 from wallet import inputs, tracing
 
@@ -99,7 +101,7 @@ class Gateway:
         self.presence = Presence(redis, self.fanout, self.gateway_id, self.config.presence)
         self.server: Server | None = None
         self.per_user: dict[str, int] = {}
-        self.gift_tasks: set[asyncio.Task[None]] = set()
+        self.gift_tasks: set[asyncio.Future[Committed]] = set()  # gifts in flight: the drain waits for them
         self.draining = False
         self.gifts_acked = 0
         # Called with each acknowledged gift's stage timestamps (gifting.metrics wires it).
@@ -391,10 +393,19 @@ class Gateway:
                     fan.cut(v, p.CLOSE_RATE_LIMITED, "too many messages")
                 return
             conn.refused = 0
+            trace = tracing.GiftTrace(time.perf_counter(), conn.stream_id)
+            ident = conn.identity
+            try:
+                # No task per gift: the ack is written from the future's callback.
+                done = self.wallet.submit_gift(Sender(ident.id, ident.name or ident.id, ident.role, ident.adult),
+                                               conn.stream_id, msg.gift_id, msg.count, msg.idempotency_key,
+                                               msg.message, trace)
+            except Exception as e:
+                self._gift_failed(conn, msg, e)
+                return
             conn.inflight += 1
-            task = asyncio.create_task(self._gift(conn, msg, tracing.GiftTrace(time.perf_counter(), conn.stream_id)))
-            self.gift_tasks.add(task)
-            task.add_done_callback(self.gift_tasks.discard)
+            self.gift_tasks.add(done)
+            done.add_done_callback(functools.partial(self._gift_done, conn, msg, trace))
 
     def _reauth(self, conn: Conn, msg: p.Auth) -> None:
         try:
@@ -409,25 +420,29 @@ class Gateway:
         self._arm_expiry(conn)
         self.fanout.send(conn.viewer, p.authed(msg.ref, fresh.expires_at))
 
-    async def _gift(self, conn: Conn, msg: p.SendGift, trace: tracing.GiftTrace) -> None:
-        ident = conn.identity
-        tracing.CURRENT.set(trace)  # this task's own context: the gift service stamps it
-        try:
-            done = await self.wallet.send_gift(Sender(ident.id, ident.name or ident.id, ident.role, ident.adult),
-                                               conn.stream_id, msg.gift_id, msg.count, msg.idempotency_key,
-                                               msg.message)
-        except Exception as e:
-            code = getattr(e, "code", None)
-            if isinstance(code, str) and hasattr(e, "status"):
-                self.fanout.send(conn.viewer, p.error(msg.ref, code, str(e), getattr(e, "details", None)))
-            else:
-                log.exception("send_gift failed")
-                self.fanout.send(conn.viewer, p.error(msg.ref, "internal_error", "internal error"))
+    def _gift_failed(self, conn: Conn, msg: p.SendGift, e: BaseException) -> None:
+        code = getattr(e, "code", None)
+        if isinstance(code, str) and hasattr(e, "status"):
+            self.fanout.send(conn.viewer, p.error(msg.ref, code, str(e), getattr(e, "details", None)))
+        else:
+            log.error("send_gift failed", exc_info=e)
+            self.fanout.send(conn.viewer, p.error(msg.ref, "internal_error", "internal error"))
+
+    def _gift_done(self, conn: Conn, msg: p.SendGift, trace: tracing.GiftTrace,
+                   future: asyncio.Future[Committed]) -> None:
+        self.gift_tasks.discard(future)
+        conn.inflight -= 1
+        if future.cancelled():
+            self.fanout.send(conn.viewer, p.error(msg.ref, "unavailable",
+                                                  "the gift was not taken; retry with the same key"))
             return
-        finally:
-            conn.inflight -= 1
+        e = future.exception()
+        if e is not None:
+            self._gift_failed(conn, msg, e)
+            return
+        done = future.result()
         self.gifts_acked += 1
-        self.fanout.send(conn.viewer, p.ack(msg.ref, done.event, done.balance))
+        self.fanout.send(conn.viewer, p.ack(msg.ref, orjson.Fragment(done.event_json), done.balance))
         if self.gift_observer is not None:
             trace.acked = time.perf_counter()
             trace.seq = done.seq

@@ -32,7 +32,6 @@ from dataclasses import dataclass
 from typing import Any
 
 import asyncpg
-import orjson
 
 from wallet.audit import Check
 from wallet.gifts import MESSAGE_HIDDEN, BalanceChange, CommittedBatch, event_from_row
@@ -186,8 +185,8 @@ SELECT g.*, s.creator_id, {MESSAGE_HIDDEN} AS message_hidden FROM gifts g JOIN s
 SQL_HEAD = "SELECT last_seq FROM streams WHERE id = $1"
 
 
-def gift_json(event: GiftEvent) -> str:
-    return orjson.dumps(event.to_json()).decode()
+def gift_json(event: GiftEvent) -> bytes:
+    return event.wire
 
 
 EventsSince = Callable[[int, int, int], Awaitable[list[GiftEvent]]]

@@ -7,8 +7,12 @@ gateway; tests may hand a different one. Errors are the wallet's own
 
 from __future__ import annotations
 
+import asyncio
 from dataclasses import dataclass
-from typing import Any, Protocol
+from typing import TYPE_CHECKING, Any, Protocol
+
+if TYPE_CHECKING:
+    from wallet.tracing import GiftTrace
 
 
 @dataclass(frozen=True, slots=True)
@@ -27,13 +31,17 @@ class Sender:
     adult: bool = False  # the age gate lets them spend (the wallet refuses gifts without it)
 
 
-@dataclass(frozen=True, slots=True)
-class Committed:
-    """A gift durably committed: its event (contract GiftEvent JSON) and the sender's balance."""
+class Committed(Protocol):
+    """A gift durably committed: its event (contract GiftEvent JSON, encoded) and the sender's balance."""
 
-    seq: int
-    event: dict[str, Any]
-    balance: int
+    @property
+    def seq(self) -> int: ...
+
+    @property
+    def event_json(self) -> bytes: ...
+
+    @property
+    def balance(self) -> int: ...
 
 
 class WalletPort(Protocol):
@@ -41,9 +49,10 @@ class WalletPort(Protocol):
         """The stream, or raises ``UnknownStream``."""
         ...
 
-    async def send_gift(self, sender: Sender, stream_id: int, gift_id: str, count: int,
-                        idempotency_key: str, message: str | None = None) -> Committed:
-        """Commits one gift (idempotent on the key) or raises a ``WalletError``."""
+    def submit_gift(self, sender: Sender, stream_id: int, gift_id: str, count: int, idempotency_key: str,
+                    message: str | None = None, trace: GiftTrace | None = None) -> asyncio.Future[Committed]:
+        """Queues one gift (idempotent on the key): the future resolves once it is committed, or
+        with a ``WalletError``; a request refused at once raises it here."""
         ...
 
     async def gifts_after(self, stream_id: int, after_seq: int, limit: int) -> list[tuple[int, dict[str, Any]]]:

@@ -47,6 +47,11 @@ CLOSE_RATE_LIMITED = 4429
 # path of this shape with an id that names no stream is a close 4404, not an HTTP 404).
 PATH = re.compile(r"/v1/streams/([^/]*)/live/?")
 
+def encode_bytes(message: dict[str, Any] | list[Any]) -> bytes:
+    """``encode`` as the UTF-8 bytes a frame carries."""
+    return orjson.dumps(message, option=orjson.OPT_NON_STR_KEYS)
+
+
 def encode(message: dict[str, Any] | list[Any]) -> str:
     """Compact JSON text of one message (or a list of messages) as sent on the wire.
 
@@ -176,7 +181,7 @@ def gift(seq: int, event: dict[str, Any]) -> dict[str, Any]:
     return {"type": "gift", "seq": seq, "gift": event}
 
 
-def ack(ref: Ref, event: dict[str, Any], balance: int) -> dict[str, Any]:
+def ack(ref: Ref, event: dict[str, Any] | orjson.Fragment, balance: int) -> dict[str, Any]:
     return {"type": "ack", "ref": ref, "gift": event, "balance": balance}
 
 

@@ -2,12 +2,15 @@
 
 from __future__ import annotations
 
+import functools
 import hashlib
 import json
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from typing import Any
+
+import orjson
 
 
 def rfc3339(ts: datetime) -> str:
@@ -115,6 +118,11 @@ class GiftEvent:
     def id(self) -> str:
         return gift_event_id(self.stream_id, self.seq)
 
+    @functools.cached_property
+    def wire(self) -> bytes:
+        """``to_json()`` encoded, once per event: the ack, the Redis history and the room share it."""
+        return orjson.dumps(self.to_json())
+
     def to_json(self) -> dict[str, Any]:
         doc = {
             "id": self.id,
@@ -141,3 +149,11 @@ class GiftResult:
     # creator's unsettled coins and the stream's coins right after this gift's batch
     creator_unsettled: int = 0
     stream_coins: int = 0
+
+    @property
+    def seq(self) -> int:
+        return self.event.seq
+
+    @property
+    def event_json(self) -> bytes:
+        return self.event.wire

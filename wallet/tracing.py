@@ -1,9 +1,10 @@
-"""Per-gift stage timestamps, carried from the gateway through the gift batch without new arguments.
+"""Per-gift stage timestamps, carried from the gateway through the gift batch.
 
-Whoever receives a gift (the WebSocket gateway) makes a ``GiftTrace`` and sets
-it in ``CURRENT`` in the task that calls ``GiftService.send``; the gift service
-stamps it as the gift is queued, its batch starts and the batch commits. The
-caller stamps the ack and hands the trace to an observer (``gifting.metrics``).
+Whoever receives a gift (the WebSocket gateway) makes a ``GiftTrace`` and hands
+it to ``GiftService.submit`` (or sets it in ``CURRENT`` in the task that calls
+``GiftService.send``); the gift service stamps it as the gift is queued, its
+batch starts and the batch commits. The caller stamps the ack and hands the
+trace to an observer (``gifting.metrics``).
 Nothing here does I/O or decides anything; a gift sent without a trace (the
 HTTP API, tests) costs one context-variable lookup.
 
