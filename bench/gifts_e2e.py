@@ -1,8 +1,10 @@
 """Gifts end to end: viewers in rooms all sending gifts over WebSocket, acked after the durable commit.
 
-    ./dev bench gifts_e2e [--viewers 1000] [--rooms 100] [--seconds 10] [--rates 5000,10000]
+    ./dev bench gifts_e2e [--viewers 1000] [--rooms 100] [--seconds 10] [--rates 5000,10000] [--gateways 1]
 
-One gateway process (``gifting serve --role gateway``: the gift service's
+One gateway process, or ``--gateways N`` of them with each room's viewers on one
+(room r on gateway r mod N, as a load balancer with room affinity would place
+them), each ``gifting serve --role gateway`` (the gift service's
 micro-batched Postgres commits, the hot-state apply and publish to Redis, and
 the fan-out back to each room) on the same 2 cores as Postgres, Redis and the
 load generator. Each viewer keeps one ``send_gift`` in flight (closed loop):
@@ -68,49 +70,66 @@ async def seed(dsn: str, viewers: int, rooms: int) -> list[int]:
 
 
 async def over_websocket(stores: Stores, rooms: list[int], viewers: int, seconds: float, clients: int,
-                         rates: list[float]) -> list[dict[str, Any]]:
-    port, http = free_port(), free_port()
-    proc = start_gateway(stores, port, http_port=str(http), GIFTING_WS_GIFT_RATE="1000", GIFTING_WS_GIFT_BURST="100")
-    lg = LoadGen(clients)
+                         rates: list[float], gateways: int = 1) -> list[dict[str, Any]]:
+    """The viewers over ``gateways`` processes, each room's viewers on one of them (room r on
+    gateway r mod N: a load balancer with room affinity), each gateway with its own client processes."""
+    ports = [free_port() for _ in range(gateways)]
+    procs = [start_gateway(stores, port, http_port=str(free_port()), GIFTING_WS_GIFT_RATE="1000",
+                           GIFTING_WS_GIFT_BURST="100") for port in ports]
+    pids = [proc.pid for proc in procs]
+    per = max(1, clients // gateways)
+    gens = [LoadGen(per) for _ in ports]
+    shape = f"{gateways} gateway" + ("s" if gateways > 1 else "")
     try:
         paths = [f"/v1/streams/{rooms[i % len(rooms)]}/live?token={token(f'v{i}')}" for i in range(viewers)]
-        opened, failed = await lg.open(port, paths, sample_every=10**9, mode="gateway")
-        print(f"ws: {opened} viewers open ({failed} failed)", file=sys.stderr)
-        await lg.reset()
-        before = [scrape(port)]  # /metrics on the WebSocket port
-        cpu0 = cpu_seconds(proc.pid)
+        owner = [(i % len(rooms)) % gateways for i in range(viewers)]  # which gateway each viewer's room is on
+        opened = failed = 0
+        for g, (lg, port) in enumerate(zip(gens, ports, strict=True)):
+            o, f = await lg.open(port, [path for path, k in zip(paths, owner, strict=True) if k == g],
+                                 sample_every=10**9, mode="gateway")
+            opened, failed = opened + o, failed + f
+        print(f"ws: {opened} viewers open ({failed} failed) over {shape}", file=sys.stderr)
+        for lg in gens:
+            await lg.reset()
+        before = [scrape(port) for port in ports]  # /metrics on each WebSocket port
+        cpu0 = sum(cpu_seconds(pid) for pid in pids)
         t0 = time.monotonic()
-        await lg.gifts(seconds)
+        await asyncio.gather(*(lg.gifts(seconds) for lg in gens))
         while True:
             await asyncio.sleep(0.5)
-            st = await lg.stats()
-            if st["sending"] == 0 or time.monotonic() - t0 > seconds + 15:
+            sts = [await lg.stats() for lg in gens]
+            if sum(st["sending"] for st in sts) == 0 or time.monotonic() - t0 > seconds + 15:
                 break
         elapsed = time.monotonic() - t0
         # Let the last broadcasts arrive before counting deliveries.
         await asyncio.sleep(1.0)
-        st = await lg.stats()
-        cpu = cpu_seconds(proc.pid) - cpu0
-        stages = stage_delta(before, [scrape(port)])
-        await lg.close()
-        lat = st["ack_latencies"]
-        rows = [{"what": f"over WebSocket, closed loop: {opened} viewers, {len(rooms)} rooms, 1 gateway",
-                 "gifts_per_s": st["acks"] / elapsed, "acks": st["acks"], "errors": st["errors"],
+        sts = [await lg.stats() for lg in gens]
+        cpu = sum(cpu_seconds(pid) for pid in pids) - cpu0
+        stages = stage_delta(before, [scrape(port) for port in ports])
+        for lg in gens:
+            await lg.close()
+        acks = sum(st["acks"] for st in sts)
+        lat = [x for st in sts for x in st["ack_latencies"]]
+        deliveries = sum(st["deliveries"] for st in sts)
+        rows = [{"what": f"over WebSocket, closed loop: {opened} viewers, {len(rooms)} rooms, {shape}",
+                 "gifts_per_s": acks / elapsed, "acks": acks, "errors": sum(st["errors"] for st in sts),
                  "p50_ms": pct(lat, 0.5) * 1000, "p99_ms": pct(lat, 0.99) * 1000,
-                 "deliveries": st["deliveries"], "deliveries_per_s": st["deliveries"] / elapsed,
+                 "deliveries": deliveries, "deliveries_per_s": deliveries / elapsed,
                  "gateway_cpu_s": round(cpu, 2),
-                 "gateway_cpu_us_per_gift": round(cpu / max(st["acks"], 1) * 1e6, 1),
+                 "gateway_cpu_us_per_gift": round(cpu / max(acks, 1) * 1e6, 1),
                  "seconds": round(elapsed, 2), "loadavg": loadavg(), "stages": stages}]
         if rates:
-            rows += await open_loop(proc.pid, port, port, paths, rates, seconds, clients)
+            rows += await open_loop(pids, ports, [ports[k] for k in owner], paths, rates, seconds, clients)
     finally:
-        await lg.close()
-        stop(proc)
+        for lg in gens:
+            await lg.close()
+        for proc in procs:
+            stop(proc)
     return rows
 
 
-async def open_loop(pid: int, port: int, http: int, paths: list[str], rates: list[float], seconds: float,
-                    clients: int) -> list[dict[str, Any]]:
+async def open_loop(pids: list[int], metrics: list[int], path_ports: list[int], paths: list[str], rates: list[float],
+                    seconds: float, clients: int) -> list[dict[str, Any]]:
     """The same viewers offering a fixed rate (round robin), whatever the answers: latency at a given rate.
 
     Closed loop, ack latency is in-flight / rate (Little's law: 1,000 in flight at
@@ -119,12 +138,13 @@ async def open_loop(pid: int, port: int, http: int, paths: list[str], rates: lis
     workers = Workers(clients)
     rows = []
     try:
-        parts = [[(port, path, False) for path in paths[k::clients]] for k in range(clients)]
+        pairs = list(zip(path_ports, paths, strict=True))
+        parts = [[(port, path, False) for port, path in pairs[k::clients]] for k in range(clients)]
         await workers.call([("open", part) for part in parts])
         for rate in rates:
             await workers.all(("reset",))
-            before = [scrape(http)]
-            cpu0 = cpu_seconds(pid)
+            before = [scrape(port) for port in metrics]
+            cpu0 = sum(cpu_seconds(pid) for pid in pids)
             t0 = time.monotonic()
             await workers.all(("run", rate / clients, seconds))
             while any(s["sending"] for s in await workers.all(("stats",))):
@@ -135,7 +155,7 @@ async def open_loop(pid: int, port: int, http: int, paths: list[str], rates: lis
                 await asyncio.sleep(0.1)
             await asyncio.sleep(0.5)
             st = await workers.all(("stats",))
-            cpu = cpu_seconds(pid) - cpu0
+            cpu = sum(cpu_seconds(pid) for pid in pids) - cpu0
             acks = sum(s["acks"] for s in st)
             lat = [x for s in st for x in s["ack_latencies"]]
             deliveries = sum(s["deliveries"] for s in st)
@@ -147,7 +167,7 @@ async def open_loop(pid: int, port: int, http: int, paths: list[str], rates: lis
                          "gateway_cpu_s": round(cpu, 2),
                          "gateway_cpu_us_per_gift": round(cpu / max(acks, 1) * 1e6, 1),
                          "seconds": round(sent_for, 2), "loadavg": loadavg(),
-                         "stages": stage_delta(before, [scrape(http)])})
+                         "stages": stage_delta(before, [scrape(port) for port in metrics])})
             print(dumps({k: v for k, v in rows[-1].items() if k != "stages"}), file=sys.stderr)
     finally:
         await workers.close()
@@ -192,6 +212,8 @@ async def main() -> None:
     ap.add_argument("--seconds", type=float, default=10)
     ap.add_argument("--clients", type=int, default=2, help="load generator processes")
     ap.add_argument("--rates", default="5000,10000", help="open-loop offered gifts/s after the closed loop ('': none)")
+    ap.add_argument("--gateways", type=int, default=1,
+                    help="gateway processes; each room's viewers on one of them (room r on gateway r mod N)")
     args = ap.parse_args()
     async with Stores() as stores:
         assert stores.database_url
@@ -199,12 +221,12 @@ async def main() -> None:
         rooms = await seed(stores.database_url, args.viewers, args.rooms)
         print(f"seeded {args.viewers} viewers, {len(rooms)} rooms in {time.monotonic() - t:.1f}s", file=sys.stderr)
         rates = [float(r) for r in args.rates.split(",") if r]
-        rows = await over_websocket(stores, rooms, args.viewers, args.seconds, args.clients, rates)
+        rows = await over_websocket(stores, rooms, args.viewers, args.seconds, args.clients, rates, args.gateways)
         print(dumps({k: v for k, v in rows[0].items() if k != "stages"}), file=sys.stderr)
         rows.append(await gift_path_alone(stores.database_url, rooms, args.viewers, args.seconds))
         print(dumps(rows[-1]), file=sys.stderr)
     print(f"\nmachine: {os.cpu_count()} cores, Python {sys.version.split()[0]}; everything on the same cores "
-          f"(Postgres, Redis, gateway, {args.clients} client processes); durable commits")
+          f"(Postgres, Redis, {args.gateways} gateway process(es), {args.clients} client processes); durable commits")
     print_table("gifts end to end", rows, [
         ("what", "what", ""), ("gifts/s", "gifts_per_s", ".0f"), ("acked", "acks", "d"), ("errors", "errors", "d"),
         ("p50 ms", "p50_ms", ".1f"), ("p99 ms", "p99_ms", ".1f"), ("deliv/s", "deliveries_per_s", ".0f"),
