@@ -143,3 +143,25 @@ async def test_a_gift_landing_while_the_leaderboard_is_read_still_reaches_the_le
     top = await c.wait(lambda c: [m for m in c.of("leaderboard") if m["top"]], 10)
     assert landed and top[-1]["top"] == [{"user_id": "u1", "name": "U1", "coins": 1}]
     await c.close()
+
+
+async def test_a_gift_the_gift_service_refuses_at_once_is_answered_and_the_connection_keeps_working(rt, gw):
+    """The gateway hands gifts to the gift service without a task; a refusal raised at once
+    (here: the service is shutting down) is an error to that gift only, the socket stays usable."""
+    s = await rt.streams.create("cr", "Cr", "t")
+    await fund(rt.wallet, "bob", 70)
+    sender = await Client.open(url(gw, s.id, "bob"))
+    await sender.wait_type("welcome")
+    rt.gifts._closing = True
+    try:
+        await sender.send({"type": "send_gift", "ref": "a", "gift_id": "rose", "count": 1, "idempotency_key": "a"})
+        refused = await sender.wait(lambda c: next((m for m in c.of("error") if m["ref"] == "a"), None))
+        assert refused["code"] == "unavailable"
+        assert gw.gift_tasks == set()  # nothing left in flight for the drain to wait for
+    finally:
+        rt.gifts._closing = False
+    await sender.send({"type": "send_gift", "ref": "b", "gift_id": "rose", "count": 1, "idempotency_key": "b"})
+    ack = await sender.wait(lambda c: next((m for m in c.of("ack") if m["ref"] == "b"), None))
+    assert ack["balance"] == 69 and ack["gift"]["seq"] == 1
+    assert await rt.pool.fetchval("SELECT count(*) FROM gifts WHERE stream_id = $1", s.id) == 1
+    await sender.close()
