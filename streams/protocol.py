@@ -47,6 +47,7 @@ CLOSE_RATE_LIMITED = 4429
 # path of this shape with an id that names no stream is a close 4404, not an HTTP 404).
 PATH = re.compile(r"/v1/streams/([^/]*)/live/?")
 
+
 def encode_bytes(message: dict[str, Any] | list[Any]) -> bytes:
     """``encode`` as the UTF-8 bytes a frame carries."""
     return orjson.dumps(message, option=orjson.OPT_NON_STR_KEYS)
