@@ -258,3 +258,51 @@ async def test_a_database_role_that_cannot_create_temporary_objects_fails_the_st
             except asyncpg.DependentObjectsStillExistError:
                 await asyncio.sleep(0.05)
         await admin.close()
+
+
+def test_a_rule_idle_in_its_batch_is_neither_asked_nor_told_about_its_gifts():
+    """``RuleState.idle``: decide skips the check and the accept of a rule with nothing to do in the batch."""
+    from tests.test_gift_decide import NOW, PRICES, blank_spending, streams
+    from wallet.gift_decide import decide
+
+    class _Strict(RuleState):
+        def __init__(self, idle: bool) -> None:
+            self.idle = idle
+
+        def check(self, c: Candidate) -> errors.WalletError | None:
+            return errors.Forbidden("refuses every gift it is asked about")
+
+        def accept(self, c: Candidate) -> None:
+            raise AssertionError("an idle rule was told about a gift")
+
+    class Strict(Rule):
+        kind = "strict"
+
+        def __init__(self, idle: bool) -> None:
+            self.idle = idle
+
+        def begin(self, view: BatchView) -> RuleState:
+            return _Strict(self.idle)
+
+    wallets = {"v": (9, 50)}
+    view = BatchView(now=NOW, requests=[], streams=streams(), stream_docs={1: {"gifts_paused": False}},
+                     wallets=wallets, prices=PRICES, locked={"self_exclusion": [blank_spending("v")]})
+    gifts = [GiftRequest("v", "v", 1, "rose", 1, "k")]
+    view.requests = gifts
+    assert [a.index for a in decide(gifts, view, {}, {}, (*RULES, Strict(idle=True))).accepted] == [0]
+    refused = decide(gifts, view, {}, {}, (*RULES, Strict(idle=False)))
+    assert refused.rejected[0].code == "forbidden" and not refused.accepted
+
+
+def test_the_rules_with_nothing_in_a_plain_batch_say_so():
+    """A batch without blocks, pauses, exclusions, goals, battles or messages skips those rules."""
+    from tests.test_gift_decide import NOW, PRICES, blank_spending, streams
+
+    gifts = [GiftRequest("v", "v", 1, "rose", 1, "k")]
+    view = BatchView(now=NOW, requests=gifts, streams=streams(), stream_docs={1: {"gifts_paused": False}},
+                     wallets={"v": (9, 50)}, prices=PRICES, locked={"self_exclusion": [blank_spending("v")]})
+    idle = {r.kind for r in RULES if r.begin(view).idle}
+    assert idle == {"self_exclusion", "blocked", "gifts_paused", "message", "goal", "battle"}
+    with_message = [GiftRequest("v", "v", 1, "rose", 1, "k", message="hi")]
+    view.requests = with_message
+    assert "message" not in {r.kind for r in RULES if r.begin(view).idle}

@@ -81,8 +81,9 @@ def decide(
     refused = refused or {}
     states: list[RuleState] = [rule.begin(view) for rule in rules]
     # Bound methods of the hooks each rule really has: the per-gift loops skip the rest.
-    checks = [st.check for st in states if type(st).check is not RuleState.check]
-    accepts = [st.accept for st in states if type(st).accept is not RuleState.accept]
+    # Rules idle in this batch (no block, no goal, no message ...) are skipped too.
+    checks = [st.check for st in states if type(st).check is not RuleState.check and not st.idle]
+    accepts = [st.accept for st in states if type(st).accept is not RuleState.accept and not st.idle]
     wallets = view.wallets
     balances = {sender: bal for sender, (_, bal) in wallets.items()}
     seqs = {sid: s.last_seq for sid, s in view.streams.items()}

@@ -56,6 +56,11 @@ class BatchView:
 class RuleState:
     """A rule's running state for one batch: gifts are checked and accepted in arrival order."""
 
+    # True when this batch gives the rule nothing to do (no block, no goal, no message ...):
+    # ``decide`` then calls neither its check nor its accept, for any gift of the batch. Only
+    # for a state whose check returns None and whose accept sets no fact for every gift.
+    idle: bool = False
+
     def check(self, c: Candidate) -> WalletError | None:
         """The refusal for this gift, or None. Pure: never changes the state."""
         return None

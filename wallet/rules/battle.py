@@ -49,6 +49,7 @@ class _Battle(RuleState):
             self.by_stream[w.inviter_stream] = w
             self.by_stream[w.opponent_stream] = w
             self.scores[w.id] = [int(row["inviter_score"]), int(row["opponent_score"])]
+        self.idle = not self.by_stream
 
     def accept(self, c: Candidate) -> None:
         w = self.by_stream.get(c.stream.id)

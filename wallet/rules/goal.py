@@ -57,6 +57,7 @@ class _State(RuleState):
             for r in rows}
         self.changed: dict[int, GoalState] = {}
         self.reached: set[int] = set()
+        self.idle = not self.goals
 
     def accept(self, c: Candidate) -> None:
         goal = self.goals.get(c.stream.id)

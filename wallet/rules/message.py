@@ -67,10 +67,11 @@ def message_allowed(coins: int, min_coins: int) -> bool:
 
 
 class _State(RuleState):
-    def __init__(self, now: datetime, min_coins: int, tiers: Tiers) -> None:
+    def __init__(self, now: datetime, min_coins: int, tiers: Tiers, any_message: bool) -> None:
         self.now = now
         self.min_coins = min_coins
         self.tiers = tiers
+        self.idle = not any_message  # a gift without a message is neither refused nor annotated
 
     def check(self, c: Candidate) -> errors.WalletError | None:
         if c.request.message is not None and not message_allowed(c.coins, self.min_coins):
@@ -103,7 +104,8 @@ class Message(Rule):
         self.tiers = tiers
 
     def begin(self, view: BatchView) -> RuleState:
-        return _State(view.now, self.min_coins, self.tiers)
+        return _State(view.now, self.min_coins, self.tiers,
+                      any(r.message is not None for r in view.requests))
 
     def event_json(self, facts: Mapping[str, Any]) -> dict[str, Any]:
         text = facts.get("message")

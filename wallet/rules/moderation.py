@@ -21,6 +21,7 @@ def is_blocked(blocks: set[tuple[str, str]], creator_id: str, sender_id: str) ->
 class _Blocked(RuleState):
     def __init__(self, blocks: set[tuple[str, str]]) -> None:
         self.blocks = blocks
+        self.idle = not blocks
 
     def check(self, c: Candidate) -> errors.WalletError | None:
         return errors.Blocked() if is_blocked(self.blocks, c.stream.creator_id, c.request.sender_id) else None
@@ -42,6 +43,7 @@ SELECT b.creator_id, b.user_id FROM creator_blocks b
 class _Paused(RuleState):
     def __init__(self, paused: set[int]) -> None:
         self.paused = paused
+        self.idle = not paused
 
     def check(self, c: Candidate) -> errors.WalletError | None:
         return errors.GiftsPaused() if c.stream.id in self.paused else None

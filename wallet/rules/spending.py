@@ -38,6 +38,7 @@ class _Exclusion(RuleState):
         for doc in view.locked.get(EXCLUSION.kind, []):
             if doc["e"] is not None:
                 self.until[doc["u"]] = datetime.fromisoformat(doc["e"])
+        self.idle = not self.until
 
     def check(self, c: Candidate) -> errors.WalletError | None:
         until = self.until.get(c.request.sender_id)
