@@ -9,7 +9,8 @@ from one sender are applied against the running balance.
 conflict), the lookups (stream, catalog price), the money (balances and the
 ledger deltas) and the stream's ``seq``. Everything that can refuse or
 annotate a gift is a rule in ``wallet.rules``, checked and then applied in the
-order of ``wallet.rules.RULES``.
+order of ``wallet.rules.RULES``; a rule whose state says it is idle in this batch
+(``RuleState.idle``: no block, no goal, no message ...) is skipped for every gift.
 """
 
 from __future__ import annotations

@@ -31,7 +31,9 @@ Annotating rules, after every check (they refuse nothing): ``combo``
 
 A gift that passes every check is then accepted by every rule, in the same
 order: that is where annotating rules (combo, goal, battle, pin) fold it into
-their running state and set its columns.
+their running state and set its columns. A rule with nothing to do in a batch
+(no block, pause, exclusion, goal, battle or message among its gifts) says so
+(``RuleState.idle``) and is neither asked nor told about that batch's gifts.
 
 The staleness rule. In READ COMMITTED each statement has its own snapshot,
 taken when it starts, possibly before it waits for a row lock. Rows it locks
