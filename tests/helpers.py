@@ -2,8 +2,13 @@
 
 from __future__ import annotations
 
+import contextlib
 import secrets
+from collections.abc import AsyncIterator
+from typing import Any
 
+from gifting.stores import open_pool
+from wallet.gifts import GiftService
 from wallet.service import Wallet
 from wallet.webhook import PaymentEvent
 
@@ -29,3 +34,25 @@ async def fund(wallet: Wallet, user: str, at_least: int) -> int:
         pack = next((p for c, p in PACKS if c <= missing), "coins_70")
         balance = await buy(wallet, user, pack)
     return balance
+
+
+@contextlib.asynccontextmanager
+async def other_gift_service(database_url: str | None, *, now: str | None = None, max_size: int = 4,
+                             **options: Any) -> AsyncIterator[GiftService]:
+    """A second GiftService on a pool of its own: another process, as far as Postgres can tell.
+
+    ``now`` sets ``gifting_now()`` for its sessions, so its batches commit at that time (no
+    sleeping); ``options`` go to GiftService (lanes, depth ...). Its pool is ``service.pool``.
+    """
+    assert database_url
+    extra: dict[str, Any] = {"server_settings": {"gifting.now": now}} if now is not None else {}
+    pool = await open_pool(database_url, min_size=1, max_size=max_size, **extra)
+    try:
+        service = GiftService(pool, **{"window_ms": 1.0, **options})
+        await service.start()
+        try:
+            yield service
+        finally:
+            await service.close()
+    finally:
+        await pool.close()

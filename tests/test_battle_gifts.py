@@ -3,13 +3,13 @@
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import itertools
 from typing import Any
 
 from gifting.audit import full_audit
 from gifting.runtime import Runtime
-from gifting.stores import open_pool
-from tests.helpers import fund
+from tests.helpers import fund, other_gift_service
 from wallet import errors
 from wallet.battles import Battles
 from wallet.gift_decide import GiftRequest
@@ -103,10 +103,9 @@ async def test_gifts_racing_the_end_across_two_gift_services_count_exactly_when_
     # The battle ends 1.2 s from now (the database's clock).
     await rt.pool.execute("UPDATE battles SET starts_at = now() - interval '58.8 seconds', "
                           "ends_at = now() + interval '1.2 seconds' WHERE id = $1", battle.id)
-    pool2 = await open_pool(settings.database_url, max_size=4)
-    other = GiftService(pool2, window_ms=1.0)
-    await other.start()
-    second_ender = Battles(pool2)
+    stack = contextlib.AsyncExitStack()
+    other = await stack.enter_async_context(other_gift_service(settings.database_url))  # another process
+    second_ender = Battles(other.pool)
     stop = asyncio.Event()
     counted_acks: list[int] = []
 
@@ -132,8 +131,7 @@ async def test_gifts_racing_the_end_across_two_gift_services_count_exactly_when_
     try:
         await asyncio.gather(race_the_end(), *(sender(i, rt.gifts if i % 2 else other) for i in range(8)))
     finally:
-        await other.close()
-        await pool2.close()
+        await stack.aclose()
     b = await assert_scores_are_the_counted_gifts(rt, battle.id)
     assert b["status"] == "ended" and b["ended_reason"] == "time"
     report = await full_audit(rt)

@@ -11,9 +11,8 @@ from datetime import UTC, datetime, timedelta
 from typing import Any
 
 from gifting.runtime import Runtime
-from gifting.stores import open_pool
 from tests.conftest import bearer
-from tests.helpers import fund
+from tests.helpers import fund, other_gift_service
 from wallet import errors
 from wallet.audit import audit
 from wallet.engagement import Engagement
@@ -268,16 +267,8 @@ async def test_one_senders_gifts_through_two_services_agree_on_one_combo(rt):
 @contextlib.asynccontextmanager
 async def clocked(rt: Runtime, when: datetime) -> AsyncIterator[GiftService]:
     """A GiftService whose batches commit at ``when`` (gifting_now(), set for its sessions): no sleeping."""
-    assert rt.settings.database_url
-    pool = await open_pool(rt.settings.database_url, min_size=1, max_size=2,
-                           server_settings={"gifting.now": when.isoformat()})
-    service = GiftService(pool, window_ms=1.0)
-    await service.start()
-    try:
+    async with other_gift_service(rt.settings.database_url, now=when.isoformat(), max_size=2) as service:
         yield service
-    finally:
-        await service.close()
-        await pool.close()
 
 
 async def test_a_combo_window_past_its_end_starts_a_new_combo(rt):

@@ -12,7 +12,7 @@ from gifting.embedded import EmbeddedRedis
 from gifting.runtime import Runtime
 from gifting.stores import open_redis
 from streams.hot import HotState
-from tests.helpers import fund
+from tests.helpers import fund, other_gift_service
 from wallet import errors
 from wallet.audit import audit
 from wallet.gift_decide import GiftRequest
@@ -184,8 +184,6 @@ async def test_redis_killed_mid_load_and_restarted_empty_catches_up_to_postgres(
 async def test_contending_batches_from_two_services_see_every_locked_wallet_and_creator(rt, settings, caplog):
     """Batches that wait for each other's row locks still read every row they lock: rich wallets are never
     refused and the commit listener sees every account it changed."""
-    from gifting.stores import open_pool
-    from wallet.gifts import GiftService
 
     streams = [await live_stream(rt, f"cr{i}") for i in range(40)]
     senders = [f"rich{i}" for i in range(400)]
@@ -196,16 +194,10 @@ async def test_contending_batches_from_two_services_see_every_locked_wallet_and_
             await fund(rt.wallet, user, 700)
 
     await asyncio.gather(*(rich(s) for s in senders))
-    pool = await open_pool(settings.database_url, max_size=8)
-    other = GiftService(pool, window_ms=1.0, lanes=2, depth=2)
-    await other.start()
-    try:
+    async with other_gift_service(settings.database_url, max_size=8, lanes=2, depth=2) as other:
         results = await outcomes([
             svc.send(req(senders[(i * 7 + j + n) % 400], streams[(i + j) % 40], f"x{n}-{i}-{j}"))
             for n, svc in enumerate((rt.gifts, other)) for i in range(400) for j in range(2)])
-    finally:
-        await other.close()
-        await pool.close()
     failures = [type(r).__name__ for r in results if isinstance(r, BaseException)]
     assert failures == []
     assert rt.gifts.stats["listener_errors"] == 0

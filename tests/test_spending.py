@@ -4,6 +4,7 @@ self-exclusion, and the counters staying equal to the gifts."""
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import secrets
 from collections.abc import AsyncIterator
 from datetime import UTC, datetime, timedelta
@@ -13,8 +14,7 @@ import asyncpg
 import pytest
 
 from gifting.runtime import Runtime
-from gifting.stores import open_pool
-from tests.helpers import buy, fund
+from tests.helpers import buy, fund, other_gift_service
 from wallet import errors
 from wallet.audit import audit
 from wallet.gift_decide import GiftRequest
@@ -52,15 +52,8 @@ async def store(rt: Runtime) -> SpendingStore:
 @pytest.fixture
 async def other_service(rt: Runtime) -> AsyncIterator[GiftService]:
     """A second GiftService on its own pool: another API process, as far as Postgres can tell."""
-    assert rt.settings.database_url
-    pool = await open_pool(rt.settings.database_url, min_size=1, max_size=4)
-    service = GiftService(pool, window_ms=1.0, lanes=2)
-    await service.start()
-    try:
+    async with other_gift_service(rt.settings.database_url, lanes=2) as service:
         yield service
-    finally:
-        await service.close()
-        await pool.close()
 
 
 async def test_200_concurrent_gifts_over_two_services_commit_exactly_the_largest_sum_that_fits(
@@ -135,23 +128,13 @@ async def test_a_limit_lowered_while_gifts_stream_in_holds_for_every_gift_after_
 @pytest.fixture
 async def clock_pools(rt: Runtime) -> AsyncIterator[Any]:
     """GiftServices whose Postgres clock (gifting_now()) is set through the session: no sleeping."""
-    opened: list[tuple[asyncpg.Pool, GiftService]] = []
+    async with contextlib.AsyncExitStack() as stack:
 
-    async def at(when: str) -> GiftService:
-        assert rt.settings.database_url
-        pool = await open_pool(rt.settings.database_url, min_size=1, max_size=2,
-                               server_settings={"gifting.now": when})
-        service = GiftService(pool, window_ms=1.0)
-        await service.start()
-        opened.append((pool, service))
-        return service
+        async def at(when: str) -> GiftService:
+            return await stack.enter_async_context(other_gift_service(rt.settings.database_url, now=when,
+                                                                      max_size=2))
 
-    try:
         yield at
-    finally:
-        for pool, service in opened:
-            await service.close()
-            await pool.close()
 
 
 async def test_gifts_at_235959_9_and_000000_1_utc_count_in_their_own_day_and_week(rt, store, clock_pools):
